@@ -1,0 +1,1 @@
+"""RTMDet in plain PyTorch."""
