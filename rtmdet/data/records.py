@@ -1,0 +1,39 @@
+"""The one in-memory form every dataset reader produces and every consumer reads."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageRecord:
+    """One image and its annotations, in absolute pixel xyxy boxes and contiguous labels."""
+
+    path: str
+    width: int
+    height: int
+    image_id: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (n,4) xyxy float32
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))  # (n,) in 0..C-1
+    iscrowd: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))  # (n,)
+    # Per annotation: a list of polygons (each a flat [x0,y0,x1,y1,...] list) or a COCO RLE dict;
+    # None when the source has no masks.
+    segmentations: list | None = None
+
+
+@dataclass
+class DetectionDataset:
+    """A whole dataset: records plus the class names and the mapping back to source category ids."""
+
+    records: list[ImageRecord]
+    class_names: list[str]
+    cat_ids: list[int]  # contiguous label i <-> original category id cat_ids[i]
+    root: str = ""
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
