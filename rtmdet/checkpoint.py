@@ -1,0 +1,98 @@
+"""Reading and writing checkpoints safely: no pickled code runs, writes are atomic."""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable or does not fit the model."""
+
+
+class OpaqueObject:
+    """Stands in for any class a checkpoint names that we do not trust (mmengine's message hub,
+    numpy scalars...): it swallows constructor args and state, and never runs their code."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def safe_load(path: str | os.PathLike, map_location="cpu") -> Any:
+    """`torch.load(weights_only=True)`; globals the allow-list lacks become `OpaqueObject`s."""
+    path = str(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as first:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        stubs = [(type(n.rsplit(".", 1)[-1], (OpaqueObject,), {}), n) for n in names]
+        try:
+            with torch.serialization.safe_globals(stubs):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+
+
+def extract_state_dict(ckpt: Any) -> dict[str, torch.Tensor]:
+    """The model weights inside a checkpoint (official or ours), 'module.' prefixes removed."""
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+        sd = ckpt["state_dict"]
+    elif isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
+        sd = ckpt["model"]
+    elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        sd = ckpt
+    else:
+        raise CheckpointError("checkpoint holds no state_dict")
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def check_compatible(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str = "",
+                     ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Raise CheckpointError naming the keys that are missing, unexpected or of another shape."""
+    own = model.state_dict()
+    skip = lambda k: any(k.startswith(p) for p in ignore_prefixes)  # noqa: E731
+    missing = [k for k in own if k not in state_dict and not skip(k)]
+    unexpected = [k for k in state_dict if k not in own and not skip(k)]
+    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state_dict and not skip(k) and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or shapes:
+        def fmt(title, items):
+            if not items:
+                return ""
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            return f"\n  {title} ({len(items)}): " + "; ".join(items[:5]) + more
+        raise CheckpointError(
+            f"checkpoint {source} does not fit this model ({type(model).__name__}):"
+            + fmt("shape mismatch", shapes) + fmt("missing", missing) + fmt("unexpected", unexpected))
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

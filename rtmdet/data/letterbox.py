@@ -1,0 +1,31 @@
+"""Test-time pre-processing exactly as the reference: keep-ratio resize to fit, pad with 114."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MEAN_BGR = (103.53, 116.28, 123.675)
+STD_BGR = (57.375, 57.12, 58.395)
+
+
+def fit_size(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(new_h, new_w) after scaling by min(size_h / h, size_w / w), rounded half up."""
+    th, tw = size
+    scale = min(max(th, tw) / max(h, w), min(th, tw) / min(h, w))
+    return int(h * float(scale) + 0.5), int(w * float(scale) + 0.5)
+
+
+def letterbox(img: np.ndarray, size: tuple[int, int] = (640, 640), pad_val: int = 114):
+    """Resize keeping the aspect ratio (OpenCV bilinear), then pad bottom/right to `size`.
+
+    Returns (padded image, (w_scale, h_scale), (new_h, new_w)); the scales are the actual
+    per-axis ratios new/old, which is what boxes are divided by afterwards."""
+    h, w = img.shape[:2]
+    nh, nw = fit_size(h, w, size)
+    if (nh, nw) != (h, w):
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    th, tw = size
+    if (nh, nw) != (th, tw):
+        img = cv2.copyMakeBorder(img, 0, max(th - nh, 0), 0, max(tw - nw, 0),
+                                 cv2.BORDER_CONSTANT, value=(pad_val,) * 3)
+    return img, (nw / w, nh / h), (nh, nw)

@@ -1,0 +1,72 @@
+"""`Detections`: what every predict() returns, whatever the backend."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Detections:
+    """Detections of one image in original-image pixels.
+
+    boxes (N,4) xyxy, scores (N,), labels (N,) as torch tensors (or numpy after `.numpy()`);
+    masks (N,H,W) bool for instance segmentation models, else None."""
+
+    boxes: torch.Tensor | np.ndarray
+    scores: torch.Tensor | np.ndarray
+    labels: torch.Tensor | np.ndarray
+    class_names: list[str] = field(default_factory=list, repr=False)
+    masks: torch.Tensor | np.ndarray | None = None
+    image_shape: tuple[int, int] | None = None  # (h, w) of the original image
+    source: str | None = None  # path of the image, when known
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def numpy(self) -> "Detections":
+        def cv(t):
+            return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
+        return replace(self, boxes=cv(self.boxes), scores=cv(self.scores), labels=cv(self.labels),
+                       masks=cv(self.masks))
+
+    def names(self) -> list[str]:
+        labels = np.asarray(self.numpy().labels).tolist()
+        return [self.class_names[i] if 0 <= i < len(self.class_names) else str(i) for i in labels]
+
+    def filter(self, score_thr: float) -> "Detections":
+        keep = self.scores > score_thr
+        return replace(self, boxes=self.boxes[keep], scores=self.scores[keep],
+                       labels=self.labels[keep],
+                       masks=None if self.masks is None else self.masks[keep])
+
+    def to_dict(self) -> dict:
+        """JSON-ready: one entry per detection with box, score, label and class name."""
+        d = self.numpy()
+        out = {"source": self.source, "image_shape": list(self.image_shape or []), "detections": []}
+        for box, score, label, name in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist(), self.names()):
+            out["detections"].append({"box": [round(v, 3) for v in box], "score": round(score, 5),
+                                      "label": int(label), "name": name})
+        return out
+
+    def to_coco(self, image_id: int, cat_ids: list[int] | None = None) -> list[dict]:
+        """COCO results entries (bbox as xywh, category ids mapped through `cat_ids`)."""
+        d = self.numpy()
+        res = []
+        for (x1, y1, x2, y2), s, l in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()):
+            res.append({"image_id": int(image_id),
+                        "category_id": int(cat_ids[l] if cat_ids is not None else l),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})
+        return res
+
+    def to_txt(self) -> str:
+        """One line per detection: `label score x1 y1 x2 y2` (original pixels)."""
+        d = self.numpy()
+        return "".join(f"{int(l)} {s:.5f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
+                       for b, s, l in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()))
+
+    def draw(self, image: np.ndarray, score_thr: float = 0.0, **kw) -> np.ndarray:
+        """A copy of the BGR image with boxes (and masks) drawn."""
+        from .viz import draw_detections
+        return draw_detections(image, self.filter(score_thr) if score_thr > 0 else self, **kw)

@@ -1,0 +1,73 @@
+"""Box arithmetic: point priors, distance <-> box coding, IoU/GIoU. All boxes are xyxy."""
+from __future__ import annotations
+
+import torch
+
+
+def grid_priors(featmap_sizes, strides, dtype=torch.float32, device="cpu",
+                with_stride: bool = False) -> list[torch.Tensor]:
+    """Per level, the (H*W, 2) points (x, y) = (j*stride, i*stride), row-major (offset 0).
+
+    With `with_stride` each row is (x, y, stride, stride), as the training assigner wants."""
+    out = []
+    for (h, w), s in zip(featmap_sizes, strides):
+        xs = (torch.arange(int(w), device=device) * s).to(dtype)
+        ys = (torch.arange(int(h), device=device) * s).to(dtype)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        cols = [xx.reshape(-1), yy.reshape(-1)]
+        if with_stride:
+            cols += [torch.full_like(cols[0], s), torch.full_like(cols[0], s)]
+        out.append(torch.stack(cols, dim=-1))
+    return out
+
+
+def distance2bbox(points: torch.Tensor, distance: torch.Tensor, max_shape=None) -> torch.Tensor:
+    """(x - l, y - t, x + r, y + b), optionally clamped to (h, w) = max_shape."""
+    x1 = points[..., 0] - distance[..., 0]
+    y1 = points[..., 1] - distance[..., 1]
+    x2 = points[..., 0] + distance[..., 2]
+    y2 = points[..., 1] + distance[..., 3]
+    boxes = torch.stack([x1, y1, x2, y2], -1)
+    if max_shape is not None:
+        h, w = max_shape
+        boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
+                             boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], -1)
+    return boxes
+
+
+def bbox2distance(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Inverse of `distance2bbox` (no clamping): (x - x1, y - y1, x2 - x, y2 - y)."""
+    return torch.stack([points[..., 0] - boxes[..., 0], points[..., 1] - boxes[..., 1],
+                        boxes[..., 2] - points[..., 0], boxes[..., 3] - points[..., 1]], -1)
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6, aligned: bool = False) -> torch.Tensor:
+    """IoU of every box in `a` (..., N, 4) with every box in `b` (..., M, 4) -> (..., N, M);
+    with `aligned`, pairwise along N == M -> (..., N)."""
+    if aligned:
+        lt = torch.maximum(a[..., :2], b[..., :2])
+        rb = torch.minimum(a[..., 2:], b[..., 2:])
+        inter = (rb - lt).clamp(min=0).prod(-1)
+        union = box_area(a) + box_area(b) - inter
+    else:
+        lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
+        rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+        inter = (rb - lt).clamp(min=0).prod(-1)
+        union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
+    return inter / union.clamp(min=eps)
+
+
+def box_giou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised IoU of aligned pairs (..., 4) x (..., 4) -> (...)."""
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = (box_area(a) + box_area(b) - inter).clamp(min=eps)
+    iou = inter / union
+    enclose = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2]))
+    enclose_area = enclose.clamp(min=0).prod(-1).clamp(min=eps)
+    return iou - (enclose_area - union) / enclose_area

@@ -1,0 +1,42 @@
+"""Shared test utilities (fixture paths, detection matching)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"
+DET_FIX = FIXTURES / "rtmdet_tiny_8xb32-300e_coco"
+INS_FIX = FIXTURES / "rtmdet-ins_tiny_8xb32-300e_coco"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference fixture {path} not present")
+    return path
+
+
+def load_fixture(path: Path):
+    return torch.load(need(path), map_location="cpu", weights_only=True)
+
+
+def match_detections(boxes, scores, labels, ref_boxes, ref_scores, ref_labels,
+                     score_tol=1e-4, box_tol=1e-2):
+    """Greedy one-to-one matching of two detection sets (same label, score within `score_tol`,
+    box within `box_tol` pixels). Returns the number of reference detections left unmatched."""
+    boxes, scores, labels = (np.asarray(t, dtype=np.float64) for t in (boxes, scores, labels))
+    rb, rs, rl = (np.asarray(t, dtype=np.float64) for t in (ref_boxes, ref_scores, ref_labels))
+    used = np.zeros(len(scores), bool)
+    unmatched = 0
+    for i in range(len(rs)):
+        ok = (~used) & (labels == rl[i]) & (np.abs(scores - rs[i]) <= score_tol) & \
+             (np.abs(boxes - rb[i]).max(axis=1) <= box_tol)
+        j = np.flatnonzero(ok)
+        if len(j) == 0:
+            unmatched += 1
+        else:
+            used[j[0]] = True
+    return unmatched
