@@ -128,7 +128,7 @@ def to_coco_results(detections, cat_ids: list[int] | None = None, iou_type: str 
             res = {
                 "image_id": iid,
                 "category_id": int(cat_ids[lab]) if cat_ids is not None else lab,
-                "bbox": [round(float(v), 3) for v in xywh[k]],
+                "bbox": [float(v) for v in xywh[k]],
                 "score": float(scores[k]),
             }
             if segs is not None:
@@ -197,8 +197,16 @@ def evaluate_coco(
         for a in gt_dict["annotations"]
     ]
 
+    dt_input = copy.deepcopy(results)
+    if iou_type == "segm":
+        # With a 'bbox' key the COCO API takes the box area as the detection's area; mask AP's
+        # small/medium/large ranges are meant to use the mask area (as Detectron2 also does).
+        for r in dt_input:
+            r.pop("bbox", None)
+            if "segmentation" not in r:
+                raise ValueError("iou_type='segm' needs a 'segmentation' in every result")
     coco_gt = COCO(gt_dict)
-    coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+    coco_dt = coco_gt.loadRes(dt_input)
     ev = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=log.debug)
     ev.evaluate()
     ev.accumulate()
