@@ -255,6 +255,8 @@ def test_bad_inputs_raise():
         evaluate_coco(gt, [{"image_id": 999999, "boxes": [[0, 0, 5, 5]], "scores": [1.0], "labels": [0]}])
     with pytest.raises(ValueError, match="lengths differ"):
         evaluate_coco(gt, [{"image_id": 1000, "boxes": [[0, 0, 5, 5]], "scores": [1.0, 0.5], "labels": [0]}])
+    with pytest.raises(ValueError, match="label 2 outside 0..1"):
+        evaluate_coco(gt, [{"image_id": 1000, "boxes": [[0, 0, 5, 5]], "scores": [1.0], "labels": [2]}])
 
 
 def test_segm_parity_with_pycocotools():

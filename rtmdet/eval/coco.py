@@ -12,7 +12,6 @@ Detections come in either of two forms:
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -110,6 +109,10 @@ def to_coco_results(detections, cat_ids: list[int] | None = None, iou_type: str 
         if not (len(boxes) == len(scores) == len(labels)):
             raise ValueError(f"image {iid}: boxes/scores/labels lengths differ "
                              f"({len(boxes)}/{len(scores)}/{len(labels)})")
+        n_cls = len(cat_ids) if cat_ids is not None else None
+        if len(labels) and (labels.min() < 0 or (n_cls is not None and labels.max() >= n_cls)):
+            raise ValueError(f"image {iid}: label {int(labels.max() if labels.min() >= 0 else labels.min())} "
+                             f"outside 0..{n_cls - 1 if n_cls is not None else 'C-1'}")
         segs = None
         if iou_type == "segm":
             segs = _get(d, "segmentations")
@@ -123,14 +126,9 @@ def to_coco_results(detections, cat_ids: list[int] | None = None, iou_type: str 
         iid = int(iid)
         xywh = boxes.copy()
         xywh[:, 2:] -= xywh[:, :2]
-        for k in range(len(boxes)):
-            lab = int(labels[k])
-            res = {
-                "image_id": iid,
-                "category_id": int(cat_ids[lab]) if cat_ids is not None else lab,
-                "bbox": [float(v) for v in xywh[k]],
-                "score": float(scores[k]),
-            }
+        cats = [int(cat_ids[lab]) for lab in labels.tolist()] if cat_ids is not None else labels.tolist()
+        for k, (cat, bb, sc) in enumerate(zip(cats, xywh.tolist(), scores.tolist())):
+            res = {"image_id": iid, "category_id": cat, "bbox": bb, "score": sc}
             if segs is not None:
                 s = segs[k]
                 if isinstance(s, Mapping) and isinstance(s.get("counts"), bytes):
@@ -197,7 +195,7 @@ def evaluate_coco(
         for a in gt_dict["annotations"]
     ]
 
-    dt_input = copy.deepcopy(results)
+    dt_input = [dict(r) for r in results]  # loadRes adds keys; a shallow copy per result suffices
     if iou_type == "segm":
         # With a 'bbox' key the COCO API takes the box area as the detection's area; mask AP's
         # small/medium/large ranges are meant to use the mask area (as Detectron2 also does).
