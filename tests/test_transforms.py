@@ -266,11 +266,16 @@ def test_mosaic_fifo_vs_random_pop():
     for s in samples:
         fifo(s, rng)
     assert [int(c.img[0, 0, 0]) for c in fifo.results_cache] == [4, 5, 6, 7]
-    rnd = CachedMosaic((64, 64), max_cached_images=4, random_pop=True)
-    for s in samples:
-        rnd(s, rng)
-    kept = [int(c.img[0, 0, 0]) for c in rnd.results_cache]
-    assert kept[-1] == 7 and len(kept) == 4  # the newest is never popped
+    kept_sets = set()
+    for seed in range(10):
+        rnd = CachedMosaic((64, 64), max_cached_images=4, random_pop=True)
+        r = np.random.default_rng(seed)
+        for s in samples:
+            rnd(s, r)
+        kept = [int(c.img[0, 0, 0]) for c in rnd.results_cache]
+        assert kept[-1] == 7 and len(kept) == 4  # the newest is never popped
+        kept_sets.add(tuple(kept))
+    assert len(kept_sets) > 1 and kept_sets != {(4, 5, 6, 7)}
 
 
 def test_mixup_consistency_and_blend():
