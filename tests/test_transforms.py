@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from rtmdet.data.loader import TrainDataset, build_train_loader, collate, decode_rle, record_masks
 from rtmdet.data.records import DetectionDataset, ImageRecord
+from rtmdet.data.letterbox import letterbox
 from rtmdet.data.transforms import (
     PIPELINE_PARAMS, CachedMixUp, CachedMosaic, Compose, FilterAnnotations, Pad, RandomCrop,
-    RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline, letterbox,
+    RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline,
 )
 
 TOL = 2
@@ -87,12 +88,12 @@ def no_hsv(p: Compose) -> Compose:
 # ----------------------------------------------------------------------------- letterbox
 def test_letterbox_known_values():
     img = np.full((720, 1280, 3), 7, np.uint8)
-    out, sf = letterbox(img)
+    out, sf, _ = letterbox(img)
     assert out.shape == (640, 640, 3) and sf == (0.5, 0.5)
     assert np.all(out[:360] == 7) and np.all(out[360:] == 114)
-    out, sf = letterbox(np.full((375, 500, 3), 7, np.uint8))  # 500x375 -> 640x480
+    out, sf, _ = letterbox(np.full((375, 500, 3), 7, np.uint8))  # 500x375 -> 640x480
     assert sf == (640 / 500, 480 / 375) and np.all(out[:480] == 7) and np.all(out[480:] == 114)
-    out, sf = letterbox(np.full((3, 1000, 3), 7, np.uint8))  # 3 * 0.64 = 1.92 -> int(2.42) = 2 rows
+    out, sf, _ = letterbox(np.full((3, 1000, 3), 7, np.uint8))  # 3 * 0.64 = 1.92 -> int(2.42) = 2 rows
     assert sf == (0.64, 2 / 3) and np.all(out[:2] == 7) and np.all(out[2:] == 114)
 
 
@@ -101,7 +102,7 @@ def test_letterbox_known_values():
        th=st.sampled_from([320, 640, 480]))
 def test_letterbox_size_and_scale(h, w, tw, th):
     img = np.random.default_rng(h * 7 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    out, (ws, hs) = letterbox(img, (tw, th))
+    out, (ws, hs), _ = letterbox(img, (th, tw))
     # independent: exact rational scale, round half up
     from fractions import Fraction
     s = min(Fraction(th, h), Fraction(tw, w))

@@ -9,10 +9,12 @@ STD_BGR = (57.375, 57.12, 58.395)
 
 
 def fit_size(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
-    """(new_h, new_w) after scaling by min(size_h / h, size_w / w), rounded half up."""
+    """(new_h, new_w) after scaling by min(size_h / h, size_w / w), rounded half up as mmcv does
+    (for a square target this is the reference's long/short-edge rule). A side that would round
+    to 0 pixels is kept at 1 (the reference would fail inside cv2.resize)."""
     th, tw = size
-    scale = min(max(th, tw) / max(h, w), min(th, tw) / min(h, w))
-    return int(h * float(scale) + 0.5), int(w * float(scale) + 0.5)
+    scale = min(th / h, tw / w)
+    return (max(1, min(th, int(h * scale + 0.5))), max(1, min(tw, int(w * scale + 0.5))))
 
 
 def letterbox(img: np.ndarray, size: tuple[int, int] = (640, 640), pad_val: int = 114):

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "Sample", "letterbox", "rescale_size", "Compose", "CachedMosaic", "CachedMixUp",
+    "Sample", "rescale_size", "Compose", "CachedMosaic", "CachedMixUp",
     "Resize", "RandomResize", "RandomCrop", "YOLOXHSVRandomAug", "RandomFlip", "Pad",
     "FilterAnnotations", "PipelineParams", "PIPELINE_PARAMS", "pipeline_params",
     "build_train_pipeline",
@@ -46,27 +46,6 @@ def rescale_size(w: int, h: int, scale: float | tuple[int, int]) -> tuple[tuple[
     else:
         factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
     return (int(w * factor + 0.5), int(h * factor + 0.5)), factor
-
-
-def letterbox(img: np.ndarray, size: tuple[int, int] = (640, 640),
-              pad_val: int = PAD_VAL) -> tuple[np.ndarray, tuple[float, float]]:
-    """Keep-ratio resize (cv2 bilinear) into ``size`` = (w, h), then pad bottom/right.
-
-    scale = min(h_t / h, w_t / w); new size = (int(w * scale + 0.5), int(h * scale + 0.5)).
-    For a square ``size`` this is exactly the reference test pipeline
-    ``Resize(scale=size, keep_ratio=True) -> Pad(size, 114)``.
-    Returns the padded image and the actual ``(w_scale, h_scale) = (new_w / w, new_h / h)``
-    to divide predicted boxes by.
-    """
-    tw, th = int(size[0]), int(size[1])
-    h, w = img.shape[:2]
-    scale = min(th / h, tw / w)
-    nw, nh = max(1, min(tw, int(w * scale + 0.5))), max(1, min(th, int(h * scale + 0.5)))
-    if (nw, nh) != (w, h):
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    out = np.full((th, tw) + img.shape[2:], pad_val, dtype=img.dtype)
-    out[:nh, :nw] = img
-    return out, (nw / w, nh / h)
 
 
 # ----------------------------------------------------------------------------- sample
