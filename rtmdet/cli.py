@@ -155,6 +155,46 @@ def cmd_models(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- val
+def cmd_val(args) -> int:
+    from .data.datasets import load_dataset
+    from .eval.coco import format_table, save_coco_json
+    from .eval.validate import evaluate_model
+
+    check_model_arg(args)
+    try:
+        dataset = load_dataset(args.data, split=args.split, strict=args.strict)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if len(dataset) == 0:
+        raise UsageError(f"{args.data}: no images to evaluate")
+    model = load_model_arg(args)
+    knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
+                 imgsz=args.imgsz)
+    try:
+        metrics, dets = evaluate_model(model, dataset, args.batch, **knobs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(format_table(metrics, per_class=True))
+    if "segm" in metrics:
+        print("segm:")
+        print(format_table(metrics["segm"], per_class=False))
+    save_dir = Path(args.save_dir)
+    if args.save_json or args.plots:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    if args.save_json:
+        out = save_coco_json(dets, save_dir / "detections.json", cat_ids=dataset.cat_ids)
+        print(f"detections written to {out}")
+    if args.plots:
+        from .eval.coco import confusion_matrix
+        from .eval.plots import plot_confusion_matrix, plot_pr_curves
+        plot_pr_curves(metrics, save_dir / "pr_curves.png")
+        plot_confusion_matrix(confusion_matrix(dataset, dets), dataset.class_names,
+                              save_dir / "confusion_matrix.png")
+        print(f"plots written to {save_dir}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- parser
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
@@ -181,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-json", action="store_true", help="predictions.json with every detection")
     p.add_argument("--no-save", action="store_true", help="do not write drawn images/videos")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("val", help="COCO mAP of a model on a COCO-json or YOLO dataset")
+    p.add_argument("--data", required=True, help="dataset folder, COCO .json or YOLO .yaml")
+    p.add_argument("--split", default="val")
+    _model_args(p)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--score-thr", type=float, default=None, help="default: model's (0.001)")
+    p.add_argument("--iou", type=float, default=None, help="default: model's (0.65)")
+    p.add_argument("--max-det", type=int, default=None, help="default: model's (300)")
+    p.add_argument("--imgsz", type=int, default=None)
+    p.add_argument("--strict", action="store_true", help="any dataset problem is an error")
+    p.add_argument("--save-json", action="store_true", help="write COCO-format detections")
+    p.add_argument("--plots", action="store_true", help="PR curves and confusion matrix PNGs")
+    p.add_argument("--save-dir", default="runs/val")
+    p.set_defaults(func=cmd_val)
 
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)

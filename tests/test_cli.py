@@ -1,0 +1,107 @@
+"""The `rtmdet` command as a user meets it: exit codes, outputs, bad inputs."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from rtmdet.cli import main
+from helpers import DET_FIX, load_fixture, need
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    for case in ("square", "portrait"):
+        cv2.imwrite(str(d / f"{case}.jpg"), load_fixture(DET_FIX / f"predict_{case}.pth")["image_bgr"].numpy())
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    return d
+
+
+def test_predict_folder_skips_corrupt_and_writes_outputs(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["predict", str(images), "--weights", str(need(DET_FIX / "weights.pth")),
+               "--score-thr", "0.02", "--save-dir", str(out), "--save-json", "--save-txt"])
+    assert rc == 0
+    printed = capsys.readouterr()
+    assert "corrupt.jpg" in printed.out + printed.err
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["portrait.jpg", "square.jpg"]
+    preds = json.loads((out / "predictions.json").read_text())
+    assert [p["source"].rsplit("/", 1)[-1] for p in preds] == ["portrait.jpg", "square.jpg"]
+    assert all(d["score"] > 0.02 for p in preds for d in p["detections"])
+    lines = (out / "labels" / "square.txt").read_text().splitlines()
+    assert len(lines) == len(preds[1]["detections"]) > 0
+    drawn = cv2.imread(str(out / "square.jpg"))
+    assert drawn.shape == (640, 640, 3)
+
+
+def test_predict_video(tmp_path):
+    video = tmp_path / "clip.avi"
+    frame = load_fixture(DET_FIX / "predict_portrait.pth")["image_bgr"].numpy()
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (frame.shape[1], frame.shape[0]))
+    for _ in range(3):
+        w.write(frame)
+    w.release()
+    out = tmp_path / "out"
+    rc = main(["predict", str(video), "--weights", str(DET_FIX / "weights.pth"),
+               "--score-thr", "0.02", "--save-dir", str(out), "--save-json"])
+    assert rc == 0
+    assert len(json.loads((out / "predictions.json").read_text())) == 3
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--weights", "/nonexistent/w.pth"], "weights file not found"),
+    (["--model", "rtmdet-huge"], "unknown model"),
+    ([], "give --model"),
+])
+def test_bad_model_args_exit_2_with_one_line(images, argv, msg, capsys):
+    rc = main(["predict", str(images)] + argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and msg in err and len(err.splitlines()) == 1
+
+
+def test_checkpoint_of_another_model_exits_2(images, tmp_path, capsys):
+    import torch
+    bad = tmp_path / "other.pth"
+    torch.save({"state_dict": {"foo": torch.zeros(1)}}, bad)
+    assert main(["predict", str(images), "--weights", str(bad)]) == 2
+    assert "not an RTMDet checkpoint" in capsys.readouterr().err
+
+
+def test_models_table(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("rtmdet-tiny", "rtmdet-s", "rtmdet-m", "rtmdet-l", "rtmdet-x"):
+        assert name in out
+    assert "download.openmmlab.com" in out and "41.1" in out
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "rtmdet", "models"], capture_output=True, text=True)
+    assert r.returncode == 0 and "rtmdet-tiny" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "rtmdet", "predict", "x.jpg", "--model", "nope"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown model" in r.stderr
+
+
+def test_val_on_synthetic_dataset(tmp_path, capsys):
+    import rtmdet
+    from rtmdet.api import checkpoint_meta
+    from rtmdet.checkpoint import atomic_save
+    from rtmdet.data.synthetic import make_shapes_dataset
+    make_shapes_dataset(tmp_path / "ds", num_images=4, image_size=160, split="val", seed=1)
+    m = rtmdet.create("rtmdet-tiny", num_classes=3, class_names=["rectangle", "ellipse", "triangle"])
+    atomic_save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, tmp_path / "m.pth")
+    rc = main(["val", "--data", str(tmp_path / "ds"), "--weights", str(tmp_path / "m.pth"),
+               "--score-thr", "0.05", "--save-json", "--plots", "--save-dir", str(tmp_path / "val")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "AP50" in out and "rectangle" in out
+    assert (tmp_path / "val" / "detections.json").exists() and (tmp_path / "val" / "pr_curves.png").exists()
+    # an 80-class model on a 3-class dataset is refused with a clear message
+    assert main(["val", "--data", str(tmp_path / "ds"), "--weights", str(DET_FIX / "weights.pth")]) == 2
+    assert "80 classes" in capsys.readouterr().err

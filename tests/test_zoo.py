@@ -1,0 +1,135 @@
+"""Checkpoint download against a local HTTP server: served, truncated, resumed, wrong hash."""
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import rtmdet
+from rtmdet import zoo
+from rtmdet.checkpoint import atomic_save
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict = {}
+    truncate_once: set = set()
+    log: list = []
+
+    def log_message(self, *a):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        name = self.path.rsplit("/", 1)[-1]
+        data = self.files.get(name)
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        self.log.append((name, rng))
+        if rng:
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if name in self.truncate_once:  # promise everything, send half, hang up
+            self.truncate_once.discard(name)
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture()
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    _Handler.files, _Handler.truncate_once, _Handler.log = {}, set(), []
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def _checkpoint_bytes(tmp_path: Path) -> bytes:
+    model = rtmdet.create("rtmdet-tiny", num_classes=4)
+    p = tmp_path / "src.pth"
+    atomic_save({"meta": {}, "state_dict": model.state_dict()}, p)
+    return p.read_bytes()
+
+
+def _serve(data: bytes, stamp="20990101_000000") -> str:
+    name = f"rtmdet_tiny_test_{stamp}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    _Handler.files[name] = data
+    return name
+
+
+def test_download_verifies_and_caches(server, tmp_path, monkeypatch):
+    data = _checkpoint_bytes(tmp_path)
+    name = _serve(data)
+    monkeypatch.setenv("RTMDET_HOME", str(tmp_path / "cache"))
+    path = zoo.download(f"{server}/x/{name}", progress=False)
+    assert path == tmp_path / "cache" / name and path.read_bytes() == data
+    n_requests = len(_Handler.log)
+    assert zoo.download(f"{server}/x/{name}", progress=False) == path
+    assert len(_Handler.log) == n_requests, "a cached, verified file must not be fetched again"
+
+
+def test_truncated_download_fails_then_resumes(server, tmp_path):
+    data = _checkpoint_bytes(tmp_path)
+    name = _serve(data)
+    _Handler.truncate_once.add(name)
+    with pytest.raises(zoo.DownloadError, match="incomplete|interrupted"):
+        zoo.download(f"{server}/{name}", tmp_path / "c", progress=False)
+    part = tmp_path / "c" / (name + ".part")
+    assert 0 < part.stat().st_size < len(data)
+    assert not (tmp_path / "c" / name).exists()
+    path = zoo.download(f"{server}/{name}", tmp_path / "c", progress=False)
+    assert path.read_bytes() == data and not part.exists()
+    assert _Handler.log[-1][1] == f"bytes={len(data) // 2}-", "second call must resume with Range"
+
+
+def test_wrong_hash_is_rejected_and_nothing_kept(server, tmp_path):
+    data = _checkpoint_bytes(tmp_path)
+    name = "rtmdet_tiny_bad_20990101-deadbeef.pth"
+    _Handler.files[name] = data
+    with pytest.raises(zoo.DownloadError, match="deadbeef"):
+        zoo.download(f"{server}/{name}", tmp_path / "c", progress=False)
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_http_error_is_a_download_error(server, tmp_path):
+    with pytest.raises(zoo.DownloadError, match="404"):
+        zoo.download(f"{server}/missing-12345678.pth", tmp_path, progress=False)
+
+
+def test_load_by_zoo_name_uses_the_cache(server, tmp_path, monkeypatch):
+    data = _checkpoint_bytes(tmp_path)
+    name = _serve(data)
+    entry = zoo.ZOO["rtmdet-tiny"]
+    monkeypatch.setitem(zoo.ZOO, "rtmdet-tiny", zoo.ZooEntry(
+        entry.name, f"{server}/{name}", entry.box_ap, entry.params_m, entry.gmacs))
+    monkeypatch.setenv("RTMDET_HOME", str(tmp_path / "home"))
+    model = rtmdet.load("rtmdet-tiny", progress=False)
+    assert model.cfg.num_classes == 4 and not model.training
+    assert (tmp_path / "home" / name).exists()
+
+
+def test_zoo_urls_carry_hash_prefixes():
+    for e in zoo.ZOO.values():
+        assert e.url.startswith("https://download.openmmlab.com/")
+        assert zoo.hash_prefix(e.filename) is not None and len(zoo.hash_prefix(e.filename)) == 8
+
+
+def test_zoo_gmacs_agree_with_a_flop_count():
+    from torch.utils.flop_counter import FlopCounterMode
+    model = rtmdet.create("rtmdet-tiny").eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.zeros(1, 3, 640, 640))
+    assert fc.get_total_flops() / 2e9 == pytest.approx(zoo.ZOO["rtmdet-tiny"].gmacs, abs=0.01)
