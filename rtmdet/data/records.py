@@ -20,6 +20,8 @@ class ImageRecord:
     # Per annotation: a list of polygons (each a flat [x0,y0,x1,y1,...] list) or a COCO RLE dict;
     # None when the source has no masks.
     segmentations: list | None = None
+    # Optional per-annotation area as given by the source (COCO "area"); None -> box w*h.
+    areas: np.ndarray | None = None
 
 
 @dataclass
@@ -30,6 +32,8 @@ class DetectionDataset:
     class_names: list[str]
     cat_ids: list[int]  # contiguous label i <-> original category id cat_ids[i]
     root: str = ""
+    # What the reader skipped/fixed on load (rtmdet.data.datasets.LoadReport); None if not validated.
+    report: object | None = None
 
     def __len__(self) -> int:
         return len(self.records)
