@@ -107,7 +107,12 @@ class Trainer:
                 raise FileNotFoundError(f"resume checkpoint not found: {path}")
             self.resume_ckpt = safe_load(path)
             saved = from_dict(TrainConfig, self.resume_ckpt["train_cfg"])
-            cfg = dataclasses.replace(saved, resume=str(path), workers=cfg.workers, device=cfg.device or saved.device)
+            # the run continues with its saved settings; only where it runs may change
+            default = TrainConfig()
+            cfg = dataclasses.replace(
+                saved, resume=str(path),
+                workers=cfg.workers if cfg.workers != default.workers else saved.workers,
+                device=cfg.device or saved.device)
             self.save_dir = path.parent
         self.cfg = cfg
         self._setup_dist()
