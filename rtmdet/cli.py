@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sub-commands defined in other modules register here: each takes the subparsers object.
 _EXTRA_COMMANDS: list = []
+_EXTRA_COMMANDS.append(lambda sub: __import__('rtmdet.train.cli', fromlist=['cli']).add_train_parser(sub))
 
 
 def main(argv: list[str] | None = None) -> int:

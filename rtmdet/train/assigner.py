@@ -1,0 +1,152 @@
+"""Dynamic soft-label assignment (RTMDet), computed for a whole padded batch at once.
+
+Per image and ground truth the reference (mmdet `DynamicSoftLabelAssigner`) does:
+
+* candidates: priors whose centre lies strictly inside at least one gt box ("valid" priors);
+* cost(prior, gt) over valid priors and ALL gts of the image:
+  - soft classification cost: BCE(logits, onehot*IoU) * |onehot*IoU - sigmoid|^2, summed over classes
+  - IoU cost: -log(IoU + 1e-7) * iou_weight
+  - soft centre prior: 10 ** (|prior - gt centre| / stride - soft_center_radius)
+* dynamic k per gt = max(1, int(sum of the gt's top-`topk` IoUs over valid priors));
+  the gt takes its k cheapest valid priors;
+* a prior taken by several gts keeps the gt of minimum cost over the whole row (all gts);
+* result: gt index (0 = background, k = gt k-1), label (-1 background) and the IoU with the
+  matched gt (`max_overlaps`, -1e8 for background, 0 everywhere when there is no gt or no valid
+  prior).
+
+Here the images are stacked: gts padded to the batch maximum with a `gt_valid` mask, invalid
+(prior, gt) pairs carrying an infinite cost, so no Python loop over images or gts is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+INF = 100000000.0
+EPS = 1.0e-7
+
+
+def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(..., N, 4) x (..., M, 4) -> (..., N, M) IoU with the reference arithmetic: areas are
+    NOT clamped (a predicted box with negative width and height has a positive area)."""
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    lt = torch.max(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
+    rb = torch.min(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    overlap = wh[..., 0] * wh[..., 1]
+    union = area1[..., :, None] + area2[..., None, :] - overlap
+    return overlap / torch.max(union, union.new_tensor([eps]))
+
+
+@dataclass
+class AssignResult:
+    """Per prior, for a batch: all (B, N)."""
+
+    gt_inds: torch.Tensor  # int64, 0 = background, k = matched to gt k-1
+    labels: torch.Tensor  # int64, -1 for background
+    max_overlaps: torch.Tensor  # float, IoU with the matched gt
+
+    @property
+    def pos_mask(self) -> torch.Tensor:
+        return self.gt_inds > 0
+
+
+class DynamicSoftLabelAssigner:
+    def __init__(self, topk: int = 13, iou_weight: float = 3.0, soft_center_radius: float = 3.0):
+        self.topk = topk
+        self.iou_weight = iou_weight
+        self.soft_center_radius = soft_center_radius
+
+    @torch.no_grad()
+    def assign(self, pred_scores: torch.Tensor, pred_boxes: torch.Tensor, priors: torch.Tensor,
+               gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
+               gt_valid: torch.Tensor | None = None) -> AssignResult:
+        """pred_scores (B,N,C) logits; pred_boxes (B,N,4) decoded xyxy; priors (N,4) rows
+        (x, y, stride_w, stride_h); gt_boxes (B,M,4) xyxy; gt_labels (B,M); gt_valid (B,M) bool
+        (padding rows False). Returns per-prior results of shape (B, N)."""
+        B, N, C = pred_scores.shape
+        M = gt_boxes.shape[1]
+        device = pred_scores.device
+        if gt_valid is None:
+            gt_valid = torch.ones(gt_boxes.shape[:2], dtype=torch.bool, device=device)
+        gt_valid = gt_valid.bool()
+        gt_inds = torch.zeros(B, N, dtype=torch.long, device=device)
+        labels = torch.full((B, N), -1, dtype=torch.long, device=device)
+        max_overlaps = torch.zeros(B, N, dtype=torch.float32, device=device)
+        if M == 0 or N == 0:
+            return AssignResult(gt_inds, labels, max_overlaps)
+
+        pred_scores = pred_scores.float()
+        pred_boxes = pred_boxes.float()
+        gt_boxes = gt_boxes.float()
+        centers = priors[:, :2].float()
+        # candidates: centre strictly inside a (real) gt
+        lt = centers[None, :, None, :] - gt_boxes[:, None, :, :2]  # (B,N,M,2)
+        rb = gt_boxes[:, None, :, 2:] - centers[None, :, None, :]
+        is_in_gts = (torch.cat([lt, rb], -1).min(-1).values > 0) & gt_valid[:, None, :]
+        valid = is_in_gts.any(-1)  # (B,N)
+        pair_ok = valid[:, :, None] & gt_valid[:, None, :]  # (B,N,M)
+
+        gt_center = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2.0  # (B,M,2)
+        strides = priors[:, 2].float()
+        distance = (centers[None, :, None, :] - gt_center[:, None, :, :]).pow(2).sum(-1).sqrt() \
+            / strides[None, :, None]
+        soft_center_prior = torch.pow(10, distance - self.soft_center_radius)
+
+        ious = pairwise_iou(pred_boxes, gt_boxes)  # (B,N,M)
+        ious = torch.where(pair_ok, ious, torch.zeros_like(ious))
+        iou_cost = -torch.log(ious + EPS) * self.iou_weight
+
+        # classification cost: every class has target 0 except the gt's class, target IoU.
+        # sum_c BCE(x_c, 0) * sigmoid(x_c)^2  - (gt class term with target 0) + (gt class term)
+        sig = pred_scores.sigmoid()
+        neg_terms = F.binary_cross_entropy_with_logits(
+            pred_scores, torch.zeros_like(pred_scores), reduction="none") * sig.pow(2.0)
+        labels_safe = gt_labels.long().clamp(0, C - 1) * gt_valid.long()  # (B,M)
+        idx = labels_safe[:, None, :].expand(B, N, M)
+        x_gt = torch.gather(pred_scores, 2, idx)  # (B,N,M): logit of the gt's class
+        neg_gt = torch.gather(neg_terms, 2, idx)
+        pos_gt = F.binary_cross_entropy_with_logits(x_gt, ious, reduction="none") \
+            * (ious - x_gt.sigmoid()).abs().pow(2.0)
+        soft_cls_cost = neg_terms.sum(-1, keepdim=True) - neg_gt + pos_gt
+
+        cost = soft_cls_cost + iou_cost + soft_center_prior
+        # pairs the reference never sees (priors outside every gt, padded gts) rank last; +inf,
+        # not 1e8, because real costs can exceed 1e8 (the centre prior is 10**(d/stride - 3))
+        cost = torch.where(pair_ok, cost, torch.full_like(cost, float("inf")))
+
+        # dynamic k per gt from the top-k IoUs over valid priors (invalid ones hold IoU 0)
+        k = min(self.topk, N)
+        topk_ious = ious.topk(k, dim=1).values  # (B,k,M)
+        num_valid = valid.sum(1)  # (B,)
+        dynamic_ks = topk_ious.sum(1).int().clamp(min=1)  # (B,M)
+        dynamic_ks = torch.minimum(dynamic_ks, num_valid[:, None].int().clamp(min=1))
+        kmax = int(dynamic_ks.max()) if dynamic_ks.numel() else 1
+        kmax = min(kmax, N)
+        _, pos_idx = cost.topk(kmax, dim=1, largest=False)  # (B,kmax,M)
+        take = torch.arange(kmax, device=device)[None, :, None] < dynamic_ks[:, None, :]
+        matching = torch.zeros(B, N, M, dtype=torch.bool, device=device)
+        matching.scatter_(1, pos_idx, take)
+        matching &= pair_ok
+
+        # a prior matched to several gts keeps the gt of minimum cost over the whole row
+        multi = matching.sum(-1) > 1  # (B,N)
+        if bool(multi.any()):
+            argmin = cost.argmin(-1)  # (B,N)
+            one = F.one_hot(argmin, M).bool()
+            matching = torch.where(multi[..., None], one, matching)
+        fg = matching.any(-1) & valid
+        matched_gt = matching.to(torch.uint8).argmax(-1)  # (B,N)
+        matched_iou = (matching.to(ious.dtype) * ious).sum(-1)
+
+        has = (gt_valid.any(1) & valid.any(1))[:, None]  # images with gts and candidates
+        gt_inds = torch.where(fg, matched_gt + 1, gt_inds)
+        labels = torch.where(fg, torch.gather(gt_labels.long(), 1, matched_gt), labels)
+        max_overlaps = torch.where(fg, matched_iou,
+                                   torch.where(has, torch.full_like(matched_iou, -INF), max_overlaps))
+        return AssignResult(gt_inds, labels, max_overlaps)
+
+    __call__ = assign

@@ -1,0 +1,367 @@
+"""The training loop: data -> model -> RTMDet loss -> AdamW, with EMA, AMP, accumulation, DDP,
+logging, atomic checkpoints and exact resume."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..api import checkpoint_meta, create
+from ..checkpoint import atomic_save, extract_state_dict, safe_load
+from ..config import from_dict, save_yaml, to_dict
+from .config import TrainConfig
+from .ema import ExpMomentumEMA, unwrap
+from .losses import rtmdet_loss
+from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr
+
+log = logging.getLogger("rtmdet.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+# ------------------------------------------------------------------------------ RNG state
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    st = {"python": random.getstate(), "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                                                 "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                                                 "cached_gaussian": float(np_state[4])},
+          "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    py = st["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = st["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def increment_dir(path: Path, exist_ok: bool) -> Path:
+    if exist_ok or not path.exists():
+        return path
+    k = 2
+    while Path(f"{path}{k}").exists():
+        k += 1
+    return Path(f"{path}{k}")
+
+
+def load_finetune_weights(model: torch.nn.Module, src: str) -> list[str]:
+    """Load every tensor of `src` that fits; classification layers of another class count are
+    left re-initialised. Returns the names skipped. Raises when anything else does not fit."""
+    from .. import zoo
+    path = Path(src)
+    if not path.is_file() and src.lower().replace("_", "-") in zoo.ZOO:
+        path = zoo.download(zoo.resolve(src).url)
+    sd = extract_state_dict(safe_load(path))
+    own = model.state_dict()
+    skipped = [k for k in own if k in sd and own[k].shape != sd[k].shape and k.startswith("bbox_head.rtm_cls")]
+    bad = [k for k in own if k in sd and own[k].shape != sd[k].shape and k not in skipped]
+    missing = [k for k in own if k not in sd]
+    if bad or missing:
+        raise ValueError(f"{src} does not fit {type(model).__name__}: "
+                         f"shape mismatch {bad[:5]}, missing {missing[:5]}")
+    model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in skipped}, strict=False)
+    return skipped
+
+
+class Trainer:
+    """`Trainer(cfg).train()` runs the whole recipe; `callbacks` are called as `cb(trainer)` after
+    every optimizer step (tests use them to interrupt a run)."""
+
+    def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None):
+        self.callbacks = list(callbacks or [])
+        self.resume_ckpt = None
+        if cfg.resume:
+            path = Path(cfg.project) / cfg.name / "last.pth" if cfg.resume in ("auto", "True", "true") \
+                else Path(cfg.resume)
+            if not path.is_file():
+                raise FileNotFoundError(f"resume checkpoint not found: {path}")
+            self.resume_ckpt = safe_load(path)
+            saved = from_dict(TrainConfig, self.resume_ckpt["train_cfg"])
+            # the run continues with its saved settings; only where it runs may change
+            default = TrainConfig()
+            cfg = dataclasses.replace(
+                saved, resume=str(path),
+                workers=cfg.workers if cfg.workers != default.workers else saved.workers,
+                device=cfg.device or saved.device)
+            self.save_dir = path.parent
+        self.cfg = cfg
+        self._setup_dist()
+        if self.resume_ckpt is None:
+            self.save_dir = increment_dir(Path(cfg.project) / cfg.name, cfg.exist_ok)
+        seed_everything(cfg.seed + self.rank, cfg.deterministic)
+        self._build()
+
+    # ----------------------------------------------------------------------- setup
+    def _setup_dist(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.world > 1:
+            if dev.startswith("cuda"):
+                torch.cuda.set_device(self.local_rank)
+                dev = f"cuda:{self.local_rank}"
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if dev.startswith("cuda") else "gloo")
+        self.device = torch.device(dev)
+        self.main = self.rank == 0
+
+    def _build(self) -> None:
+        from ..data.datasets import load_dataset
+        from ..data.loader import TrainDataset
+        cfg = self.cfg
+        self.train_data = load_dataset(cfg.data, cfg.train_split)
+        try:
+            self.val_data = load_dataset(cfg.data, cfg.val_split)
+        except (FileNotFoundError, ValueError) as e:
+            log.warning("no validation split (%s): best.pth follows the last epoch", e)
+            self.val_data = None
+        size = cfg.model.lower().replace("_", "-").rsplit("-", 1)[-1]
+        self.train_set = TrainDataset(self.train_data, model_size=size, img_scale=cfg.imgsz, seed=cfg.seed)
+        model = create(cfg.model, num_classes=self.train_data.num_classes,
+                       class_names=self.train_data.class_names)
+        model.test_cfg = dataclasses.replace(model.test_cfg, imgsz=cfg.imgsz)
+        if cfg.weights and self.resume_ckpt is None:
+            skipped = load_finetune_weights(model, cfg.weights)
+            if skipped and self.main:
+                log.info("fine-tune: re-initialised %d classification tensors (class count differs)", len(skipped))
+        model.to(self.device)
+        if cfg.sync_bn and self.world > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.net = model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        total_batch = cfg.batch * self.world * cfg.grad_accum
+        self.lr = cfg.lr if cfg.lr is not None else scaled_lr(total_batch)
+        self.optimizer = build_optimizer(model, self.lr, cfg.weight_decay)
+        self.iters_per_epoch = math.ceil(self._batches_per_epoch() / cfg.grad_accum)
+        self.scheduler = RTMDetLRScheduler(self.optimizer, self.iters_per_epoch, cfg.epochs,
+                                           cfg.warmup_iters, cfg.warmup_start, cfg.min_lr_ratio)
+        self.ema = ExpMomentumEMA(model, cfg.ema_momentum, cfg.ema_gamma, update_buffers=True)
+        self.amp = bool(cfg.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.start_epoch, self.iteration, self.best_fitness = 0, 0, -1.0
+        if self.resume_ckpt is not None:
+            self._load_resume(self.resume_ckpt)
+
+    def _batches_per_epoch(self) -> int:
+        n = len(self.train_set)
+        per_rank = math.ceil(n / self.world)
+        return max(1, math.ceil(per_rank / self.cfg.batch))
+
+    def _load_resume(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.ema.load_state_dict(ck["ema"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.start_epoch, self.iteration = int(ck["epoch"]), int(ck["iteration"])
+        self.best_fitness = float(ck.get("best_fitness", -1.0))
+        set_rng_state(ck["rng"])
+        if self.main:
+            log.info("resumed from %s at epoch %d (iteration %d)", self.cfg.resume, self.start_epoch, self.iteration)
+
+    # ----------------------------------------------------------------------- loop
+    def stage_of(self, epoch: int) -> int:
+        return 2 if epoch >= self.cfg.epochs - self.cfg.stage2_epochs else 1
+
+    def _loader(self, epoch: int):
+        from ..data.loader import build_train_loader
+        from ..data.transforms import build_train_pipeline
+        ds = self.train_set
+        size = self.cfg.model.lower().replace("_", "-").rsplit("-", 1)[-1]
+        # fresh pipelines each epoch: mosaic/mixup caches start empty, so an epoch replays
+        # identically after a resume (worker processes get fresh copies anyway)
+        ds.pipelines = {s: build_train_pipeline(size, s, self.cfg.imgsz) for s in (1, 2)}
+        ds.set_stage(self.stage_of(epoch))
+        sampler = None
+        if self.world > 1:
+            from torch.utils.data.distributed import DistributedSampler
+            sampler = DistributedSampler(ds, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                         seed=self.cfg.seed)
+            sampler.set_epoch(epoch)
+        return build_train_loader(ds, self.cfg.batch, num_workers=self.cfg.workers, seed=self.cfg.seed,
+                                  epoch=epoch, sampler=sampler, pin_memory=self.device.type == "cuda")
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        if self.main:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(cfg, self.save_dir / "config.yaml")
+            log.info("training %s on %s: %d images, %d classes, %d epochs, lr %.2e, results in %s",
+                     cfg.model, cfg.data, len(self.train_set), self.train_data.num_classes, cfg.epochs,
+                     self.lr, self.save_dir)
+        metrics = {}
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.time()
+            losses = self.train_epoch(epoch)
+            metrics = {}
+            last = epoch + 1 == cfg.epochs
+            if self.main:
+                if self.val_data is not None and ((epoch + 1) % cfg.val_interval == 0
+                                                  or self.stage_of(epoch) == 2 or last):
+                    metrics = self.validate()
+                fitness = metrics.get("AP", -1.0) if metrics else -1.0
+                is_best = fitness > self.best_fitness or (self.val_data is None)
+                if is_best:
+                    self.best_fitness = max(fitness, self.best_fitness)
+                self.save_checkpoint(epoch + 1, is_best)
+                self.log_epoch(epoch, losses, metrics, time.time() - t0)
+            if self.world > 1:
+                dist.barrier()
+        return metrics
+
+    def train_epoch(self, epoch: int) -> dict:
+        from tqdm import tqdm
+        cfg = self.cfg
+        self.net.train()
+        loader = self._loader(epoch)
+        n = len(loader)
+        sums = {"loss_cls": 0.0, "loss_bbox": 0.0, "loss": 0.0}
+        bar = tqdm(loader, total=n, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.main,
+                   dynamic_ncols=True, leave=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(bar):
+            imgs = unwrap(self.net).normalize(batch["imgs"].to(self.device, non_blocking=True))
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                out = self.net(imgs)
+            out = ([c.float() for c in out[0]], [b.float() for b in out[1]])
+            ld = rtmdet_loss(out, [b.to(self.device) for b in batch["boxes"]],
+                             [lb.to(self.device) for lb in batch["labels"]], tuple(imgs.shape[-2:]),
+                             strides=self.model.cfg.strides)
+            l_cls, l_box = sum(ld["loss_cls"]), sum(ld["loss_bbox"])
+            loss = l_cls + l_box
+            vals = torch.stack([l_cls.detach(), l_box.detach(), loss.detach()])
+            finite = torch.isfinite(vals).all().float()
+            if self.world > 1:
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() < 1:
+                raise NonFiniteLossError(
+                    f"loss is not finite at epoch {epoch + 1}, batch {i} (loss_cls={vals[0].item()}, "
+                    f"loss_bbox={vals[1].item()}); stopped. The last good checkpoint is "
+                    f"{self.save_dir / 'last.pth'}. Try a lower lr, a longer warm-up, or --amp off.")
+            self.scaler.scale(loss / cfg.grad_accum).backward()
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == n:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.ema.update(self.model)
+                self.iteration += 1
+                for cb in self.callbacks:
+                    cb(self)
+            for k, v in zip(sums, vals.tolist()):
+                sums[k] += v
+            if self.main:
+                mem = torch.cuda.memory_reserved(self.device) / 2**30 if self.device.type == "cuda" else 0.0
+                bar.set_postfix(cls=f"{sums['loss_cls'] / (i + 1):.4f}", bbox=f"{sums['loss_bbox'] / (i + 1):.4f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", mem=f"{mem:.1f}G")
+        bar.close()
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    # ----------------------------------------------------------------------- eval / io
+    @torch.no_grad()
+    def validate(self) -> dict:
+        from ..eval.coco import evaluate_coco
+        model = self.ema.module
+        root = self.val_data.root
+        paths = [os.path.join(root, r.path) if root else r.path for r in self.val_data.records]
+        dets = model.predict(paths, score_thr=self.cfg.val_score_thr, batch_size=self.cfg.val_batch,
+                             imgsz=self.cfg.imgsz)
+        results = [{"image_id": r.image_id, "boxes": d.boxes, "scores": d.scores, "labels": d.labels}
+                   for r, d in zip(self.val_data.records, dets)]
+        res = evaluate_coco(self.val_data, results)
+        return {k: float(res[k]) for k in ("AP", "AP50", "AP75")}
+
+    def checkpoint(self, epoch: int) -> dict:
+        return {"state_dict": self.ema.module.state_dict(),  # EMA weights: what rtmdet.load reads
+                "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.amp else None,
+                "epoch": epoch, "iteration": self.iteration, "best_fitness": self.best_fitness,
+                "rng": rng_state(), "meta": checkpoint_meta(self.ema.module), "train_cfg": to_dict(self.cfg)}
+
+    def save_checkpoint(self, epoch: int, is_best: bool) -> None:
+        ck = self.checkpoint(epoch)
+        atomic_save(ck, self.save_dir / "last.pth")
+        if is_best:
+            atomic_save({"state_dict": ck["state_dict"], "meta": ck["meta"], "epoch": epoch,
+                         "best_fitness": self.best_fitness}, self.save_dir / "best.pth")
+
+    def log_epoch(self, epoch: int, losses: dict, metrics: dict, seconds: float) -> None:
+        path = self.save_dir / "results.csv"
+        row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **losses,
+               "AP": metrics.get("AP", ""), "AP50": metrics.get("AP50", ""), "AP75": metrics.get("AP75", ""),
+               "time_s": round(seconds, 2)}
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                       for k, v in row.items() if v != ""))
+        if self.cfg.plots:
+            try:
+                plot_results(path, self.save_dir / "results.png")
+            except Exception as e:  # plotting must never stop training
+                log.warning("could not plot results: %s", e)
+
+
+def plot_results(csv_path: Path, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    ep = [int(r["epoch"]) for r in rows]
+    keys = ["loss_cls", "loss_bbox", "loss", "AP", "AP50", "lr"]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    for ax, k in zip(axes.ravel(), keys):
+        pts = [(e, float(r[k])) for e, r in zip(ep, rows) if r.get(k) not in (None, "")]
+        if pts:
+            ax.plot(*zip(*pts), marker=".")
+        ax.set_title(k)
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig | None = None, **kw) -> dict:
+    """Functional entry point: `train(data=..., model='rtmdet-tiny', epochs=...)`."""
+    cfg = dataclasses.replace(cfg or TrainConfig(), **kw)
+    return Trainer(cfg).train()
