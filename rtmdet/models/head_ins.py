@@ -145,37 +145,55 @@ class RTMDetInsSepBNHead(nn.Module):
     # ------------------------------------------------------------------ dynamic convs
     def parse_dynamic_params(self, kernels: torch.Tensor):
         """(n, 169) -> per layer grouped-conv weights (n*out, in, 1, 1) and biases (n*out,)."""
-        n = kernels.shape[0]
-        parts = list(torch.split(kernels, self.weight_nums + self.bias_nums, dim=1))
-        layers = len(self.weight_nums)
-        weights, biases = parts[:layers], parts[layers:]
-        for i in range(layers):
-            out = self.dyconv_channels if i < layers - 1 else 1
-            weights[i] = weights[i].reshape(n * out, -1, 1, 1)
-            biases[i] = biases[i].reshape(n * out)
-        return weights, biases
+        return parse_dynamic_params(kernels, self.weight_nums, self.bias_nums,
+                                    self.dyconv_channels)
 
     def mask_logits(self, mask_feat: torch.Tensor, kernels: torch.Tensor,
                     priors: torch.Tensor) -> torch.Tensor:
         """One image's prototypes (P,h,w), instance kernels (n,169) and their priors
         (n,4: x, y, stride_x, stride_y) -> mask logits (n,h,w) at the prototypes' stride."""
-        n = priors.shape[0]
-        h, w = mask_feat.shape[-2:]
-        if n == 0:
-            return mask_feat.new_empty((0, h, w))
-        s0 = self.strides[0]
-        ys = torch.arange(h, device=mask_feat.device).to(mask_feat.dtype) * s0
-        xs = torch.arange(w, device=mask_feat.device).to(mask_feat.dtype) * s0
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        coord = torch.stack([xx.reshape(-1), yy.reshape(-1)], -1).reshape(1, -1, 2)
-        points = priors[:, :2].reshape(-1, 1, 2)
-        norm = priors[:, 2].reshape(-1, 1, 1) * 8
-        rel = ((points - coord).permute(0, 2, 1) / norm).reshape(n, 2, h, w)
-        x = torch.cat([rel, mask_feat.unsqueeze(0).expand(n, -1, -1, -1)], dim=1)
-        x = x.reshape(1, -1, h, w)
-        weights, biases = self.parse_dynamic_params(kernels)
-        for i, (wt, b) in enumerate(zip(weights, biases)):
-            x = F.conv2d(x, wt, b, groups=n)
-            if i < len(weights) - 1:
-                x = F.relu(x)
-        return x.reshape(n, h, w)
+        return dynamic_mask_logits(mask_feat, kernels, priors, self.weight_nums, self.bias_nums,
+                                   self.dyconv_channels, self.strides[0])
+
+
+def parse_dynamic_params(kernels: torch.Tensor, weight_nums: list[int], bias_nums: list[int],
+                         dyconv_channels: int = 8):
+    """(n, sum of sizes) -> per layer grouped-conv weights (n*out, in, 1, 1) and biases
+    (n*out,); the flat layout is all weights first, then all biases."""
+    n = kernels.shape[0]
+    parts = list(torch.split(kernels, list(weight_nums) + list(bias_nums), dim=1))
+    layers = len(weight_nums)
+    weights, biases = parts[:layers], parts[layers:]
+    for i in range(layers):
+        out = dyconv_channels if i < layers - 1 else 1
+        weights[i] = weights[i].reshape(n * out, -1, 1, 1)
+        biases[i] = biases[i].reshape(n * out)
+    return weights, biases
+
+
+def dynamic_mask_logits(mask_feat: torch.Tensor, kernels: torch.Tensor, priors: torch.Tensor,
+                        weight_nums: list[int], bias_nums: list[int], dyconv_channels: int = 8,
+                        feat_stride: int = 8) -> torch.Tensor:
+    """Per instance: relative coordinates ((prior - cell point) / (prior stride * 8), x then y)
+    stacked before the prototypes, then the instance's dynamic 1x1 convs (ReLU between).
+
+    mask_feat (P,h,w) at `feat_stride`; kernels (n, params); priors (n, 4) -> logits (n,h,w)."""
+    n = priors.shape[0]
+    h, w = mask_feat.shape[-2:]
+    if n == 0:
+        return mask_feat.new_empty((0, h, w))
+    ys = torch.arange(h, device=mask_feat.device).to(mask_feat.dtype) * feat_stride
+    xs = torch.arange(w, device=mask_feat.device).to(mask_feat.dtype) * feat_stride
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    coord = torch.stack([xx.reshape(-1), yy.reshape(-1)], -1).reshape(1, -1, 2)
+    points = priors[:, :2].reshape(-1, 1, 2)
+    norm = priors[:, 2].reshape(-1, 1, 1) * 8
+    rel = ((points - coord).permute(0, 2, 1) / norm).reshape(n, 2, h, w)
+    x = torch.cat([rel, mask_feat.unsqueeze(0).expand(n, -1, -1, -1)], dim=1)
+    x = x.reshape(1, -1, h, w)
+    weights, biases = parse_dynamic_params(kernels, weight_nums, bias_nums, dyconv_channels)
+    for i, (wt, b) in enumerate(zip(weights, biases)):
+        x = F.conv2d(x, wt, b, groups=n)
+        if i < len(weights) - 1:
+            x = F.relu(x)
+    return x.reshape(n, h, w)
