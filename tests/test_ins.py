@@ -211,3 +211,26 @@ def test_loss_mask_no_positives():
     loss = loss_mask(feats, torch.randn(1, 5, 169), torch.zeros(5, 4),
                      [torch.zeros(5, dtype=torch.long)], [torch.zeros(0, 80, 80)])
     assert float(loss) == 0.0 and loss.requires_grad
+
+
+# ---------------------------------------------------------------- usability
+
+def test_predict_batch_fuse_draw(model):
+    import copy
+    img = load_fixture(INS_FIX / "predict_portrait.pth")["image_bgr"].numpy()
+    imgs = [img, np.ascontiguousarray(img[:200, 60:360])]
+    both = model.predict(imgs, score_thr=0.01, batch_size=2)
+    assert len(both) == 2
+    assert [tuple(d.masks.shape[1:]) for d in both] == [(500, 375), (200, 300)]
+    ref = load_fixture(INS_FIX / "predict_portrait.pth")
+    assert match_detections(both[0].boxes, both[0].scores, both[0].labels,
+                            ref["bboxes"], ref["scores"], ref["labels"]) == 0
+    single = both[0]
+    fdet = copy.deepcopy(model).fuse().predict(img, score_thr=0.01)
+    assert match_detections(fdet.boxes, fdet.scores, fdet.labels,
+                            single.boxes, single.scores, single.labels, 1e-3, 0.05) <= 2
+    loose = model.predict(img, score_thr=0.01, mask_thr=0.2)
+    assert int(loose.masks.sum()) >= int(single.masks.sum())
+    assert model.test_cfg.mask_thr == 0.5
+    drawn = single.draw(img, score_thr=0.3)
+    assert drawn.shape == img.shape and drawn.dtype == np.uint8

@@ -1,6 +1,7 @@
 """RTMDet-Ins: RTMDet with a mask head; `predict` adds (N,H,W) bool masks at original resolution."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -25,6 +26,18 @@ class RTMDetIns(RTMDet):
         return RTMDetInsSepBNHead(cfg.num_classes, cfg.neck_out_channels, cfg.feat_channels,
                                   cfg.stacked_convs, cfg.strides, cfg.share_conv,
                                   cfg.num_prototypes, cfg.dyconv_channels, cfg.num_dyconvs, **bn)
+
+    def predict(self, images, *args, mask_thr: float | None = None, **kwargs):
+        """As `RTMDet.predict`; the `Detections` also carry `masks` (N,H,W) bool at the original
+        resolution. `mask_thr` (default `test_cfg.mask_thr`, 0.5) binarises sigmoid(mask)."""
+        if mask_thr is None:
+            return super().predict(images, *args, **kwargs)
+        saved = self.test_cfg
+        self.test_cfg = dataclasses.replace(saved, mask_thr=float(mask_thr))
+        try:
+            return super().predict(images, *args, **kwargs)
+        finally:
+            self.test_cfg = saved
 
     def postprocess(self, outputs, metas: list[dict], cfg: TestConfig) -> list[Detections]:
         cls_scores, bbox_preds, kernel_preds, mask_feat = outputs
