@@ -51,14 +51,34 @@ class Detections:
         return out
 
     def to_coco(self, image_id: int, cat_ids: list[int] | None = None) -> list[dict]:
-        """COCO results entries (bbox as xywh, category ids mapped through `cat_ids`)."""
+        """COCO results entries (bbox as xywh, category ids mapped through `cat_ids`); with
+        masks, each entry also has `segmentation` as a COCO RLE (counts as a str)."""
         d = self.numpy()
+        rles = self.masks_rle() if d.masks is not None else None
         res = []
-        for (x1, y1, x2, y2), s, l in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()):
+        for i, ((x1, y1, x2, y2), s, l) in enumerate(zip(d.boxes.tolist(), d.scores.tolist(),
+                                                         d.labels.tolist())):
             res.append({"image_id": int(image_id),
                         "category_id": int(cat_ids[l] if cat_ids is not None else l),
                         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})
+            if rles is not None:
+                res[-1]["segmentation"] = rles[i]
         return res
+
+    def masks_rle(self) -> list[dict]:
+        """Per instance `{'size': [H, W], 'counts': str}`, pycocotools-compatible RLE
+        (`pycocotools.mask.decode` reads it; its `encode` gives the same counts as bytes)."""
+        from .ops.masks import rle_encode
+        if self.masks is None:
+            raise ValueError("these detections have no masks")
+        return [rle_encode(m) for m in np.asarray(self.numpy().masks, dtype=bool)]
+
+    def masks_polygons(self) -> list[list[list[float]]]:
+        """Per instance, its outer contours as COCO polygons `[x0, y0, x1, y1, ...]`."""
+        from .ops.masks import mask_to_polygons
+        if self.masks is None:
+            raise ValueError("these detections have no masks")
+        return [mask_to_polygons(m) for m in np.asarray(self.numpy().masks, dtype=bool)]
 
     def to_txt(self) -> str:
         """One line per detection: `label score x1 y1 x2 y2` (original pixels)."""
