@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sub-commands defined in other modules register here: each takes the subparsers object.
 _EXTRA_COMMANDS: list = []
+from .deploy.cli import add_bench_parser, add_export_parser  # noqa: E402
+_EXTRA_COMMANDS += [add_export_parser, add_bench_parser]
 
 
 def main(argv: list[str] | None = None) -> int:
