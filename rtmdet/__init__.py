@@ -1,8 +1,9 @@
 """RTMDet real-time object detectors in plain PyTorch; official checkpoints load unchanged."""
 from .api import create, load
 from .config import ModelConfig, TestConfig, model_config
+from .deploy.backends import Detector
 from .detections import Detections
 from .models.detector import RTMDet
 
 __version__ = "0.1.0"
-__all__ = ["create", "load", "Detections", "RTMDet", "ModelConfig", "TestConfig", "model_config"]
+__all__ = ["create", "load", "Detector", "Detections", "RTMDet", "ModelConfig", "TestConfig", "model_config"]

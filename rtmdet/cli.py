@@ -239,14 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    # sub-commands that live beside their subject (imported here: they import this module)
+    from .deploy.cli import add_bench_parser, add_export_parser
+    from .train.cli import add_train_parser
+    for add in (add_train_parser, add_export_parser, add_bench_parser):
+        add(sub)
     return parser
-
-
-# Sub-commands defined in other modules register here: each takes the subparsers object.
-_EXTRA_COMMANDS: list = []
-_EXTRA_COMMANDS.append(lambda sub: __import__('rtmdet.train.cli', fromlist=['cli']).add_train_parser(sub))
 
 
 def main(argv: list[str] | None = None) -> int:

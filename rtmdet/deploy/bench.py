@@ -1,0 +1,128 @@
+"""Latency of pre-processing, inference and post-processing per backend, side by side."""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import BACKENDS, BackendUnavailable, Detector
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    skipped: str | None = None
+    pre: list[float] = field(default_factory=list)  # seconds per run
+    infer: list[float] = field(default_factory=list)
+    post: list[float] = field(default_factory=list)
+    batch: int = 1
+
+    @property
+    def total(self) -> list[float]:
+        return [a + b + c for a, b, c in zip(self.pre, self.infer, self.post)]
+
+    def median(self, name: str) -> float:
+        return statistics.median(getattr(self, name))
+
+    def p90(self, name: str) -> float:
+        v = sorted(getattr(self, name))
+        return v[min(len(v) - 1, int(round(0.9 * (len(v) - 1))))]
+
+    @property
+    def throughput(self) -> float:
+        return self.batch / self.median("total")
+
+
+def bench_images(batch: int, shape=(480, 640), seed: int = 0) -> list[np.ndarray]:
+    """Deterministic synthetic BGR images (smooth gradients plus noise)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    base = np.stack(np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h)), -1)
+    out = []
+    for _ in range(batch):
+        img = np.concatenate([base, base[..., :1][..., ::-1]], -1) + rng.normal(0, 20, (h, w, 3))
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+def make_detector(backend: str, weights: str, imgsz: int, batch: int, device: str,
+                  workdir: Path, nms: bool = False) -> Detector:
+    if backend == "torch":
+        return Detector(weights, device=device)
+    from ..api import load
+    from .onnx import export_onnx
+    model = load(weights, device="cpu")
+    onnx_path = workdir / f"model_{imgsz}_b{batch}{'_nms' if nms else ''}.onnx"
+    if backend == "tensorrt":
+        from .backends import import_tensorrt
+        import_tensorrt()  # fail fast, before exporting
+        from .trt import build_engine
+        export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
+        return Detector(build_engine(onnx_path), device="cuda")
+    export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
+    return Detector(onnx_path, device=device)
+
+
+def run_bench(weights: str, backends=BACKENDS, imgsz: int = 640, batch: int = 1, runs: int = 20,
+              warmup: int = 3, device: str = "cpu", nms: bool = False,
+              images: list[np.ndarray] | None = None) -> list[BenchRow]:
+    """Time each backend's three stages over `runs` runs after `warmup` runs."""
+    images = images or bench_images(batch)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in backends:
+            row = BenchRow(name, batch=batch)
+            try:
+                det = make_detector(name, weights, imgsz, batch, device, Path(tmp), nms)
+            except (BackendUnavailable, ImportError) as e:
+                row.skipped = str(e)
+                rows.append(row)
+                continue
+            cfg = det.resolve_test_cfg(imgsz=imgsz)
+            for i in range(warmup + runs):
+                t0 = time.perf_counter()
+                x, metas = det.preprocess(images, imgsz)
+                t1 = time.perf_counter()
+                out = det.infer(x)
+                t2 = time.perf_counter()
+                det.postprocess(out, metas, cfg)
+                t3 = time.perf_counter()
+                if i >= warmup:
+                    row.pre.append(t1 - t0)
+                    row.infer.append(t2 - t1)
+                    row.post.append(t3 - t2)
+            rows.append(row)
+    return rows
+
+
+def format_table(rows: list[BenchRow], ratios: bool = False) -> str:
+    """One line per backend: median / p90 milliseconds per stage, total, images per second."""
+    head = ["backend", "pre ms (med/p90)", "infer ms (med/p90)", "post ms (med/p90)",
+            "total ms (med/p90)", "img/s"]
+    if ratios:
+        head.append("speed vs torch")
+    ref = next((r for r in rows if r.backend == "torch" and not r.skipped), None)
+    table = [head]
+    for r in rows:
+        if r.skipped:
+            table.append([r.backend, f"skipped: {r.skipped}"])
+            continue
+        cells = [r.backend] + [f"{1e3 * r.median(k):.1f} / {1e3 * r.p90(k):.1f}"
+                               for k in ("pre", "infer", "post", "total")]
+        cells.append(f"{r.throughput:.1f}")
+        if ratios:
+            cells.append(f"{ref.median('total') / r.median('total'):.2f}x" if ref else "-")
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table if len(row) == len(head) and i < len(row))
+              for i in range(len(head))]
+    lines = []
+    for row in table:
+        if len(row) != len(head):
+            lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
+        else:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
