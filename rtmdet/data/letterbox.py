@@ -31,3 +31,14 @@ def letterbox(img: np.ndarray, size: tuple[int, int] = (640, 640), pad_val: int 
         img = cv2.copyMakeBorder(img, 0, max(th - nh, 0), 0, max(tw - nw, 0),
                                  cv2.BORDER_CONSTANT, value=(pad_val,) * 3)
     return img, (nw / w, nh / h), (nh, nw)
+
+
+def letterbox_batch(images: list[np.ndarray], size: tuple[int, int]):
+    """Letterbox every BGR image to `size`: a (B,3,H,W) uint8 array and per-image metadata
+    (`ori_shape`, `scale_factor` (w, h), `img_shape` = the padded size boxes are clamped to)."""
+    padded, metas = [], []
+    for img in images:
+        p, scale, _ = letterbox(img, size)
+        padded.append(p)
+        metas.append({"ori_shape": img.shape[:2], "scale_factor": scale, "img_shape": tuple(size)})
+    return np.ascontiguousarray(np.stack(padded).transpose(0, 3, 1, 2)), metas

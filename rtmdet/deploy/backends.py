@@ -18,10 +18,10 @@ import torch
 
 from ..config import TestConfig
 from ..data.coco_classes import COCO_CLASSES
-from ..data.letterbox import letterbox
+from ..data.letterbox import letterbox_batch
 from ..detections import Detections
 from ..models.detector import read_image
-from ..ops.nms import batched_nms
+from ..ops.postprocess import postprocess_decoded
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -33,46 +33,6 @@ class BackendUnavailable(RuntimeError):
 def level_sizes(h: int, w: int, strides: Sequence[int]) -> list[int]:
     """Points per level for an (h, w) input: each stride-2 conv maps n -> ceil(n / 2)."""
     return [math.ceil(h / s) * math.ceil(w / s) for s in strides]
-
-
-def postprocess_decoded(boxes: torch.Tensor, scores: torch.Tensor, sizes: Sequence[int],
-                        scale_factor: tuple[float, float], cfg: TestConfig):
-    """The reference post-processing on one image's decoded outputs.
-
-    boxes (N,4) xyxy in input pixels, already clamped; scores (N,C) sigmoid; `sizes` the number
-    of points per level. Returns (boxes in original pixels, scores, labels)."""
-    sel_boxes, sel_scores, sel_labels = [], [], []
-    for b, s in zip(boxes.split(list(sizes)), scores.split(list(sizes))):
-        valid = s > cfg.score_thr
-        vals = s[valid]
-        idxs = valid.nonzero()
-        k = min(cfg.nms_pre, idxs.shape[0]) if cfg.nms_pre > 0 else idxs.shape[0]
-        vals, order = vals.sort(descending=True)
-        top = idxs[order[:k]]
-        keep, labels = top.unbind(dim=1)
-        sel_scores.append(vals[:k])
-        sel_labels.append(labels)
-        sel_boxes.append(b[keep])
-    boxes_in, scores, labels = torch.cat(sel_boxes), torch.cat(sel_scores), torch.cat(sel_labels)
-    sw, sh = scale_factor
-    out = boxes_in * boxes_in.new_tensor([1 / sw, 1 / sh, 1 / sw, 1 / sh])
-    if cfg.min_bbox_size >= 0:
-        w, h = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
-        ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
-        if not bool(ok.all()):
-            out, scores, labels = out[ok], scores[ok], labels[ok]
-    keep = batched_nms(out, scores, labels, cfg.nms_iou)[: cfg.max_per_img]
-    return out[keep], scores[keep], labels[keep]
-
-
-def _letterbox_batch(images: list[np.ndarray], size: tuple[int, int]):
-    padded, metas = [], []
-    for img in images:
-        p, scale, _ = letterbox(img, size)
-        padded.append(p)
-        metas.append({"ori_shape": img.shape[:2], "scale_factor": scale, "img_shape": size})
-    batch = np.ascontiguousarray(np.stack(padded).transpose(0, 3, 1, 2)).astype(np.float32)
-    return batch, metas
 
 
 # ------------------------------------------------------------------------------ backends
@@ -124,7 +84,8 @@ class _GraphBackend:
         self.fixed_size = (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 else None
 
     def preprocess(self, images, size):
-        return _letterbox_batch(images, size)
+        batch, metas = letterbox_batch(images, size)
+        return batch.astype(np.float32), metas
 
     def _check_cfg(self, cfg: TestConfig):
         if not self.meta["nms"]:
@@ -154,8 +115,9 @@ class _GraphBackend:
             else:
                 h, w = meta["img_shape"]
                 sizes = level_sizes(h, w, self.strides)
-                b, s, l = postprocess_decoded(outs[0][i].float(), outs[1][i].float(), sizes,
-                                              (sw, sh), cfg)
+                raw = postprocess_decoded(outs[0][i].float(), outs[1][i].float(), sizes,
+                                          (sw, sh), cfg)
+                b, s, l = raw.boxes, raw.scores, raw.labels
             results.append(Detections(b, s, l, self.class_names, image_shape=tuple(meta["ori_shape"])))
         return results
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..config import ModelConfig, TestConfig, default_test_config
 from ..data.coco_classes import COCO_CLASSES
-from ..data.letterbox import MEAN_BGR, STD_BGR, letterbox
+from ..data.letterbox import MEAN_BGR, STD_BGR, letterbox_batch
 from ..detections import Detections
 from ..ops.boxes import grid_priors
 from ..ops.postprocess import postprocess_single
@@ -88,13 +88,8 @@ class RTMDet(nn.Module):
         """Letterbox each BGR image; returns the normalized batch and per-image metadata."""
         size = imgsz or self.test_cfg.imgsz
         size = (size, size) if isinstance(size, int) else tuple(size)
-        padded, metas = [], []
-        for img in images:
-            p, scale, _ = letterbox(img, size)
-            padded.append(p)
-            metas.append({"ori_shape": img.shape[:2], "scale_factor": scale, "img_shape": size})
-        arr = torch.from_numpy(np.ascontiguousarray(np.stack(padded).transpose(0, 3, 1, 2)))
-        return self.normalize(arr.to(self.device)), metas
+        arr, metas = letterbox_batch(images, size)
+        return self.normalize(torch.from_numpy(arr).to(self.device)), metas
 
     def postprocess(self, outputs, metas: list[dict], cfg: TestConfig) -> list[Detections]:
         cls_scores, bbox_preds = outputs[0], outputs[1]
