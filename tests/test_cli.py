@@ -105,3 +105,53 @@ def test_val_on_synthetic_dataset(tmp_path, capsys):
     # an 80-class model on a 3-class dataset is refused with a clear message
     assert main(["val", "--data", str(tmp_path / "ds"), "--weights", str(DET_FIX / "weights.pth")]) == 2
     assert "80 classes" in capsys.readouterr().err
+
+
+def test_val_yolo_format_gives_the_same_numbers_as_coco(tmp_path, capsys):
+    """The same images and boxes as COCO json and as YOLO txt: `rtmdet val` must agree."""
+    import rtmdet
+    from rtmdet.api import checkpoint_meta
+    from rtmdet.checkpoint import atomic_save
+    from rtmdet.data.datasets import load_coco
+    from rtmdet.data.synthetic import make_shapes_dataset
+    ann = make_shapes_dataset(tmp_path / "ds", num_images=4, image_size=160, split="val", seed=3)
+    coco = load_coco(ann, tmp_path / "ds" / "images" / "val")
+    yolo = tmp_path / "yolo"
+    (yolo / "images" / "val").mkdir(parents=True)
+    (yolo / "labels" / "val").mkdir(parents=True)
+    for r in coco.records:
+        img = cv2.imread(r.path)
+        name = r.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        cv2.imwrite(str(yolo / "images" / "val" / f"{name}.png"), img)  # lossless copy
+        lines = []
+        for (x1, y1, x2, y2), lab in zip(r.boxes.tolist(), r.labels.tolist()):
+            cx, cy, w, h = (x1 + x2) / 2 / r.width, (y1 + y2) / 2 / r.height, (x2 - x1) / r.width, (y2 - y1) / r.height
+            lines.append(f"{lab} {cx:.8f} {cy:.8f} {w:.8f} {h:.8f}")
+        (yolo / "labels" / "val" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    (yolo / "data.yaml").write_text(f"path: {yolo}\nval: images/val\nnames: {coco.class_names}\n")
+    from rtmdet.data.datasets import load_dataset
+    from rtmdet.eval.coco import evaluate_coco
+    yolo_ds = load_dataset(yolo / "data.yaml")
+
+    def jittered(ds):  # the same detections for the same file in both forms
+        out = []
+        for r in ds.records:
+            stem = r.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            rng = np.random.default_rng(int(stem.split("_")[-1]) if stem.split("_")[-1].isdigit() else 0)
+            order = np.lexsort(r.boxes.T[::-1])  # same order whatever the file listed first
+            boxes = r.boxes[order] + rng.normal(0, 3, r.boxes.shape)
+            out.append({"image_id": r.image_id, "boxes": boxes, "labels": r.labels[order],
+                        "scores": rng.uniform(0.1, 1, len(boxes))})
+        return out
+
+    a = evaluate_coco(coco, jittered(coco))
+    b = evaluate_coco(yolo_ds, jittered(yolo_ds))
+    assert 0.2 < a["AP"] < 1.0, "jittered boxes should score neither zero nor perfect"
+    # (APs/APm/APl may differ: COCO's `area` is the polygon's, YOLO has only the box's)
+    for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100"):
+        assert a[k] == pytest.approx(b[k], abs=1e-6), k
+    m = rtmdet.create("rtmdet-tiny", num_classes=3, class_names=coco.class_names)
+    atomic_save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, tmp_path / "m.pth")
+    assert main(["val", "--data", str(yolo / "data.yaml"), "--weights", str(tmp_path / "m.pth"),
+                 "--score-thr", "0.02"]) == 0
+    assert "ellipse" in capsys.readouterr().out
