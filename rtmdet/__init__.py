@@ -3,6 +3,7 @@ from .api import create, load
 from .config import ModelConfig, TestConfig, model_config
 from .detections import Detections
 from .models.detector import RTMDet
+from .models.detector_ins import RTMDetIns
 
 __version__ = "0.1.0"
-__all__ = ["create", "load", "Detections", "RTMDet", "ModelConfig", "TestConfig", "model_config"]
+__all__ = ["create", "load", "Detections", "RTMDet", "RTMDetIns", "ModelConfig", "TestConfig", "model_config"]

@@ -88,3 +88,24 @@ def test_cli_train_ins_tiny_then_val_prints_segm(shapes, tmp_path, capsys):
     assert "segm:" in out
     segm = out.split("segm:", 1)[1]
     assert "AP" in segm and "AP50" in segm
+
+
+
+def test_to_dict_has_rle_masks_and_rtmdetins_is_exported():
+    import json
+
+    import rtmdet
+    from rtmdet.data.loader import decode_rle
+    from rtmdet.detections import Detections
+    assert isinstance(rtmdet.create("rtmdet-ins-tiny", num_classes=2), rtmdet.RTMDetIns)
+    masks = np.zeros((2, 7, 9), bool)
+    masks[0, 1:4, 2:6] = True
+    masks[1, 5:, :3] = True
+    d = Detections(torch.tensor([[2.0, 1, 6, 4], [0, 5, 3, 7]]), torch.tensor([0.9, 0.5]),
+                   torch.tensor([1, 0]), ["a", "b"], masks=torch.from_numpy(masks), image_shape=(7, 9))
+    out = json.loads(json.dumps(d.to_dict()))
+    for det, m in zip(out["detections"], masks):
+        assert det["mask"]["size"] == [7, 9]
+        assert np.array_equal(decode_rle(det["mask"]).astype(bool), m)
+    plain = Detections(torch.zeros(1, 4), torch.ones(1), torch.zeros(1, dtype=torch.long))
+    assert "mask" not in plain.to_dict()["detections"][0]
