@@ -289,7 +289,8 @@ class Trainer:
             if self.main:
                 mem = torch.cuda.memory_reserved(self.device) / 2**30 if self.device.type == "cuda" else 0.0
                 bar.set_postfix(cls=f"{sums['loss_cls'] / (i + 1):.4f}", bbox=f"{sums['loss_bbox'] / (i + 1):.4f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", mem=f"{mem:.1f}G")
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", mem=f"{mem:.1f}G",
+                                **({"mask": f"{sums['loss_mask'] / (i + 1):.4f}"} if "loss_mask" in sums else {}))
         bar.close()
         return {k: v / max(n, 1) for k, v in sums.items()}
 
