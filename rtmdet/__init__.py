@@ -4,6 +4,8 @@ from .config import ModelConfig, TestConfig, model_config
 from .deploy.backends import Detector
 from .detections import Detections
 from .models.detector import RTMDet
+from .models.detector_ins import RTMDetIns
 
 __version__ = "0.1.0"
-__all__ = ["create", "load", "Detector", "Detections", "RTMDet", "ModelConfig", "TestConfig", "model_config"]
+__all__ = ["create", "load", "Detector", "Detections", "RTMDet", "RTMDetIns", "ModelConfig",
+           "TestConfig", "model_config"]

@@ -42,12 +42,17 @@ class Detections:
                        masks=None if self.masks is None else self.masks[keep])
 
     def to_dict(self) -> dict:
-        """JSON-ready: one entry per detection with box, score, label and class name."""
+        """JSON-ready: one entry per detection with box, score, label and class name; with masks,
+        also `mask` as a COCO RLE `{'size': [H, W], 'counts': str}` (see `masks_rle`)."""
         d = self.numpy()
+        rles = self.masks_rle() if d.masks is not None else None
         out = {"source": self.source, "image_shape": list(self.image_shape or []), "detections": []}
-        for box, score, label, name in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist(), self.names()):
+        for i, (box, score, label, name) in enumerate(zip(d.boxes.tolist(), d.scores.tolist(),
+                                                          d.labels.tolist(), self.names())):
             out["detections"].append({"box": [round(v, 3) for v in box], "score": round(score, 5),
                                       "label": int(label), "name": name})
+            if rles is not None:
+                out["detections"][-1]["mask"] = rles[i]
         return out
 
     def to_coco(self, image_id: int, cat_ids: list[int] | None = None) -> list[dict]:

@@ -518,11 +518,15 @@ class PipelineParams:
     mixup_ratio_range: tuple[float, float] = (1.0, 1.0)
     stage1_resize_scale: int = 1280  # x img_scale / 640
     stage2_resize_scale: int = 640
+    # rtmdet-ins_tiny's own stage-1 pipeline keeps a plain RandomCrop (no recompute_bbox, no
+    # negative crops); every other ins config, and every ins stage 2, recomputes boxes from masks
+    ins_stage1_recompute_bbox: bool = True
 
 
 PIPELINE_PARAMS: dict[str, PipelineParams] = {
     "tiny": PipelineParams((0.5, 2.0), mosaic_max_cached_images=20, mosaic_random_pop=False,
-                           mixup_max_cached_images=10, mixup_random_pop=False, mixup_prob=0.5),
+                           mixup_max_cached_images=10, mixup_random_pop=False, mixup_prob=0.5,
+                           ins_stage1_recompute_bbox=False),
     "s": PipelineParams((0.5, 2.0)),
     "m": PipelineParams((0.1, 2.0)),
     "l": PipelineParams((0.1, 2.0)),
@@ -547,13 +551,16 @@ def build_train_pipeline(size: str | dict | PipelineParams, stage: int, img_scal
 
     ``with_mask=True`` gives the RTMDet-Ins variant: RandomCrop(recompute_bbox=True,
     allow_negative_crop=True) and FilterAnnotations(min_gt_bbox_wh=(1, 1)) (after MixUp in
-    stage 1, right after the crop in stage 2), as in configs/rtmdet/rtmdet-ins_*.py.
+    stage 1, right after the crop in stage 2), as in configs/rtmdet/rtmdet-ins_*.py (except
+    rtmdet-ins_tiny's stage 1, whose crop is a plain RandomCrop: see PipelineParams).
     """
     p = pipeline_params(size)
     sc = (img_scale, img_scale)
     crop = RandomCrop(sc, allow_negative_crop=with_mask, recompute_bbox=with_mask)
     tail = [YOLOXHSVRandomAug(), RandomFlip(0.5), Pad(sc, PAD_VAL)]
     if stage == 1:
+        if with_mask and not p.ins_stage1_recompute_bbox:
+            crop = RandomCrop(sc)
         big = p.stage1_resize_scale * img_scale // 640
         ts = [CachedMosaic(sc, pad_val=114.0, max_cached_images=p.mosaic_max_cached_images,
                            random_pop=p.mosaic_random_pop),

@@ -21,7 +21,9 @@ from ..checkpoint import atomic_save, extract_state_dict, safe_load
 from ..config import from_dict, save_yaml, to_dict
 from .config import TrainConfig
 from .ema import ExpMomentumEMA, unwrap
+from . import task
 from .losses import rtmdet_loss
+from .losses_ins import rtmdet_ins_loss
 from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr
 
 log = logging.getLogger("rtmdet.train")
@@ -147,7 +149,9 @@ class Trainer:
             log.warning("no validation split (%s): best.pth follows the last epoch", e)
             self.val_data = None
         size = cfg.model.lower().replace("_", "-").rsplit("-", 1)[-1]
-        self.train_set = TrainDataset(self.train_data, model_size=size, img_scale=cfg.imgsz, seed=cfg.seed)
+        self.with_mask = task.name_has_masks(cfg.model)
+        self.train_set = TrainDataset(self.train_data, model_size=size, img_scale=cfg.imgsz, seed=cfg.seed,
+                                      with_mask=self.with_mask)
         model = create(cfg.model, num_classes=self.train_data.num_classes,
                        class_names=self.train_data.class_names)
         model.test_cfg = dataclasses.replace(model.test_cfg, imgsz=cfg.imgsz)
@@ -205,7 +209,7 @@ class Trainer:
         size = self.cfg.model.lower().replace("_", "-").rsplit("-", 1)[-1]
         # fresh pipelines each epoch: mosaic/mixup caches start empty, so an epoch replays
         # identically after a resume (worker processes get fresh copies anyway)
-        ds.pipelines = {s: build_train_pipeline(size, s, self.cfg.imgsz) for s in (1, 2)}
+        ds.pipelines = {s: build_train_pipeline(size, s, self.cfg.imgsz, ds.with_mask) for s in (1, 2)}
         ds.set_stage(self.stage_of(epoch))
         sampler = None
         if self.world > 1:
@@ -234,7 +238,7 @@ class Trainer:
                 if self.val_data is not None and ((epoch + 1) % cfg.val_interval == 0
                                                   or self.stage_of(epoch) == 2 or last):
                     metrics = self.validate()
-                fitness = metrics.get("AP", -1.0) if metrics else -1.0
+                fitness = task.fitness(metrics)
                 is_best = fitness > self.best_fitness or (self.val_data is None)
                 if is_best:
                     self.best_fitness = max(fitness, self.best_fitness)
@@ -250,7 +254,7 @@ class Trainer:
         self.net.train()
         loader = self._loader(epoch)
         n = len(loader)
-        sums = {"loss_cls": 0.0, "loss_bbox": 0.0, "loss": 0.0}
+        sums = dict.fromkeys((*task.loss_keys(self.with_mask), "loss"), 0.0)
         bar = tqdm(loader, total=n, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.main,
                    dynamic_ncols=True, leave=True)
         self.optimizer.zero_grad(set_to_none=True)
@@ -258,20 +262,17 @@ class Trainer:
             imgs = unwrap(self.net).normalize(batch["imgs"].to(self.device, non_blocking=True))
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 out = self.net(imgs)
-            out = ([c.float() for c in out[0]], [b.float() for b in out[1]])
-            ld = rtmdet_loss(out, [b.to(self.device) for b in batch["boxes"]],
-                             [lb.to(self.device) for lb in batch["labels"]], tuple(imgs.shape[-2:]),
-                             strides=self.model.cfg.strides)
-            l_cls, l_box = sum(ld["loss_cls"]), sum(ld["loss_bbox"])
-            loss = l_cls + l_box
-            vals = torch.stack([l_cls.detach(), l_box.detach(), loss.detach()])
+            out = task.float_outputs(out)
+            loss, parts = task.batch_loss(self.model, out, batch, tuple(imgs.shape[-2:]), self.device,
+                                          det_loss=rtmdet_loss, ins_loss=rtmdet_ins_loss)
+            vals = torch.stack([*parts.values(), loss.detach()])
             finite = torch.isfinite(vals).all().float()
             if self.world > 1:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1:
                 raise NonFiniteLossError(
                     f"loss is not finite at epoch {epoch + 1}, batch {i} (loss_cls={vals[0].item()}, "
-                    f"loss_bbox={vals[1].item()}); stopped. The last good checkpoint is "
+                    f"loss_bbox={vals[1].item()}, total={vals[-1].item()}); stopped. The last good checkpoint is "
                     f"{self.save_dir / 'last.pth'}. Try a lower lr, a longer warm-up, or --amp off.")
             self.scaler.scale(loss / cfg.grad_accum).backward()
             if (i + 1) % cfg.grad_accum == 0 or i + 1 == n:
@@ -288,23 +289,21 @@ class Trainer:
             if self.main:
                 mem = torch.cuda.memory_reserved(self.device) / 2**30 if self.device.type == "cuda" else 0.0
                 bar.set_postfix(cls=f"{sums['loss_cls'] / (i + 1):.4f}", bbox=f"{sums['loss_bbox'] / (i + 1):.4f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", mem=f"{mem:.1f}G")
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", mem=f"{mem:.1f}G",
+                                **({"mask": f"{sums['loss_mask'] / (i + 1):.4f}"} if "loss_mask" in sums else {}))
         bar.close()
         return {k: v / max(n, 1) for k, v in sums.items()}
 
     # ----------------------------------------------------------------------- eval / io
     @torch.no_grad()
     def validate(self) -> dict:
-        from ..eval.coco import evaluate_coco
         model = self.ema.module
         root = self.val_data.root
         paths = [os.path.join(root, r.path) if root else r.path for r in self.val_data.records]
         dets = model.predict(paths, score_thr=self.cfg.val_score_thr, batch_size=self.cfg.val_batch,
                              imgsz=self.cfg.imgsz)
-        results = [{"image_id": r.image_id, "boxes": d.boxes, "scores": d.scores, "labels": d.labels}
-                   for r, d in zip(self.val_data.records, dets)]
-        res = evaluate_coco(self.val_data, results)
-        return {k: float(res[k]) for k in ("AP", "AP50", "AP75")}
+        results = task.val_results(self.val_data.records, dets, self.with_mask)
+        return task.val_metrics(self.val_data, results, self.with_mask)
 
     def checkpoint(self, epoch: int) -> dict:
         return {"state_dict": self.ema.module.state_dict(),  # EMA weights: what rtmdet.load reads
@@ -325,6 +324,7 @@ class Trainer:
         path = self.save_dir / "results.csv"
         row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **losses,
                "AP": metrics.get("AP", ""), "AP50": metrics.get("AP50", ""), "AP75": metrics.get("AP75", ""),
+               **task.metric_columns(metrics, self.with_mask),
                "time_s": round(seconds, 2)}
         new = not path.exists()
         with open(path, "a", newline="") as f:
