@@ -14,8 +14,9 @@ log = logging.getLogger("rtmdet")
 
 def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progress: bool = True,
                     **knobs) -> list[dict]:
-    """Per-image results dicts (image_id, boxes, scores, labels[, masks]) for every record;
-    an unreadable image is logged and scored as having no detections."""
+    """Per-image results dicts (image_id, boxes, scores, labels[, segmentations]) for every
+    record; masks are RLE-encoded batch by batch (full-resolution masks of a whole dataset would
+    not fit in memory). An unreadable image is logged and scored as having no detections."""
     from ..models.detector import ImageReadError, read_image
 
     results = []
@@ -30,14 +31,17 @@ def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progr
                 ok.append(r)
             except ImageReadError as e:
                 log.warning("skipped %s", e)
-                results.append({"image_id": r.image_id, "boxes": np.zeros((0, 4)),
-                                "scores": np.zeros(0), "labels": np.zeros(0, np.int64)})
+                empty = {"image_id": r.image_id, "boxes": np.zeros((0, 4)),
+                         "scores": np.zeros(0), "labels": np.zeros(0, np.int64)}
+                if getattr(model.cfg, "with_mask", False):
+                    empty["segmentations"] = []
+                results.append(empty)
         if imgs:
             for r, d in zip(ok, model.predict(imgs, batch_size=batch_size, **knobs)):
                 n = d.numpy()
                 item = {"image_id": r.image_id, "boxes": n.boxes, "scores": n.scores, "labels": n.labels}
                 if n.masks is not None:
-                    item["masks"] = n.masks
+                    item["segmentations"] = d.masks_rle()
                 results.append(item)
         bar.update(len(chunk))
     bar.close()
@@ -52,6 +56,6 @@ def evaluate_model(model, dataset: DetectionDataset, batch_size: int = 8, progre
                          f"{dataset.num_classes}")
     dets = predict_dataset(model, dataset, batch_size, progress, **knobs)
     metrics = evaluate_coco(dataset, dets, "bbox")
-    if getattr(model.cfg, "with_mask", False) and any("masks" in d for d in dets):
+    if getattr(model.cfg, "with_mask", False):
         metrics["segm"] = evaluate_coco(dataset, dets, "segm")
     return metrics, dets
