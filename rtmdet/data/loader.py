@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from ..ops.masks import rle_decode
 from .records import DetectionDataset, ImageRecord
 from .transforms import Sample, build_train_pipeline
 
@@ -42,39 +43,9 @@ def load_image(path: str) -> np.ndarray:
     return img
 
 
-def _rle_counts(counts: Any) -> list[int]:
-    if isinstance(counts, (list, tuple)):
-        return [int(c) for c in counts]
-    s = counts.decode("ascii") if isinstance(counts, bytes) else str(counts)
-    out: list[int] = []
-    p = 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        out.append(x)
-    return out
-
-
 def decode_rle(rle: dict) -> np.ndarray:
-    """Decode a COCO RLE dict (``size`` = [h, w], ``counts`` list or compressed string) to HxW uint8."""
-    h, w = (int(v) for v in rle["size"])
-    flat = np.zeros(h * w, np.uint8)
-    pos, val = 0, 0
-    for c in _rle_counts(rle["counts"]):
-        if val:
-            flat[pos:pos + c] = 1
-        pos += c
-        val ^= 1
-    return flat.reshape(w, h).T.copy()  # column-major
+    """A COCO RLE dict (``size`` = [h, w], ``counts`` list or compressed string) -> HxW uint8."""
+    return rle_decode(rle).astype(np.uint8)
 
 
 def record_masks(rec: ImageRecord, h: int, w: int) -> np.ndarray:

@@ -14,6 +14,18 @@ def bias_init_with_prob(prior_prob: float) -> float:
     return float(-math.log((1 - prior_prob) / prior_prob))
 
 
+def init_head_modules(head: nn.Module) -> None:
+    """The reference head init: every conv N(0, 0.01) with zero bias, every BN weight 1, bias 0."""
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class RTMDetSepBNHead(nn.Module):
     """Classification and distance-regression towers for strides 8/16/32.
 
@@ -47,14 +59,7 @@ class RTMDetSepBNHead(nn.Module):
         return nn.ModuleList(ConvModule(cin if i == 0 else feat, feat, 3, **bn) for i in range(n))
 
     def init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0, 0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_head_modules(self)
         for cls in self.rtm_cls:
             nn.init.constant_(cls.bias, bias_init_with_prob(0.01))
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .head import bias_init_with_prob
+from .head import bias_init_with_prob, init_head_modules
 from .layers import ConvModule
 
 
@@ -109,14 +109,7 @@ class RTMDetInsSepBNHead(nn.Module):
     def init_weights(self) -> None:
         """As the reference: every conv N(0, 0.01) with zero bias (mask head included), norms
         1/0, classifier bias for prior 0.01, regression bias 1."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0, 0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_head_modules(self)
         for cls, reg in zip(self.rtm_cls, self.rtm_reg):
             nn.init.constant_(cls.bias, bias_init_with_prob(0.01))
             nn.init.constant_(reg.bias, 1.0)
