@@ -210,7 +210,7 @@ def test_loss_mask_no_positives():
     feats = torch.randn(1, 8, 10, 10, requires_grad=True)
     loss = loss_mask(feats, torch.randn(1, 5, 169), torch.zeros(5, 4),
                      [torch.zeros(5, dtype=torch.long)], [torch.zeros(0, 80, 80)])
-    assert float(loss) == 0.0 and loss.requires_grad
+    assert loss.detach().item() == 0.0 and loss.requires_grad
 
 
 # ---------------------------------------------------------------- usability
