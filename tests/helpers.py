@@ -40,3 +40,29 @@ def match_detections(boxes, scores, labels, ref_boxes, ref_scores, ref_labels,
         else:
             used[j[0]] = True
     return unmatched
+
+
+def unpack_masks(fix: dict) -> np.ndarray:
+    """A `-ins` fixture's bit-packed reference masks -> (N,H,W) bool."""
+    n, h, w = fix["masks_shape"]
+    packed = np.asarray(fix["masks_packed"])
+    return np.unpackbits(packed, axis=-1)[..., :w].astype(bool).reshape(n, h, w)
+
+
+def mask_ious(det, fix: dict) -> list[float]:
+    """Pair each reference instance with one of `det` (same label, closest score and box) and
+    return the IoU of each pair's masks."""
+    ref_masks = unpack_masks(fix)
+    ours = det.numpy()
+    used = np.zeros(len(ours), bool)
+    ious = []
+    for i in range(len(ref_masks)):
+        cost = np.abs(ours.scores - float(fix["scores"][i])) * 1e3 + \
+            np.abs(ours.boxes - np.asarray(fix["bboxes"][i])).max(axis=1)
+        cost[(ours.labels != int(fix["labels"][i])) | used] = np.inf
+        j = int(np.argmin(cost))
+        used[j] = True
+        a, b = ours.masks[j], ref_masks[i]
+        union = (a | b).sum()
+        ious.append(1.0 if union == 0 else float((a & b).sum() / union))
+    return ious

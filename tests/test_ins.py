@@ -14,7 +14,7 @@ from rtmdet.models.detector_ins import RTMDetIns
 from rtmdet.models.head_ins import RTMDetInsSepBNHead
 from rtmdet.ops.masks import mask_to_polygons, rle_decode, rle_encode
 
-from helpers import INS_FIX, load_fixture, match_detections, need
+from helpers import INS_FIX, load_fixture, mask_ious, match_detections, need, unpack_masks
 
 TOL = dict(atol=1e-3, rtol=1e-3)
 
@@ -29,12 +29,6 @@ def fixture_test_cfg(tc: dict) -> InsTestConfig:
     return InsTestConfig(score_thr=tc["score_thr"], nms_pre=tc["nms_pre"],
                       nms_iou=tc["nms"]["iou_threshold"], max_per_img=tc["max_per_img"],
                       min_bbox_size=tc["min_bbox_size"], mask_thr=tc["mask_thr_binary"])
-
-
-def unpack_masks(fix: dict) -> np.ndarray:
-    n, h, w = fix["masks_shape"]
-    packed = np.asarray(fix["masks_packed"])
-    return np.unpackbits(packed, axis=-1)[..., :w].astype(bool).reshape(n, h, w)
 
 
 # ---------------------------------------------------------------- architecture
@@ -111,19 +105,7 @@ def test_predict_parity(model, name):
     assert tuple(det.masks.shape) == ref_masks.shape
     assert match_detections(det.boxes, det.scores, det.labels,
                             fix["bboxes"], fix["scores"], fix["labels"]) == 0
-    # pair each reference instance with ours (same label, closest score and box) for masks
-    ours = det.numpy()
-    used = np.zeros(len(ours), bool)
-    ious = []
-    for i in range(len(ref_masks)):
-        cost = np.abs(ours.scores - float(fix["scores"][i])) * 1e3 + \
-            np.abs(ours.boxes - fix["bboxes"][i].numpy()).max(axis=1)
-        cost[(ours.labels != int(fix["labels"][i])) | used] = np.inf
-        j = int(np.argmin(cost))
-        used[j] = True
-        a, b = ours.masks[j], ref_masks[i]
-        union = (a | b).sum()
-        ious.append(1.0 if union == 0 else (a & b).sum() / union)
+    ious = mask_ious(det, fix)
     assert min(ious) >= 0.99, min(ious)
 
 

@@ -4,7 +4,9 @@ Every backend shares the reference pre-processing (letterbox to the input size, 
 the reference post-processing (`ops.postprocess` semantics). A graph exported without NMS gives
 decoded boxes + sigmoid scores, on which `postprocess_decoded` runs the reference steps (per
 level score filter and top-k, rescale, min size, class-aware NMS), so detections equal PyTorch's.
-A graph exported with NMS already holds those steps; we only rescale to original pixels."""
+A graph exported with NMS already holds those steps; we only rescale to original pixels.
+RTMDet-Ins graphs add the mask outputs; masks are finished with `logits_to_masks`, the very
+upsample / crop / threshold code `RTMDetIns.predict_masks` runs."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +23,9 @@ from ..data.coco_classes import COCO_CLASSES
 from ..data.letterbox import letterbox_batch
 from ..detections import Detections
 from ..models.detector import read_image
+from ..models.detector_ins import logits_to_masks
+from ..models.head_ins import dynamic_mask_logits, dynamic_param_sizes
+from ..ops.boxes import grid_priors
 from ..ops.postprocess import postprocess_decoded
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -101,25 +106,46 @@ class _GraphBackend:
 
     def postprocess(self, outputs, metas, cfg):
         self._check_cfg(cfg)
-        outs = [torch.as_tensor(o).cpu() for o in outputs]
+        outs = dict(zip(self.output_names, (torch.as_tensor(o).cpu() for o in outputs)))
+        with_mask = bool(self.meta.get("with_mask", False))
         results = []
         for i, meta in enumerate(metas):
             sw, sh = meta["scale_factor"]
+            masks = None
             if self.meta["nms"]:
-                num_dets, boxes, scores, labels = outs
-                n = int(num_dets[i, 0])
-                b, s, l = boxes[i, :n].float(), scores[i, :n].float(), labels[i, :n].long()
+                n = int(outs["num_dets"][i, 0])
+                b = outs["boxes"][i, :n].float()
+                s, l = outs["scores"][i, :n].float(), outs["labels"][i, :n].long()
                 b = b * b.new_tensor([1 / sw, 1 / sh, 1 / sw, 1 / sh])
                 keep = (s > cfg.score_thr).nonzero().view(-1)[: cfg.max_per_img]
                 b, s, l = b[keep], s[keep], l[keep]
+                if with_mask:
+                    logits = outs["masks"][i, :n][keep].float()
+                    masks = logits_to_masks(logits, meta, self.strides[0], cfg.mask_thr)
             else:
                 h, w = meta["img_shape"]
                 sizes = level_sizes(h, w, self.strides)
-                raw = postprocess_decoded(outs[0][i].float(), outs[1][i].float(), sizes,
-                                          (sw, sh), cfg)
+                raw = postprocess_decoded(outs["boxes"][i].float(), outs["scores"][i].float(),
+                                          sizes, (sw, sh), cfg)
                 b, s, l = raw.boxes, raw.scores, raw.labels
-            results.append(Detections(b, s, l, self.class_names, image_shape=tuple(meta["ori_shape"])))
+                if with_mask:
+                    masks = self._masks(outs["kernels"][i].float(), outs["mask_feat"][i].float(),
+                                        raw.prior_inds, (h, w), meta, cfg.mask_thr)
+            results.append(Detections(b, s, l, self.class_names, masks=masks,
+                                      image_shape=tuple(meta["ori_shape"])))
         return results
+
+    def _masks(self, kernels, mask_feat, prior_inds, hw, meta, mask_thr):
+        """The kept priors' kernels -> dynamic convs -> `logits_to_masks`, as RTMDetIns does."""
+        h, w = hw
+        feat_sizes = [(math.ceil(h / s), math.ceil(w / s)) for s in self.strides]
+        priors = torch.cat(grid_priors(feat_sizes, self.strides, with_stride=True))[prior_inds]
+        mh = self.meta["mask_head"]
+        wn, bn = dynamic_param_sizes(mh["num_prototypes"], mh["dyconv_channels"],
+                                     mh["num_dyconvs"])
+        logits = dynamic_mask_logits(mask_feat, kernels[prior_inds], priors, wn, bn,
+                                     mh["dyconv_channels"], self.strides[0])
+        return logits_to_masks(logits, meta, self.strides[0], mask_thr)
 
 
 class _OrtBackend(_GraphBackend):
@@ -266,12 +292,15 @@ class Detector:
 
     def predict(self, images, score_thr: float | None = None, nms_iou: float | None = None,
                 max_per_img: int | None = None, nms_pre: int | None = None,
-                batch_size: int = 8, imgsz: int | None = None) -> list[Detections] | Detections:
-        """Same arguments and results as `RTMDet.predict` (boxes in original pixels)."""
+                batch_size: int = 8, imgsz: int | None = None,
+                mask_thr: float | None = None) -> list[Detections] | Detections:
+        """Same arguments and results as `RTMDet.predict` (boxes in original pixels); for
+        RTMDet-Ins models (and their graphs) the `Detections` carry `masks` (N,H,W) bool at the
+        original resolution, binarised at `mask_thr` (default `test_cfg.mask_thr`)."""
         single = isinstance(images, (str, Path, np.ndarray))
         items = [images] if single else list(images)
         cfg = self.resolve_test_cfg(score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img,
-                                    nms_pre=nms_pre, imgsz=imgsz)
+                                    nms_pre=nms_pre, imgsz=imgsz, mask_thr=mask_thr)
         if self.backend.fixed_batch:
             batch_size = min(batch_size, self.backend.fixed_batch)
         results: list[Detections] = []

@@ -25,6 +25,8 @@ from torch import nn
 
 NO_NMS_OUTPUTS = ("boxes", "scores")
 NMS_OUTPUTS = ("num_dets", "boxes", "scores", "labels")
+NO_NMS_MASK_OUTPUTS = ("kernels", "mask_feat")  # appended for RTMDet-Ins models
+NMS_MASK_OUTPUTS = ("masks",)
 META_KEY = "rtmdet"
 
 
@@ -64,7 +66,11 @@ class ExportModule(nn.Module):
     forward(images (B,3,H,W) raw BGR 0..255) ->
       nms=False: boxes (B,N,4) xyxy input pixels clamped to (W,H), scores (B,N,C) sigmoid;
       nms=True:  num_dets (B,1) int32, boxes (B,K,4), scores (B,K), labels (B,K) int32,
-                 rows >= num_dets padded with zeros (labels -1)."""
+                 rows >= num_dets padded with zeros (labels -1).
+    RTMDet-Ins models (`model.cfg.with_mask`) add
+      nms=False: kernels (B,N,169) dynamic-conv parameters per prior, mask_feat (B,8,H/8,W/8);
+      nms=True:  masks (B,K,H/8,W/8) mask logits at stride 8 of the kept detections (zeros in
+                 padded rows)."""
 
     def __init__(self, model: nn.Module, nms: bool = False, score_thr: float = 0.001,
                  nms_iou: float = 0.65, max_det: int = 300, nms_pre: int = 30000,
@@ -73,6 +79,7 @@ class ExportModule(nn.Module):
         self.model = model
         self.strides = tuple(model.cfg.strides)
         self.nms = nms
+        self.with_mask = bool(getattr(model.cfg, "with_mask", False))
         self.score_thr, self.nms_iou, self.max_det = float(score_thr), float(nms_iou), int(max_det)
         self.nms_pre, self.min_bbox_size, self.half = int(nms_pre), float(min_bbox_size), half
 
@@ -80,10 +87,11 @@ class ExportModule(nn.Module):
         x = (images - self.model.mean) / self.model.std
         if self.half:
             x = x.half()
-        cls_scores, bbox_preds = self.model(x)[:2]
+        head_out = self.model(x)
+        cls_scores, bbox_preds = head_out[:2]
         hw = torch._shape_as_tensor(images)[2:].to(torch.float32)  # traced: works when dynamic
         max_h, max_w = hw[0], hw[1]
-        boxes, scores = [], []
+        boxes, scores, priors = [], [], []
         for cls, reg, s in zip(cls_scores, bbox_preds, self.strides):
             cls, reg = cls.float(), reg.float()
             shape = torch._shape_as_tensor(cls)
@@ -98,13 +106,35 @@ class ExportModule(nn.Module):
             y2 = torch.minimum((py + d[..., 3]).clamp(min=0), max_h)
             boxes.append(torch.stack([x1, y1, x2, y2], -1))
             scores.append(cls.permute(0, 2, 3, 1).flatten(1, 2).sigmoid())
-        return boxes, scores
+            priors.append(torch.stack([px[0], py[0], torch.full_like(px[0], s)], -1))
+        if not self.with_mask:
+            return boxes, scores
+        kernel_preds, mask_feat = head_out[2], head_out[3]
+        kernels = torch.cat([k.float().permute(0, 2, 3, 1).flatten(1, 2) for k in kernel_preds], 1)
+        return boxes, scores, kernels, mask_feat.float(), torch.cat(priors, 0)
 
     def forward(self, images: torch.Tensor):
-        boxes, scores = self.decode(images)
+        decoded = self.decode(images)
+        boxes, scores = decoded[:2]
         if not self.nms:
-            return torch.cat(boxes, 1), torch.cat(scores, 1)
-        return self._nms(boxes, scores)
+            return (torch.cat(boxes, 1), torch.cat(scores, 1)) + tuple(decoded[2:4])
+        num_dets, out_boxes, out_scores, labels, box_idx = self._nms(boxes, scores)
+        if not self.with_mask:
+            return num_dets, out_boxes, out_scores, labels
+        _, _, kernels, mask_feat, priors = decoded
+        masks = self._masks(kernels, mask_feat, priors, box_idx, labels >= 0)
+        return num_dets, out_boxes, out_scores, labels, masks
+
+    def _masks(self, kernels, mask_feat, priors, box_idx, valid):
+        """Stride-8 mask logits (B,K,h,w) of the kept detections: their priors' kernels and
+        (x, y, stride), then the dynamic convs as batched matmuls."""
+        from ..models.head_ins import batched_dynamic_mask_logits
+        head = self.model.bbox_head
+        k = kernels.gather(1, box_idx.unsqueeze(-1).expand(-1, -1, kernels.shape[-1]))
+        pri = priors.index_select(0, box_idx.flatten()).reshape(box_idx.shape + (3,))
+        logits = batched_dynamic_mask_logits(mask_feat, k, pri, head.weight_nums, head.bias_nums,
+                                             head.dyconv_channels, self.strides[0])
+        return torch.where(valid[..., None, None], logits, torch.zeros_like(logits))
 
     def _nms(self, boxes_l, scores_l):
         # Per level: keep the top `nms_pre` (box, class) pairs above score_thr (the reference's
@@ -146,7 +176,7 @@ class ExportModule(nn.Module):
         out_scores = torch.where(valid, top, torch.zeros_like(top))
         labels = torch.where(valid, lab, torch.full_like(lab, -1)).to(torch.int32)
         num_dets = valid.sum(1, keepdim=True).to(torch.int32)
-        return num_dets, out_boxes, out_scores, labels
+        return num_dets, out_boxes, out_scores, labels, box_idx
 
 
 def _size2(imgsz) -> tuple[int, int]:
@@ -189,12 +219,18 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
         net.mean, net.std = model.mean.float().to(dev), model.std.float().to(dev)
     wrapper = ExportModule(net, nms=nms, half=half, **knobs).eval()
     dummy = torch.full((batch, 3, h, w), 114.0, device=dev)
+    with_mask = wrapper.with_mask
     out_names = list(NMS_OUTPUTS if nms else NO_NMS_OUTPUTS)
+    if with_mask:
+        out_names += list(NMS_MASK_OUTPUTS if nms else NO_NMS_MASK_OUTPUTS)
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}}
         for n in out_names:
             dynamic_axes[n] = {0: "batch", 1: "anchors"} if not nms else {0: "batch"}
+        for n in ("mask_feat", "masks"):
+            if n in out_names:
+                dynamic_axes[n] = {0: "batch", 2: "mask_height", 3: "mask_width"}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -209,7 +245,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
     meta = {"strides": list(model.cfg.strides), "num_classes": model.cfg.num_classes,
             "class_names": list(model.class_names), "imgsz": [h, w], "batch": batch,
             "dynamic": dynamic, "nms": nms, "half": half, "input": "raw BGR 0..255",
+            "with_mask": with_mask, "outputs": out_names,
             **knobs, "test_cfg": dataclass_dict(cfg)}
+    if with_mask:  # what the backends need to run the dynamic convs / upsample the masks
+        meta["mask_head"] = {"num_prototypes": model.cfg.num_prototypes,
+                             "dyconv_channels": model.cfg.dyconv_channels,
+                             "num_dyconvs": model.cfg.num_dyconvs}
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)

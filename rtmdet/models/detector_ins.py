@@ -59,24 +59,34 @@ class RTMDetIns(RTMDet):
 
     def predict_masks(self, mask_feat: torch.Tensor, kernels: torch.Tensor,
                       priors: torch.Tensor, meta: dict, mask_thr: float = 0.5) -> torch.Tensor:
-        """Kept instances -> (n, ori_h, ori_w) bool masks, in the reference's order of operations:
-        dynamic convs at stride 8, bilinear x8 to the (padded) input, bilinear to
-        ceil(input size / scale factor) (note: the reference scales the height by 1/w_scale and
-        the width by 1/h_scale), crop the top-left original size, sigmoid, threshold."""
+        """Kept instances -> (n, ori_h, ori_w) bool masks: dynamic convs at stride 8, then
+        `logits_to_masks` (the reference's upsample / crop / threshold)."""
         ori_h, ori_w = (int(v) for v in meta["ori_shape"][:2])
-        n = kernels.shape[0]
-        if n == 0:
+        if kernels.shape[0] == 0:
             return torch.zeros((0, ori_h, ori_w), dtype=torch.bool, device=mask_feat.device)
-        stride = self.cfg.strides[0]
         logits = self.bbox_head.mask_logits(mask_feat, kernels, priors)
-        inv = [1 / s for s in meta["scale_factor"]]
-        in_h, in_w = logits.shape[-2] * stride, logits.shape[-1] * stride
-        out_size = [math.ceil(in_h * inv[0]), math.ceil(in_w * inv[1])]
-        out = torch.empty((n, ori_h, ori_w), dtype=torch.bool, device=mask_feat.device)
-        for start in range(0, n, MASK_CHUNK):
-            x = logits[start:start + MASK_CHUNK].unsqueeze(0)
-            x = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)
-            x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
-            x = x[..., :ori_h, :ori_w]
-            out[start:start + MASK_CHUNK] = x.sigmoid().squeeze(0) > mask_thr
+        return logits_to_masks(logits, meta, self.cfg.strides[0], mask_thr)
+
+
+def logits_to_masks(logits: torch.Tensor, meta: dict, stride: int = 8,
+                    mask_thr: float = 0.5) -> torch.Tensor:
+    """Mask logits (n, h, w) at `stride` -> (n, ori_h, ori_w) bool masks, in the reference's order
+    of operations: bilinear x`stride` to the (padded) input, bilinear to ceil(input size / scale
+    factor) (note: the reference scales the height by 1/w_scale and the width by 1/h_scale), crop
+    the top-left original size, sigmoid, threshold. Shared by the PyTorch model and the exported
+    graph backends (`rtmdet.deploy.backends`)."""
+    ori_h, ori_w = (int(v) for v in meta["ori_shape"][:2])
+    n = logits.shape[0]
+    out = torch.zeros((n, ori_h, ori_w), dtype=torch.bool, device=logits.device)
+    if n == 0:
         return out
+    inv = [1 / s for s in meta["scale_factor"]]
+    in_h, in_w = logits.shape[-2] * stride, logits.shape[-1] * stride
+    out_size = [math.ceil(in_h * inv[0]), math.ceil(in_w * inv[1])]
+    for start in range(0, n, MASK_CHUNK):
+        x = logits[start:start + MASK_CHUNK].unsqueeze(0)
+        x = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
+        x = x[..., :ori_h, :ori_w]
+        out[start:start + MASK_CHUNK] = x.sigmoid().squeeze(0) > mask_thr
+    return out

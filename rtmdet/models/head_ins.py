@@ -190,3 +190,38 @@ def dynamic_mask_logits(mask_feat: torch.Tensor, kernels: torch.Tensor, priors: 
         if i < len(weights) - 1:
             x = F.relu(x)
     return x.reshape(n, h, w)
+
+
+def batched_dynamic_mask_logits(mask_feat: torch.Tensor, kernels: torch.Tensor,
+                                priors: torch.Tensor, weight_nums: list[int],
+                                bias_nums: list[int], dyconv_channels: int = 8,
+                                feat_stride: int = 8) -> torch.Tensor:
+    """`dynamic_mask_logits` for a batch with a fixed number of instances per image, written with
+    matmuls only (no grouped conv, no data-dependent shapes) so it exports to ONNX.
+
+    mask_feat (B,P,h,w); kernels (B,K,params); priors (B,K,>=3: x, y, stride) -> (B,K,h,w)."""
+    shape = torch._shape_as_tensor(mask_feat)  # traced: h, w stay dynamic in an export
+    ys = torch.arange(shape[2], device=mask_feat.device).to(mask_feat.dtype) * feat_stride
+    xs = torch.arange(shape[3], device=mask_feat.device).to(mask_feat.dtype) * feat_stride
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    coord = torch.stack([xx.reshape(-1), yy.reshape(-1)], 0)  # (2, hw), x then y
+    norm = (priors[..., 2:3] * 8).unsqueeze(-1)  # (B,K,1,1)
+    rel = (priors[..., :2].unsqueeze(-1) - coord) / norm  # (B,K,2,hw)
+    feat = mask_feat.flatten(2)  # (B,P,hw)
+    layers = len(weight_nums)
+    offsets = [0]
+    for n in list(weight_nums) + list(bias_nums):
+        offsets.append(offsets[-1] + n)
+    x = None
+    for i in range(layers):
+        out = dyconv_channels if i < layers - 1 else 1
+        wt = kernels[..., offsets[i]:offsets[i + 1]].unflatten(-1, (out, -1))  # (B,K,out,in)
+        b = kernels[..., offsets[layers + i]:offsets[layers + i + 1]].unsqueeze(-1)  # (B,K,out,1)
+        if i == 0:  # input channels: 2 relative coordinates, then the prototypes
+            x = torch.matmul(wt[..., :2], rel) + torch.matmul(wt[..., 2:], feat.unsqueeze(1)) + b
+        else:
+            x = torch.matmul(wt, x) + b
+        if i < layers - 1:
+            x = torch.relu(x)
+    b, p, h, w = mask_feat.shape  # traced as sizes: dynamic in an export
+    return x.squeeze(2).reshape(b, kernels.shape[1], h, w)
