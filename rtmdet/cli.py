@@ -145,9 +145,9 @@ def _predict_video(model, path: Path, save_dir: Path, knobs: dict, records: list
 # ---------------------------------------------------------------------------------- models
 def cmd_models(args) -> int:
     from .zoo import ZOO
-    rows = [("name", "params(M)", "GMACs@640", "box AP", "mask AP", "url")]
+    rows = [("name", "size", "params(M)", "GMACs", "box AP", "mask AP", "url")]
     for e in ZOO.values():
-        rows.append((e.name, f"{e.params_m:.3f}", "-" if e.gmacs is None else f"{e.gmacs:.2f}",
+        rows.append((e.name, "640", f"{e.params_m:.3f}", "-" if e.gmacs is None else f"{e.gmacs:.2f}",
                      f"{e.box_ap:.1f}", "-" if e.mask_ap is None else f"{e.mask_ap:.1f}", e.url))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

@@ -20,7 +20,8 @@ class ZooEntry:
     url: str
     box_ap: float
     params_m: float
-    gmacs: float | None  # multiply-accumulates at 640x640
+    gmacs: float | None  # multiply-accumulates of the network at 640x640 (torch flop counter;
+    # for -ins models without the per-instance dynamic convs)
     mask_ap: float | None = None
 
     @property
@@ -38,11 +39,11 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("rtmdet-m", _u("rtmdet_m_8xb32-300e_coco", "20220719_112220-229f527c"), 49.4, 24.709, 39.07),
     ZooEntry("rtmdet-l", _u("rtmdet_l_8xb32-300e_coco", "20220719_112030-5a0be7c4"), 51.5, 52.316, 79.90),
     ZooEntry("rtmdet-x", _u("rtmdet_x_8xb32-300e_coco", "20220715_230555-cc79b9ae"), 52.8, 94.856, 141.19),
-    ZooEntry("rtmdet-ins-tiny", _u("rtmdet-ins_tiny_8xb32-300e_coco", "20221130_151727-ec670f7e"), 40.5, 5.638, None, 35.4),
-    ZooEntry("rtmdet-ins-s", _u("rtmdet-ins_s_8xb32-300e_coco", "20221121_212604-fdc5d7ec"), 44.0, 10.183, None, 38.7),
-    ZooEntry("rtmdet-ins-m", _u("rtmdet-ins_m_8xb32-300e_coco", "20221123_001039-6eba602e"), 48.8, 27.575, None, 42.1),
-    ZooEntry("rtmdet-ins-l", _u("rtmdet-ins_l_8xb32-300e_coco", "20221124_103237-78d1d652"), 51.2, 57.366, None, 43.7),
-    ZooEntry("rtmdet-ins-x", _u("rtmdet-ins_x_8xb16-300e_coco", "20221124_111313-33d4595b"), 52.4, 102.704, None, 44.6),
+    ZooEntry("rtmdet-ins-tiny", _u("rtmdet-ins_tiny_8xb32-300e_coco", "20221130_151727-ec670f7e"), 40.5, 5.638, 10.48, 35.4),
+    ZooEntry("rtmdet-ins-s", _u("rtmdet-ins_s_8xb32-300e_coco", "20221121_212604-fdc5d7ec"), 44.0, 10.183, 19.04, 38.7),
+    ZooEntry("rtmdet-ins-m", _u("rtmdet-ins_m_8xb32-300e_coco", "20221123_001039-6eba602e"), 48.8, 27.575, 48.55, 42.1),
+    ZooEntry("rtmdet-ins-l", _u("rtmdet-ins_l_8xb32-300e_coco", "20221124_103237-78d1d652"), 51.2, 57.366, 96.63, 43.7),
+    ZooEntry("rtmdet-ins-x", _u("rtmdet-ins_x_8xb16-300e_coco", "20221124_111313-33d4595b"), 52.4, 102.704, 167.22, 44.6),
 ]}
 
 
