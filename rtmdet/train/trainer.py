@@ -273,7 +273,9 @@ class Trainer:
                     f"loss is not finite at epoch {epoch + 1}, batch {i} (loss_cls={vals[0].item()}, "
                     f"loss_bbox={vals[1].item()}); stopped. The last good checkpoint is "
                     f"{self.save_dir / 'last.pth'}. Try a lower lr, a longer warm-up, or --amp off.")
-            self.scaler.scale(loss / cfg.grad_accum).backward()
+            # the epoch's last group may hold fewer batches: average over the ones it has
+            group = min(cfg.grad_accum, n - i // cfg.grad_accum * cfg.grad_accum)
+            self.scaler.scale(loss / group).backward()
             if (i + 1) % cfg.grad_accum == 0 or i + 1 == n:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
