@@ -99,6 +99,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None):
         self.callbacks = list(callbacks or [])
+        if cfg.pipeline not in ("recipe", "stage2", "light"):
+            raise ValueError(f"pipeline must be recipe, stage2 or light, got {cfg.pipeline!r}")
         self.resume_ckpt = None
         if cfg.resume:
             path = Path(cfg.project) / cfg.name / "last.pth" if cfg.resume in ("auto", "True", "true") \
@@ -206,7 +208,11 @@ class Trainer:
         # fresh pipelines each epoch: mosaic/mixup caches start empty, so an epoch replays
         # identically after a resume (worker processes get fresh copies anyway)
         ds.pipelines = {s: build_train_pipeline(size, s, self.cfg.imgsz) for s in (1, 2)}
-        ds.set_stage(self.stage_of(epoch))
+        if self.cfg.pipeline == "light":
+            from ..data.transforms import PAD_VAL, Compose, Pad, RandomFlip, Resize
+            sc = (self.cfg.imgsz, self.cfg.imgsz)
+            ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
+        ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
         sampler = None
         if self.world > 1:
             from torch.utils.data.distributed import DistributedSampler
@@ -232,7 +238,8 @@ class Trainer:
             last = epoch + 1 == cfg.epochs
             if self.main:
                 if self.val_data is not None and ((epoch + 1) % cfg.val_interval == 0
-                                                  or self.stage_of(epoch) == 2 or last):
+                                                  or (self.stage_of(epoch) == 2 and cfg.pipeline == "recipe")
+                                                  or last):
                     metrics = self.validate()
                 fitness = metrics.get("AP", -1.0) if metrics else -1.0
                 is_best = fitness > self.best_fitness or (self.val_data is None)
