@@ -10,6 +10,7 @@ import torch
 
 from rtmdet.train import trainer as tr_mod
 from rtmdet.train.config import TrainConfig
+from rtmdet.train.losses import rtmdet_loss
 from rtmdet.train.schedule import lr_factor
 
 
@@ -44,7 +45,7 @@ def _freeze_bn(model: torch.nn.Module) -> None:
 
 
 def _first_step_grads(data, tmp_path, name, batch, grad_accum, monkeypatch):
-    monkeypatch.setattr(tr_mod, "rtmdet_loss", _per_image_mean_loss(tr_mod.rtmdet_loss))
+    monkeypatch.setattr(tr_mod, "rtmdet_loss", _per_image_mean_loss(rtmdet_loss))
     cfg = TrainConfig(data=str(data), model="rtmdet-tiny", epochs=1, batch=batch, grad_accum=grad_accum,
                       imgsz=64, workers=0, device="cpu", lr=0.01, warmup_iters=0, stage2_epochs=1,
                       val_interval=100, seed=5, project=str(tmp_path), name=name, plots=False)

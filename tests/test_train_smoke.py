@@ -8,6 +8,7 @@ dozen images), AdamW lr 0.004 at batch 8 (the recipe's 0.004 x 8/256 is for 300 
 threads spin on each other and an iteration took 14 s instead of 1.8 s)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -43,3 +44,25 @@ def test_tiny_learns_shapes_on_cpu(tmp_path):
     # reach 0.15.
     assert metrics["AP50"] > 0.15
     assert metrics["AP"] > 0.05
+
+
+def test_pipeline_option(tmp_path):
+    """`pipeline`: recipe = mosaic/mixup then stage 2; stage2 = the stage-2 pipeline from the
+    first epoch; light = resize + flip + pad. Outside the recipe, validation follows val_interval."""
+    make_shapes_splits(tmp_path / "d", {"train": 2, "val": 1}, image_size=(64, 64), scale_range=(0.3, 0.6))
+    base = TrainConfig(data=str(tmp_path / "d"), epochs=10, stage2_epochs=2, imgsz=64, workers=0, device="cpu",
+                       project=str(tmp_path), plots=False)
+
+    def first_epoch_pipeline(pipeline):
+        t = Trainer(dataclasses.replace(base, pipeline=pipeline, name=pipeline))
+        t._loader(0)
+        return t.train_set.stage, repr(t.train_set.pipeline)
+
+    stage, rep = first_epoch_pipeline("recipe")
+    assert stage == 1 and "CachedMosaic" in rep
+    stage, rep = first_epoch_pipeline("stage2")
+    assert stage == 2 and "RandomResize" in rep and "Mosaic" not in rep
+    stage, rep = first_epoch_pipeline("light")
+    assert rep.startswith("Compose(Resize(scale=(64, 64)") and "Random" in rep and "Crop" not in rep
+    with pytest.raises(ValueError, match="pipeline must be"):
+        Trainer(dataclasses.replace(base, pipeline="heavy"))
