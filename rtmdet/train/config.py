@@ -20,6 +20,9 @@ class TrainConfig:
     warmup_start: float = 1e-5
     min_lr_ratio: float = 0.05
     stage2_epochs: int = 20           # last epochs without mosaic/mixup
+    pipeline: str = "recipe"          # recipe: stage 1 (mosaic/mixup) then stage 2; stage2: the
+                                      # stage-2 pipeline throughout; light: resize+flip+pad only
+                                      # (tiny sets, smoke tests); validation by val_interval
     val_interval: int = 10            # every epoch during stage 2, as the reference
     ema_momentum: float = 0.0002
     ema_gamma: float = 2000

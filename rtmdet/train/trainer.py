@@ -101,6 +101,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None):
         self.callbacks = list(callbacks or [])
+        if cfg.pipeline not in ("recipe", "stage2", "light"):
+            raise ValueError(f"pipeline must be recipe, stage2 or light, got {cfg.pipeline!r}")
         self.resume_ckpt = None
         if cfg.resume:
             path = Path(cfg.project) / cfg.name / "last.pth" if cfg.resume in ("auto", "True", "true") \
@@ -210,7 +212,11 @@ class Trainer:
         # fresh pipelines each epoch: mosaic/mixup caches start empty, so an epoch replays
         # identically after a resume (worker processes get fresh copies anyway)
         ds.pipelines = {s: build_train_pipeline(size, s, self.cfg.imgsz, ds.with_mask) for s in (1, 2)}
-        ds.set_stage(self.stage_of(epoch))
+        if self.cfg.pipeline == "light":
+            from ..data.transforms import PAD_VAL, Compose, Pad, RandomFlip, Resize
+            sc = (self.cfg.imgsz, self.cfg.imgsz)
+            ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
+        ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
         sampler = None
         if self.world > 1:
             from torch.utils.data.distributed import DistributedSampler
@@ -236,7 +242,8 @@ class Trainer:
             last = epoch + 1 == cfg.epochs
             if self.main:
                 if self.val_data is not None and ((epoch + 1) % cfg.val_interval == 0
-                                                  or self.stage_of(epoch) == 2 or last):
+                                                  or (self.stage_of(epoch) == 2 and cfg.pipeline == "recipe")
+                                                  or last):
                     metrics = self.validate()
                 fitness = task.fitness(metrics)
                 is_best = fitness > self.best_fitness or (self.val_data is None)
@@ -274,7 +281,9 @@ class Trainer:
                     f"loss is not finite at epoch {epoch + 1}, batch {i} (loss_cls={vals[0].item()}, "
                     f"loss_bbox={vals[1].item()}, total={vals[-1].item()}); stopped. The last good checkpoint is "
                     f"{self.save_dir / 'last.pth'}. Try a lower lr, a longer warm-up, or --amp off.")
-            self.scaler.scale(loss / cfg.grad_accum).backward()
+            # the epoch's last group may hold fewer batches: average over the ones it has
+            group = min(cfg.grad_accum, n - i // cfg.grad_accum * cfg.grad_accum)
+            self.scaler.scale(loss / group).backward()
             if (i + 1) % cfg.grad_accum == 0 or i + 1 == n:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
