@@ -83,40 +83,46 @@ class DynamicSoftLabelAssigner:
         pred_boxes = pred_boxes.float()
         gt_boxes = gt_boxes.float()
         centers = priors[:, :2].float()
+        cx, cy = centers[None, :, None, 0], centers[None, :, None, 1]  # (1,N,1)
+        x1, y1, x2, y2 = (gt_boxes[:, None, :, i] for i in range(4))  # (B,1,M)
         # candidates: centre strictly inside a (real) gt
-        lt = centers[None, :, None, :] - gt_boxes[:, None, :, :2]  # (B,N,M,2)
-        rb = gt_boxes[:, None, :, 2:] - centers[None, :, None, :]
-        is_in_gts = (torch.cat([lt, rb], -1).min(-1).values > 0) & gt_valid[:, None, :]
+        is_in_gts = (cx > x1) & (cy > y1) & (x2 > cx) & (y2 > cy) & gt_valid[:, None, :]
         valid = is_in_gts.any(-1)  # (B,N)
         pair_ok = valid[:, :, None] & gt_valid[:, None, :]  # (B,N,M)
 
-        gt_center = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2.0  # (B,M,2)
-        strides = priors[:, 2].float()
-        distance = (centers[None, :, None, :] - gt_center[:, None, :, :]).pow(2).sum(-1).sqrt() \
-            / strides[None, :, None]
+        # every cost term only for candidate priors (P of the B*N), scattered back afterwards
+        vb, vn = valid.nonzero(as_tuple=True)
+        gt_v = gt_boxes[vb]  # (P,M,4)
+        gcx, gcy = (gt_v[..., 0] + gt_v[..., 2]) / 2.0, (gt_v[..., 1] + gt_v[..., 3]) / 2.0
+        dx, dy = centers[vn, 0, None] - gcx, centers[vn, 1, None] - gcy  # (P,M)
+        distance = (dx * dx + dy * dy).sqrt() / priors[vn, 2, None].float()
         soft_center_prior = torch.pow(10, distance - self.soft_center_radius)
 
-        ious = pairwise_iou(pred_boxes, gt_boxes)  # (B,N,M)
-        ious = torch.where(pair_ok, ious, torch.zeros_like(ious))
-        iou_cost = -torch.log(ious + EPS) * self.iou_weight
+        ious_v = pairwise_iou(pred_boxes[vb, vn][:, None, :], gt_v).squeeze(1)  # (P,M)
+        ious_v = torch.where(gt_valid[vb], ious_v, torch.zeros_like(ious_v))
+        iou_cost = -torch.log(ious_v + EPS) * self.iou_weight
 
         # classification cost: every class has target 0 except the gt's class, target IoU.
         # sum_c BCE(x_c, 0) * sigmoid(x_c)^2  - (gt class term with target 0) + (gt class term)
-        sig = pred_scores.sigmoid()
+        logits = pred_scores[vb, vn]  # (P,C)
         neg_terms = F.binary_cross_entropy_with_logits(
-            pred_scores, torch.zeros_like(pred_scores), reduction="none") * sig.pow(2.0)
+            logits, torch.zeros_like(logits), reduction="none") * logits.sigmoid().pow(2.0)
         labels_safe = gt_labels.long().clamp(0, C - 1) * gt_valid.long()  # (B,M)
-        idx = labels_safe[:, None, :].expand(B, N, M)
-        x_gt = torch.gather(pred_scores, 2, idx)  # (B,N,M): logit of the gt's class
-        neg_gt = torch.gather(neg_terms, 2, idx)
-        pos_gt = F.binary_cross_entropy_with_logits(x_gt, ious, reduction="none") \
-            * (ious - x_gt.sigmoid()).abs().pow(2.0)
+        idx = labels_safe[vb]  # (P,M)
+        x_gt = torch.gather(logits, 1, idx)  # logit of each gt's class
+        neg_gt = torch.gather(neg_terms, 1, idx)
+        pos_gt = F.binary_cross_entropy_with_logits(x_gt, ious_v, reduction="none") \
+            * (ious_v - x_gt.sigmoid()).abs().pow(2.0)
         soft_cls_cost = neg_terms.sum(-1, keepdim=True) - neg_gt + pos_gt
 
-        cost = soft_cls_cost + iou_cost + soft_center_prior
         # pairs the reference never sees (priors outside every gt, padded gts) rank last; +inf,
         # not 1e8, because real costs can exceed 1e8 (the centre prior is 10**(d/stride - 3))
-        cost = torch.where(pair_ok, cost, torch.full_like(cost, float("inf")))
+        cost_v = soft_cls_cost + iou_cost + soft_center_prior
+        cost_v = torch.where(gt_valid[vb], cost_v, torch.full_like(cost_v, float("inf")))
+        cost = torch.full((B, N, M), float("inf"), device=device)
+        cost[vb, vn] = cost_v
+        ious = torch.zeros((B, N, M), device=device)
+        ious[vb, vn] = ious_v
 
         # dynamic k per gt from the top-k IoUs over valid priors (invalid ones hold IoU 0)
         k = min(self.topk, N)
