@@ -69,18 +69,6 @@ def batch_loss(model, out, batch: dict, img_shape, device, *, det_loss=rtmdet_lo
     return sum(parts.values()), {k: v.detach() for k, v in parts.items()}
 
 
-def val_results(records, dets, with_mask: bool) -> list[dict]:
-    """Per-image COCO-evaluation inputs; masks are RLE-encoded at once (full-resolution masks of
-    every detection of a whole validation set would not fit in memory)."""
-    out = []
-    for r, d in zip(records, dets):
-        item = {"image_id": r.image_id, "boxes": d.boxes, "scores": d.scores, "labels": d.labels}
-        if with_mask:
-            item["segmentations"] = d.masks_rle() if d.masks is not None else []
-        out.append(item)
-    return out
-
-
 def val_metrics(dataset, results: list[dict], with_mask: bool) -> dict:
     """{'AP', 'AP50', 'AP75'} (bbox) [+ {'mask_AP', 'mask_AP50', 'mask_AP75'} (segm)]."""
     from ..eval.coco import evaluate_coco

@@ -163,7 +163,11 @@ class Trainer:
                 log.info("fine-tune: re-initialised %d classification tensors (class count differs)", len(skipped))
         model.to(self.device)
         if cfg.sync_bn and self.world > 1:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.device.type == "cuda":
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            elif self.main:  # torch's SyncBatchNorm is CUDA-only
+                log.warning("sync_bn=true needs CUDA; on %s each process keeps its own BatchNorm "
+                            "statistics", self.device.type)
         self.model = model
         self.net = model
         if self.world > 1:
@@ -306,12 +310,9 @@ class Trainer:
     # ----------------------------------------------------------------------- eval / io
     @torch.no_grad()
     def validate(self) -> dict:
-        model = self.ema.module
-        root = self.val_data.root
-        paths = [os.path.join(root, r.path) if root else r.path for r in self.val_data.records]
-        dets = model.predict(paths, score_thr=self.cfg.val_score_thr, batch_size=self.cfg.val_batch,
-                             imgsz=self.cfg.imgsz)
-        results = task.val_results(self.val_data.records, dets, self.with_mask)
+        from ..eval.validate import predict_dataset
+        results = predict_dataset(self.ema.module, self.val_data, self.cfg.val_batch, progress=self.main,
+                                  score_thr=self.cfg.val_score_thr, imgsz=self.cfg.imgsz)
         return task.val_metrics(self.val_data, results, self.with_mask)
 
     def checkpoint(self, epoch: int) -> dict:
