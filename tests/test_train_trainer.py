@@ -31,7 +31,9 @@ SCRIPT = textwrap.dedent("""
             if tr.iteration == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
         cbs.append(cb)
-    cfg = TrainConfig(data=data, model="rtmdet-tiny", epochs=2, batch=2, imgsz=64, workers=0,
+    cfg = TrainConfig(data=data, model="rtmdet-tiny", epochs=2, imgsz=64, workers=0,
+                      batch=int(os.environ.get("BATCH", "2")),
+                      save_period=int(os.environ.get("SAVE_PERIOD", "0")),
                       device="cpu", warmup_iters=2, stage2_epochs=1, val_interval=1, seed=3,
                       deterministic=True, project=out, name=name, exist_ok=True, plots=False,
                       resume=None if resume == "-" else resume)
@@ -47,8 +49,9 @@ def data(tmp_path_factory):
     return root
 
 
-def _run(data, out, name, resume="-", kill_at=0):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": str(kill_at), "OMP_NUM_THREADS": "1"}
+def _run(data, out, name, resume="-", kill_at=0, **extra_env):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": str(kill_at), "OMP_NUM_THREADS": "1",
+           **{k: str(v) for k, v in extra_env.items()}}
     return subprocess.run([sys.executable, "-c", SCRIPT, str(data), str(out), name, resume],
                           env=env, capture_output=True, text=True, timeout=300)
 
@@ -78,6 +81,31 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data, tmp_path):
     model = rtmdet.load(tmp_path / "full" / "best.pth")
     assert model.cfg.num_classes == 3 and model.class_names == ["rectangle", "ellipse", "triangle"]
     assert len((tmp_path / "full" / "results.csv").read_text().strip().splitlines()) == 3
+
+
+def test_mid_epoch_checkpoint_resume_loses_nothing(data, tmp_path):
+    """save_period=1: a checkpoint after every step; killed inside epoch 2, the run resumes from
+    the step before the crash (not from the epoch start) and ends on the uninterrupted weights."""
+    full = _run(data, tmp_path, "full", BATCH=1)
+    assert full.returncode == 0, full.stderr[-3000:]
+    # 4 images / batch 1: steps 1-4 are epoch 1, 5-8 epoch 2; die right after step 7
+    crashed = _run(data, tmp_path, "crash", kill_at=7, BATCH=1, SAVE_PERIOD=1)
+    assert crashed.returncode == -signal.SIGKILL
+    mid = safe_load(tmp_path / "crash" / "last.pth")
+    assert (mid["epoch"], mid["batch"], mid["iteration"]) == (1, 2, 6)
+    resumed = _run(data, tmp_path, "crash", resume=str(tmp_path / "crash" / "last.pth"), BATCH=1,
+                   SAVE_PERIOD=1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = safe_load(tmp_path / "full" / "last.pth")
+    b = safe_load(tmp_path / "crash" / "last.pth")
+    assert (a["epoch"], a["iteration"]) == (b["epoch"], b["iteration"]) == (2, 8) and b["batch"] == 0
+    for key in ("model", "state_dict"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), f"{key}.{k}"
+    rows_a = (tmp_path / "full" / "results.csv").read_text().splitlines()
+    rows_b = (tmp_path / "crash" / "results.csv").read_text().splitlines()
+    # the epoch-2 loss average includes the steps computed before the crash
+    assert rows_a[2].split(",")[2:5] == rows_b[2].split(",")[2:5]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):

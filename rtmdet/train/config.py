@@ -30,6 +30,9 @@ class TrainConfig:
     deterministic: bool = False
     amp: bool = True                  # only on CUDA
     grad_accum: int = 1
+    save_period: int = 0              # also write last.pth every N optimizer steps inside an
+    # epoch (0: at epoch ends only); resuming from such a checkpoint replays the epoch's data up
+    # to that batch without computing, so the run continues exactly where it stopped
     sync_bn: bool = False
     project: str = "runs/train"
     name: str = "exp"

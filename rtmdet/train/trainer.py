@@ -183,6 +183,7 @@ class Trainer:
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.start_epoch, self.iteration, self.best_fitness = 0, 0, -1.0
+        self.start_batch, self.resume_sums = 0, {}
         if self.resume_ckpt is not None:
             self._load_resume(self.resume_ckpt)
 
@@ -199,6 +200,8 @@ class Trainer:
         if ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         self.start_epoch, self.iteration = int(ck["epoch"]), int(ck["iteration"])
+        self.start_batch = int(ck.get("batch", 0))
+        self.resume_sums = dict(ck.get("epoch_sums") or {})
         self.best_fitness = float(ck.get("best_fitness", -1.0))
         set_rng_state(ck["rng"])
         if self.main:
@@ -241,7 +244,8 @@ class Trainer:
         metrics = {}
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.time()
-            losses = self.train_epoch(epoch)
+            skip = self.start_batch if epoch == self.start_epoch else 0
+            losses = self.train_epoch(epoch, skip)
             metrics = {}
             last = epoch + 1 == cfg.epochs
             if self.main:
@@ -259,17 +263,23 @@ class Trainer:
                 dist.barrier()
         return metrics
 
-    def train_epoch(self, epoch: int) -> dict:
+    def train_epoch(self, epoch: int, skip: int = 0) -> dict:
+        """One epoch. `skip` batches (a mid-epoch resume) are drawn from the loader but not
+        computed: the data pipeline (mosaic caches, random draws) replays exactly up to there."""
         from tqdm import tqdm
         cfg = self.cfg
         self.net.train()
         loader = self._loader(epoch)
         n = len(loader)
         sums = dict.fromkeys((*task.loss_keys(self.with_mask), "loss"), 0.0)
+        if skip and self.resume_sums:
+            sums.update(self.resume_sums)
         bar = tqdm(loader, total=n, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.main,
                    dynamic_ncols=True, leave=True)
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(bar):
+            if i < skip:
+                continue
             imgs = unwrap(self.net).normalize(batch["imgs"].to(self.device, non_blocking=True))
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 out = self.net(imgs)
@@ -299,6 +309,9 @@ class Trainer:
                     cb(self)
             for k, v in zip(sums, vals.tolist()):
                 sums[k] += v
+            if (cfg.save_period and self.main and (i + 1) % cfg.grad_accum == 0 and i + 1 < n
+                    and self.iteration % cfg.save_period == 0):
+                self.save_checkpoint(epoch, False, batch=i + 1, sums=sums)
             if self.main:
                 mem = torch.cuda.memory_reserved(self.device) / 2**30 if self.device.type == "cuda" else 0.0
                 bar.set_postfix(cls=f"{sums['loss_cls'] / (i + 1):.4f}", bbox=f"{sums['loss_bbox'] / (i + 1):.4f}",
@@ -315,16 +328,19 @@ class Trainer:
                                   score_thr=self.cfg.val_score_thr, imgsz=self.cfg.imgsz)
         return task.val_metrics(self.val_data, results, self.with_mask)
 
-    def checkpoint(self, epoch: int) -> dict:
+    def checkpoint(self, epoch: int, batch: int = 0, sums: dict | None = None) -> dict:
+        """Everything a resume needs. `epoch` counts finished epochs; `batch` > 0 marks a
+        checkpoint taken inside epoch `epoch` after that many batches (with the loss sums so far)."""
         return {"state_dict": self.ema.module.state_dict(),  # EMA weights: what rtmdet.load reads
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.amp else None,
-                "epoch": epoch, "iteration": self.iteration, "best_fitness": self.best_fitness,
+                "epoch": epoch, "batch": batch, "epoch_sums": dict(sums or {}),
+                "iteration": self.iteration, "best_fitness": self.best_fitness,
                 "rng": rng_state(), "meta": checkpoint_meta(self.ema.module), "train_cfg": to_dict(self.cfg)}
 
-    def save_checkpoint(self, epoch: int, is_best: bool) -> None:
-        ck = self.checkpoint(epoch)
+    def save_checkpoint(self, epoch: int, is_best: bool, batch: int = 0, sums: dict | None = None) -> None:
+        ck = self.checkpoint(epoch, batch, sums)
         atomic_save(ck, self.save_dir / "last.pth")
         if is_best:
             atomic_save({"state_dict": ck["state_dict"], "meta": ck["meta"], "epoch": epoch,
