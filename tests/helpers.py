@@ -66,3 +66,10 @@ def mask_ious(det, fix: dict) -> list[float]:
         union = (a | b).sum()
         ious.append(1.0 if union == 0 else float((a & b).sum() / union))
     return ious
+
+
+def run_onnx(path, x):
+    """All outputs of an ONNX file for input `images` = x, on ONNX Runtime's CPU provider."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"images": x})

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import DET_FIX, load_fixture, match_detections, need
+from helpers import DET_FIX, load_fixture, match_detections, need, run_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import rtmdet  # noqa: E402
-from rtmdet.data.letterbox import letterbox  # noqa: E402
+from rtmdet.data.letterbox import letterbox_batch  # noqa: E402
 from rtmdet.deploy.backends import BackendUnavailable, Detector  # noqa: E402
 from rtmdet.deploy.onnx import ExportModule, export_onnx, read_metadata  # noqa: E402
 
@@ -42,13 +42,11 @@ def onnx_files(model, tmp_path_factory):
 
 
 def _letterboxed(fixtures, names, size=(640, 640)):
-    return np.stack([letterbox(fixtures[n]["image_bgr"].numpy(), size)[0] for n in names]) \
-        .transpose(0, 3, 1, 2).astype(np.float32)
+    return letterbox_batch([fixtures[n]["image_bgr"].numpy() for n in names], size)[0].astype(np.float32)
 
 
 def _run(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"images": x})
+    return run_onnx(path, x)
 
 
 def test_checker_and_io(onnx_files):
