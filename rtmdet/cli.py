@@ -240,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)
     # sub-commands that live beside their subject (imported here: they import this module)
+    from .demo import add_demo_parser
     from .deploy.cli import add_bench_parser, add_export_parser
     from .train.cli import add_train_parser
-    for add in (add_train_parser, add_export_parser, add_bench_parser):
+    for add in (add_train_parser, add_export_parser, add_bench_parser, add_demo_parser):
         add(sub)
     return parser
 

@@ -86,6 +86,10 @@ def test_init_follows_reference():
     torch.testing.assert_close(torch.sigmoid(bias), torch.full_like(bias, 0.01))
     assert model.bbox_head.rtm_reg[0].weight.std().item() == pytest.approx(0.01, rel=0.2)
     assert model.bbox_head.rtm_reg[0].bias.abs().max().item() == 0
+    att = model.backbone.stage1[1].attention.fc
+    assert att.bias.abs().max().item() == 0  # mmcv's Kaiming init zeroes conv biases
+    fan_in = att.weight[0].numel()  # kaiming_uniform(a=sqrt(5)): U(+-sqrt(6 / ((1 + 5) * fan_in)))
+    assert att.weight.abs().max().item() <= (1 / fan_in) ** 0.5 + 1e-6
 
 
 def test_fuse_keeps_outputs(tiny):

@@ -62,6 +62,15 @@ class RTMDet(nn.Module):
         self.bbox_head = self._make_head(cfg, bn)
         self.register_buffer("mean", torch.tensor(MEAN_BGR).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD_BGR).view(1, 3, 1, 1), persistent=False)
+        self._init_backbone_neck()
+
+    def _init_backbone_neck(self) -> None:
+        """The reference's Kaiming-uniform init (a=sqrt(5), fan_in) is PyTorch's default for the
+        conv weights; its biases (only the channel-attention convs have one) start at zero."""
+        for part in (self.backbone, self.neck):
+            for m in part.modules():
+                if isinstance(m, nn.Conv2d) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def _make_head(self, cfg: ModelConfig, bn: dict) -> nn.Module:
         return RTMDetSepBNHead(cfg.num_classes, cfg.neck_out_channels, cfg.feat_channels,
