@@ -38,7 +38,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 60, images: int = 48,
     pred_dir = out / "predict"
     pred_dir.mkdir(parents=True, exist_ok=True)
     for rec in val.records[:8]:
-        img = cv2.imread(rec.path)
+        img = cv2.imread(val.image_path(rec))
         dets = model.predict(img, score_thr=0.3, imgsz=192)
         cv2.imwrite(str(pred_dir / Path(rec.path).name), dets.draw(img))
     print(format_table(metrics, per_class=True))

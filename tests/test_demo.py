@@ -2,9 +2,10 @@
 from rtmdet.cli import main
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
+def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as the README runs it
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--images", "8", "--device", "cpu"]) == 0
+    assert main(["demo", "--out", "demo", "--epochs", "1", "--images", "8", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "AP50" in printed and "rectangle" in printed
     assert (out / "train" / "best.pth").is_file() and (out / "train" / "results.csv").is_file()

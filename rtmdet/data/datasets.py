@@ -177,7 +177,7 @@ def load_coco(
         if iid in images:
             report.add("duplicate_image_ids", f"id {iid} ({im.get('file_name')})")
             continue
-        path = img_dir / str(im.get("file_name", ""))
+        path = (img_dir / str(im.get("file_name", ""))).absolute()
         w, h = im.get("width"), im.get("height")
         if check_images and not path.is_file():
             report.add("missing_images", str(path))
@@ -419,7 +419,7 @@ def load_yolo(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool 
         n = len(anns)
         records.append(
             ImageRecord(
-                path=str(img),
+                path=str(Path(img).absolute()),
                 width=w,
                 height=h,
                 image_id=i,

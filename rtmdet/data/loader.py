@@ -135,7 +135,7 @@ class TrainDataset(Dataset):
 
     def load_sample(self, index: int) -> Sample:
         rec = self.records[index]
-        img = load_image(os.path.join(self.dataset.root, rec.path) if self.dataset.root else rec.path)
+        img = load_image(self.dataset.image_path(rec))
         iscrowd = rec.iscrowd if len(rec.iscrowd) == len(rec.boxes) else np.zeros(len(rec.boxes), bool)
         masks = record_masks(rec, *img.shape[:2]) if self.with_mask else None
         return Sample(img, rec.boxes.copy(), rec.labels.copy(), iscrowd.copy(), masks,

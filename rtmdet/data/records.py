@@ -1,6 +1,7 @@
 """The one in-memory form every dataset reader produces and every consumer reads."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 class ImageRecord:
     """One image and its annotations, in absolute pixel xyxy boxes and contiguous labels."""
 
-    path: str
+    path: str  # the image file: absolute, or relative to the dataset's `root`
     width: int
     height: int
     image_id: int
@@ -37,6 +38,10 @@ class DetectionDataset:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def image_path(self, rec: ImageRecord) -> str:
+        """Where `rec`'s image is (an absolute `rec.path` is taken as it is)."""
+        return os.path.join(self.root, rec.path) if self.root else rec.path
 
     @property
     def num_classes(self) -> int:

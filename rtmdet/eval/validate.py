@@ -27,7 +27,7 @@ def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progr
         imgs, ok = [], []
         for r in chunk:
             try:
-                imgs.append(read_image(r.path))
+                imgs.append(read_image(dataset.image_path(r)))
                 ok.append(r)
             except ImageReadError as e:
                 log.warning("skipped %s", e)
