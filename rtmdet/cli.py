@@ -15,10 +15,17 @@ class UsageError(Exception):
 
 
 def _device(name: str | None) -> str:
+    """The device to use: the one asked for (checked), else cuda when present, else cpu."""
     import torch
-    if name:
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not name:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return name
 
 
 def check_model_arg(args) -> str:

@@ -55,6 +55,7 @@ def test_predict_video(tmp_path):
 
 @pytest.mark.parametrize("argv,msg", [
     (["--weights", "/nonexistent/w.pth"], "weights file not found"),
+    (["--weights", str(DET_FIX / "weights.pth"), "--device", "gpu7"], "unknown device"),
     (["--model", "rtmdet-huge"], "unknown model"),
     ([], "give --model"),
 ])

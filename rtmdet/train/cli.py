@@ -6,7 +6,7 @@ import dataclasses
 
 
 def cmd_train(args) -> int:
-    from ..cli import UsageError
+    from ..cli import UsageError, _device
     from ..config import apply_overrides
     from .config import TrainConfig
     from .trainer import NonFiniteLossError, Trainer
@@ -19,6 +19,8 @@ def cmd_train(args) -> int:
         cfg = apply_overrides(cfg, args.overrides or [])
     except (KeyError, ValueError) as e:
         raise UsageError(str(e)) from None
+    if cfg.device:
+        _device(cfg.device)  # a one-line error for an unknown or absent device
     if not cfg.data and not cfg.resume:
         raise UsageError("give --data PATH (or --resume)")
     try:
