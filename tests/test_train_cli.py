@@ -43,3 +43,28 @@ def test_cli_train_bad_data_path_is_one_line_exit_2(tmp_path, capsys):
     assert rc == 2
     assert len(err.splitlines()) == 1 and "missing" in err and "not found" in err
     assert not (tmp_path / "exp").exists()  # nothing written for a run that never started
+
+
+def test_cli_train_bad_inputs_are_one_line_exit_2(data, tmp_path, capsys):
+    import torch
+
+    from rtmdet.checkpoint import atomic_save
+    s_model = rtmdet.create("rtmdet-s")
+    atomic_save({"state_dict": s_model.state_dict()}, tmp_path / "s.pth")
+    common = ["--epochs", "1", "--device", "cpu", "--project", str(tmp_path), "--workers", "0"]
+    # weights of another size
+    assert main(["train", "--data", str(data), "--model", "rtmdet-tiny", "--weights",
+                 str(tmp_path / "s.pth")] + common) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not fit" in err and len(err.splitlines()) == 1
+    # an unknown model name
+    assert main(["train", "--data", str(data), "--model", "rtmdet-huge"] + common) == 2
+    assert "unknown model" in capsys.readouterr().err
+    # an empty annotation file
+    empty = tmp_path / "empty"
+    (empty / "annotations").mkdir(parents=True)
+    (empty / "annotations" / "instances_train.json").write_text("")
+    assert main(["train", "--data", str(empty)] + common) == 2
+    err = capsys.readouterr().err.strip()
+    assert "instances_train.json" in err and len(err.splitlines()) == 1
+    assert torch.load(tmp_path / "s.pth", weights_only=True)  # the inputs are untouched

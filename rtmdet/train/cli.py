@@ -23,13 +23,15 @@ def cmd_train(args) -> int:
         _device(cfg.device)  # a one-line error for an unknown or absent device
     if not cfg.data and not cfg.resume:
         raise UsageError("give --data PATH (or --resume)")
+    try:  # what is wrong before training starts (data, model name, weights) is the user's to fix
+        trainer = Trainer(cfg)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise UsageError(str(e.args[0]) if isinstance(e, KeyError) else str(e)) from None
     try:
-        Trainer(cfg).train()
+        trainer.train()
     except NonFiniteLossError as e:
         print(f"rtmdet train: {e}")
         return 1
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
     return 0
 
 
