@@ -45,28 +45,35 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
+def _signed_area(boxes: torch.Tensor) -> torch.Tensor:
+    # The reference IoUs do not clamp areas (an inverted predicted box keeps a positive area);
+    # the assigner and GIoU loss parity depend on it. Equal to box_area for valid boxes.
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
 def box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6, aligned: bool = False) -> torch.Tensor:
     """IoU of every box in `a` (..., N, 4) with every box in `b` (..., M, 4) -> (..., N, M);
-    with `aligned`, pairwise along N == M -> (..., N)."""
+    with `aligned`, pairwise along N == M -> (..., N). The reference arithmetic (mmdet
+    `bbox_overlaps`): areas unclamped, union floored at `eps`."""
     if aligned:
         lt = torch.maximum(a[..., :2], b[..., :2])
         rb = torch.minimum(a[..., 2:], b[..., 2:])
         inter = (rb - lt).clamp(min=0).prod(-1)
-        union = box_area(a) + box_area(b) - inter
+        union = _signed_area(a) + _signed_area(b) - inter
     else:
         lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
         rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
         inter = (rb - lt).clamp(min=0).prod(-1)
-        union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
+        union = _signed_area(a)[..., :, None] + _signed_area(b)[..., None, :] - inter
     return inter / union.clamp(min=eps)
 
 
 def box_giou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Generalised IoU of aligned pairs (..., 4) x (..., 4) -> (...)."""
+    """Generalised IoU of aligned pairs (..., 4) x (..., 4) -> (...), reference arithmetic."""
     lt = torch.maximum(a[..., :2], b[..., :2])
     rb = torch.minimum(a[..., 2:], b[..., 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
-    union = (box_area(a) + box_area(b) - inter).clamp(min=eps)
+    union = (_signed_area(a) + _signed_area(b) - inter).clamp(min=eps)
     iou = inter / union
     enclose = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2]))
     enclose_area = enclose.clamp(min=0).prod(-1).clamp(min=eps)

@@ -24,21 +24,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..ops.boxes import box_iou
+
 INF = 100000000.0
 EPS = 1.0e-7
-
-
-def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(..., N, 4) x (..., M, 4) -> (..., N, M) IoU with the reference arithmetic: areas are
-    NOT clamped (a predicted box with negative width and height has a positive area)."""
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    lt = torch.max(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    rb = torch.min(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    overlap = wh[..., 0] * wh[..., 1]
-    union = area1[..., :, None] + area2[..., None, :] - overlap
-    return overlap / torch.max(union, union.new_tensor([eps]))
 
 
 @dataclass
@@ -98,7 +87,7 @@ class DynamicSoftLabelAssigner:
         distance = (dx * dx + dy * dy).sqrt() / priors[vn, 2, None].float()
         soft_center_prior = torch.pow(10, distance - self.soft_center_radius)
 
-        ious_v = pairwise_iou(pred_boxes[vb, vn][:, None, :], gt_v).squeeze(1)  # (P,M)
+        ious_v = box_iou(pred_boxes[vb, vn][:, None, :], gt_v).squeeze(1)  # (P,M)
         ious_v = torch.where(gt_valid[vb], ious_v, torch.zeros_like(ious_v))
         iou_cost = -torch.log(ious_v + EPS) * self.iou_weight
 

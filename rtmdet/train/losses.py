@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..ops.boxes import distance2bbox, grid_priors
+from ..ops.boxes import box_giou, distance2bbox, grid_priors
 from .assigner import AssignResult, DynamicSoftLabelAssigner
 
 _F32_EPS = float(torch.finfo(torch.float32).eps)
@@ -55,22 +55,6 @@ class QualityFocalLoss(torch.nn.Module):
         return self.loss_weight * loss
 
 
-def aligned_giou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """GIoU of aligned pairs with the reference arithmetic (areas not clamped)."""
-    area1 = (pred[..., 2] - pred[..., 0]) * (pred[..., 3] - pred[..., 1])
-    area2 = (target[..., 2] - target[..., 0]) * (target[..., 3] - target[..., 1])
-    lt = torch.max(pred[..., :2], target[..., :2])
-    rb = torch.min(pred[..., 2:], target[..., 2:])
-    wh = (rb - lt).clamp(min=0)
-    overlap = wh[..., 0] * wh[..., 1]
-    e = pred.new_tensor([eps])
-    union = torch.max(area1 + area2 - overlap, e)
-    ious = overlap / union
-    ewh = (torch.max(pred[..., 2:], target[..., 2:]) - torch.min(pred[..., :2], target[..., :2])).clamp(min=0)
-    enclose = torch.max(ewh[..., 0] * ewh[..., 1], e)
-    return ious - (enclose - union) / enclose
-
-
 class GIoULoss(torch.nn.Module):
     def __init__(self, loss_weight: float = 2.0, eps: float = 1e-6):
         super().__init__()
@@ -79,7 +63,7 @@ class GIoULoss(torch.nn.Module):
     def forward(self, pred, target, weight=None, avg_factor: float | None = None):
         if weight is not None and not bool((weight > 0).any()):
             return (pred * weight[:, None]).sum()  # zero, keeps the graph
-        loss = 1 - aligned_giou(pred.float(), target.float(), self.eps)
+        loss = 1 - box_giou(pred.float(), target.float(), self.eps)
         if weight is not None:
             loss = loss * weight
         loss = loss.sum() / (avg_factor + _F32_EPS) if avg_factor is not None else loss.mean()
@@ -123,7 +107,7 @@ def rtmdet_loss(model_outputs, gt_boxes_list: Sequence[torch.Tensor],
     """The reference loss dict for the head's raw outputs `(cls_scores, bbox_preds)`.
 
     Returns `{'loss_cls': [per level], 'loss_bbox': [per level], 'assign': AssignResult (B, N),
-    'avg_factor': float}`; the training objective is `sum(loss_cls) + sum(loss_bbox)`.
+    'avg_factor': float, 'priors': (N, 4) x, y, stride, stride}`; the training objective is `sum(loss_cls) + sum(loss_bbox)`.
     `img_shape` is accepted for interface parity; with `allowed_border=-1` (the RTMDet setting)
     it does not change anything."""
     cls_scores, bbox_preds = model_outputs[0], model_outputs[1]
@@ -170,7 +154,7 @@ def rtmdet_loss(model_outputs, gt_boxes_list: Sequence[torch.Tensor],
     factor = reduce_mean(metrics.sum().detach()).clamp_(min=1).item()
     return {"loss_cls": [x / factor for x in losses_cls],
             "loss_bbox": [x / factor for x in losses_bbox],
-            "assign": res, "avg_factor": factor}
+            "assign": res, "avg_factor": factor, "priors": priors}
 
 
 def total_loss(loss_dict: dict) -> torch.Tensor:

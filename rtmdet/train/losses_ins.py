@@ -13,7 +13,6 @@ from typing import Sequence
 
 import torch
 
-from ..ops.boxes import grid_priors
 from .assigner import DynamicSoftLabelAssigner
 from .loss_mask import loss_mask as _loss_mask
 from .losses import reduce_mean, rtmdet_loss
@@ -49,8 +48,7 @@ def rtmdet_ins_loss(model_outputs, gt_boxes_list: Sequence[torch.Tensor],
                       strides=strides, assigner=assigner)
     res = out["assign"]
     device = cls_scores[0].device
-    sizes = [c.shape[-2:] for c in cls_scores]
-    priors = torch.cat(grid_priors(sizes, strides, torch.float32, device, with_stride=True))
+    priors = out.pop("priors")
     kernels = flatten_kernels(kernel_preds)
     masks = [_as_mask_tensor(m, device) for m in gt_masks_list]
     for b, m in zip(gt_boxes_list, masks):
