@@ -43,8 +43,9 @@ class RTMDetIns(RTMDet):
         cls_scores, bbox_preds, kernel_preds, mask_feat = outputs
         sizes = [c.shape[-2:] for c in cls_scores]
         dtype, device = cls_scores[0].dtype, cls_scores[0].device
-        priors = grid_priors(sizes, self.cfg.strides, dtype, device)
-        priors_s = torch.cat(grid_priors(sizes, self.cfg.strides, dtype, device, with_stride=True))
+        priors_lv = grid_priors(sizes, self.cfg.strides, dtype, device, with_stride=True)
+        priors = [p[:, :2] for p in priors_lv]  # (x, y) for decoding, (x, y, stride) for masks
+        priors_s = torch.cat(priors_lv)
         results = []
         for i, meta in enumerate(metas):
             raw = postprocess_single([c[i] for c in cls_scores], [b[i] for b in bbox_preds],

@@ -218,11 +218,12 @@ class Trainer:
         size = self.cfg.model.lower().replace("_", "-").rsplit("-", 1)[-1]
         # fresh pipelines each epoch: mosaic/mixup caches start empty, so an epoch replays
         # identically after a resume (worker processes get fresh copies anyway)
-        ds.pipelines = {s: build_train_pipeline(size, s, self.cfg.imgsz, ds.with_mask) for s in (1, 2)}
         if self.cfg.pipeline == "light":
             from ..data.transforms import PAD_VAL, Compose, Pad, RandomFlip, Resize
             sc = (self.cfg.imgsz, self.cfg.imgsz)
             ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
+        else:
+            ds.pipelines = {s: build_train_pipeline(size, s, self.cfg.imgsz, ds.with_mask) for s in (1, 2)}
         ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
         sampler = None
         if self.world > 1:
