@@ -73,3 +73,20 @@ def run_onnx(path, x):
     import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return sess.run(None, {"images": x})
+
+
+def assert_level_losses_close(losses: dict, ref_losses: dict) -> None:
+    """loss_cls and loss_bbox: three levels each, every level within rtol 1e-3 of the reference."""
+    for key in ("loss_cls", "loss_bbox"):
+        assert len(losses[key]) == len(ref_losses[key]) == 3
+        for mine, theirs in zip(losses[key], ref_losses[key]):
+            torch.testing.assert_close(mine.detach(), theirs, rtol=1e-3, atol=0)
+
+
+def assert_assignment_equal(assign, ref_assigned) -> None:
+    """gt index and label of every prior equal; matched IoUs equal to float rounding (background
+    holds -1e8 exactly)."""
+    for i, r in enumerate(ref_assigned):
+        assert torch.equal(assign.gt_inds[i], r["gt_inds"])
+        assert torch.equal(assign.labels[i], r["labels"])
+        torch.testing.assert_close(assign.max_overlaps[i], r["max_overlaps"], rtol=1e-4, atol=1e-4)
