@@ -35,7 +35,8 @@ def _dataset(root, model):
         for j, ((x1, y1, x2, y2), lab) in enumerate(zip(det.boxes.tolist(), det.labels.tolist())):
             x1, x2 = x1 + 4 * (j % 2), x2 + 4 * (j % 2)
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(lab) + 1,
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
+                         "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]]})
     cats = [{"id": k + 1, "name": n} for k, n in enumerate(model.class_names)]
     path = root / "annotations" / "instances_val.json"
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
@@ -51,8 +52,8 @@ def test_onnx_scores_like_its_checkpoint(tmp_path, fixture):
     dataset = load_dataset(tmp_path / "ds", split="val")
     onnx_path = export_onnx(model, tmp_path / "m.onnx", imgsz=SIZE)
     with torch.inference_mode():
-        ref, _ = evaluate_model(model, dataset, progress=False, imgsz=SIZE)
-    got, _ = evaluate_model(Detector(onnx_path), dataset, progress=False)
+        ref, _ = evaluate_model(model, dataset, progress=False, imgsz=SIZE, score_thr=0.005)
+    got, _ = evaluate_model(Detector(onnx_path), dataset, progress=False, score_thr=0.005)
     assert set(got) == set(ref) == set({"det": ["bbox"], "ins": ["bbox", "segm"]}[
         "det" if fixture == DET_FIX else "ins"])
     for kind in ref:
