@@ -67,7 +67,8 @@ def test_cli_train_ins_tiny_then_val_prints_segm(shapes, tmp_path, capsys):
     torch.set_num_threads(2)
     rc = main(["train", "--model", "rtmdet-ins-tiny", "--data", str(shapes), "--epochs", "1",
                "--batch", "3", "--imgsz", "128", "--workers", "0", "--device", "cpu",
-               "--project", str(tmp_path), "--name", "ins", "plots=false", "warmup_iters=1"])
+               "--project", str(tmp_path), "--name", "ins", "plots=false", "warmup_iters=1",
+               "pretrained_backbone=false"])
     assert rc == 0
     run = tmp_path / "ins"
     ck = safe_load(run / "last.pth")
