@@ -235,7 +235,7 @@ def test_box_iou_rotated_6000x6000_in_bounded_memory():
     out = box_iou_rotated(a, a)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert out.shape == (6000, 6000) and torch.allclose(torch.diagonal(out), torch.ones(6000))
-    assert grown_mb < 1500, grown_mb  # the float64 result alone is 288 MB
+    assert grown_mb < 1000, grown_mb  # the float32 result alone is 144 MB
     idx = torch.randint(0, 6000, (200, 2), generator=gen)
     for i, j in idx.tolist():
         assert abs(out[i, j].item() - shapely_iou(a[i], a[j])) <= 2e-7
@@ -278,6 +278,11 @@ def test_nms_rotated_ties_threshold_and_degenerate_boxes():
     # zero-area boxes overlap nothing; a threshold of 0 suppresses everything after the top box
     zero = torch.tensor([[0.0, 0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 4.0, 2.0, 0.0]])
     assert nms_rotated(zero, s, 0.1).tolist() == [0, 1]
+    # a pile of identical boxes (hull ties everywhere) plus a few others: one survivor per spot
+    pile = torch.cat([box.repeat(2000, 1), torch.tensor([[200.0, 50.0, 30.0, 10.0, 0.4], [50.0, 52.0, 30.0, 10.0, 1.9]])])
+    ps = torch.rand(2002, generator=torch.Generator().manual_seed(0))
+    want = [int(ps[:2000].argmax())] + [2000, 2001]
+    assert sorted(nms_rotated(pile, ps, 0.5).tolist()) == sorted(want)
     far = torch.tensor([[0.0, 0.0, 2.0, 2.0, 0.0], [100.0, 0.0, 2.0, 2.0, 0.0]])
     assert nms_rotated(far, s, 0.0).tolist() == [0]
     assert nms_rotated(far[:0], s[:0], 0.1).tolist() == []
@@ -339,12 +344,17 @@ def test_batched_nms_rotated_dense_candidates():
 @pytest.mark.slow
 def test_batched_nms_rotated_6000_candidates_under_a_second():
     boxes, scores, labels = dense_candidates(6000, 8)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        batched_nms_rotated(boxes, scores, labels, 0.1)
-        times.append(time.perf_counter() - t)
-    assert min(times) < 1.0, times  # ~0.07 s on one idle core
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared, oversubscribed CPU the thread pool's waits dominate
+    try:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            batched_nms_rotated(boxes, scores, labels, 0.1)
+            times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    assert min(times) < 1.0, times  # ~0.05-0.15 s
 
 
 # --------------------------------------------------------------------------- differentiable IoU

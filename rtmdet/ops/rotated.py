@@ -212,9 +212,9 @@ def box_iou_rotated(boxes1: Tensor, boxes2: Tensor, aligned: bool = False, mode:
         if i.numel():
             out[i] = _pair_iou(b1[i], b2[i], iof)
         return out.to(out_dtype)
-    out = torch.zeros(n, m, dtype=torch.float64, device=b1.device)
+    out = torch.zeros(n, m, dtype=out_dtype, device=b1.device)
     if n == 0 or m == 0:
-        return out.to(out_dtype)
+        return out
     e1, e2 = _half_extents(b1), _half_extents(b2)
     rows = max(1, (1 << 20) // m)
     for s in range(0, n, rows):
@@ -222,8 +222,8 @@ def box_iou_rotated(boxes1: Tensor, boxes2: Tensor, aligned: bool = False, mode:
         cand = (gap <= 0).all(-1) & ok1[s:s + rows, None] & ok2[None]
         i, j = cand.nonzero(as_tuple=True)
         if i.numel():
-            out[i + s, j] = _pair_iou(b1[i + s], b2[j], iof)
-    return out.to(out_dtype)
+            out[i + s, j] = _pair_iou(b1[i + s], b2[j], iof).to(out_dtype)
+    return out
 
 
 def rbbox_overlaps(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", is_aligned: bool = False) -> Tensor:
@@ -238,54 +238,71 @@ def rbbox_overlaps(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", is_aligned
 
 # --------------------------------------------------------------------------- NMS
 
-_PAIR_GEN_CHUNK = 1 << 22  # overlapping-interval pairs generated at a time
+_PAIR_GEN_CHUNK = 1 << 20  # candidate pairs generated at a time
 
 
-def _candidate_pairs(b: Tensor, e: Tensor, area: Tensor, thr: float) -> tuple[Tensor, Tensor]:
-    """All pairs (i < j) of valid boxes (area > 0) whose IoU could reach `thr`, sorted by j.
-
-    A sweep over x finds the pairs whose hulls overlap in x (each found once, by the one with the
-    smaller left edge); those are kept if the hull intersection bounds the IoU above
-    thr * (1 - 1e-6): IoU = I / (a1 + a2 - I) grows with I and I <= min(hull overlap, a1, a2)."""
-    valid = (area > 0).nonzero().squeeze(1)
-    dev = b.device
-    empty = torch.zeros(0, dtype=torch.long, device=dev)
-    if valid.numel() < 2:
-        return empty, empty
-    lo, hi = b[valid, :2] - e[valid], b[valid, :2] + e[valid]
-    ordx = torch.argsort(lo[:, 0])
-    ids, ar = valid[ordx], area[valid[ordx]]
-    lox, hix, loy, hiy = (v[ordx].contiguous() for v in (lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]))
-    n = ids.numel()
-    start = torch.arange(1, n + 1, device=dev)
-    cnt = (torch.searchsorted(lox, hix, right=True) - start).clamp(min=0)
-    csum = cnt.cumsum(0)
-    out_i, out_j = [], []
-    p0 = 0
-    while p0 < n:  # chunks of p holding about _PAIR_GEN_CHUNK pairs
-        base = int(csum[p0 - 1]) if p0 else 0
-        p1 = min(max(int(torch.searchsorted(csum, base + _PAIR_GEN_CHUNK, right=True)), p0 + 1), n)
-        c = cnt[p0:p1]
-        total = int(csum[p1 - 1]) - base
+def _range_pairs(rows: Tensor, first: Tensor, count: Tensor):
+    """Yield (p, q) index chunks with q running over [first[k], first[k] + count[k]) for each
+    p = rows[k], about _PAIR_GEN_CHUNK pairs at a time."""
+    count = count.clamp(min=0)
+    csum = count.cumsum(0)
+    n, k0 = rows.numel(), 0
+    while k0 < n:
+        base = int(csum[k0 - 1]) if k0 else 0
+        k1 = min(max(int(torch.searchsorted(csum, base + _PAIR_GEN_CHUNK, right=True)), k0 + 1), n)
+        c = count[k0:k1]
+        total = int(csum[k1 - 1]) - base
         if total:
-            p = torch.repeat_interleave(torch.arange(p0, p1, device=dev), c)
-            q = torch.arange(total, device=dev) + torch.repeat_interleave(start[p0:p1] - (c.cumsum(0) - c), c)
-            oy = torch.minimum(hiy[p], hiy[q]) - torch.maximum(loy[p], loy[q])
-            m = oy > 0
-            p, q, oy = p[m], q[m], oy[m]
-            ox = torch.minimum(hix[p], hix[q]) - lox[q]  # lox[q] >= lox[p] by the sweep
-            a1, a2 = ar[p], ar[q]
-            inter = torch.minimum(ox.clamp(min=0) * oy, torch.minimum(a1, a2))
-            keep = inter / (a1 + a2 - inter) >= thr * (1 - 1e-6)
-            out_i.append(ids[p[keep]])
-            out_j.append(ids[q[keep]])
-        p0 = p1
-    if not out_i:
-        return empty, empty
-    i, j = torch.cat(out_i), torch.cat(out_j)
-    i, j = torch.minimum(i, j), torch.maximum(i, j)
-    o = torch.argsort(j * b.shape[0] + i)
-    return i[o], j[o]
+            off = torch.repeat_interleave(first[k0:k1] - (c.cumsum(0) - c), c)
+            yield torch.repeat_interleave(rows[k0:k1], c), torch.arange(total, device=rows.device) + off
+        k0 = k1
+
+
+class _Hulls:
+    """Axis-aligned hulls and areas of boxes, for the IoU upper bound that decides which pairs
+    need an exact IoU: IoU = I / (a1 + a2 - I) grows with I, and I <= min(hull overlap, a1, a2)."""
+
+    def __init__(self, b: Tensor, area: Tensor, thr: float):
+        e = _half_extents(b)
+        self.lo, self.hi, self.area, self.thr = b[:, :2] - e, b[:, :2] + e, area, thr * (1 - 1e-6)
+
+    def keep(self, p: Tensor, q: Tensor) -> Tensor:
+        ov = (torch.minimum(self.hi[p], self.hi[q]) - torch.maximum(self.lo[p], self.lo[q])).clamp(min=0).prod(1)
+        a1, a2 = self.area[p], self.area[q]
+        inter = torch.minimum(ov, torch.minimum(a1, a2))
+        return inter / (a1 + a2 - inter) >= self.thr
+
+    def pairs_within(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Pairs of `ids` (each once) whose hulls overlap in x and whose bound reaches thr."""
+        ids = ids[torch.argsort(self.lo[ids, 0])]
+        lo, hi = self.lo[ids, 0].contiguous(), self.hi[ids, 0].contiguous()
+        k = torch.arange(ids.numel(), device=ids.device)
+        end = torch.searchsorted(lo, hi, right=True)
+        return self._collect(_range_pairs(ids, k + 1, end - k - 1), ids)
+
+    def pairs_between(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """Pairs (a_k, b_l) whose hulls overlap in x and whose bound reaches thr: those with
+        lo_a in [lo_b, hi_b] plus those with lo_b in (lo_a, hi_a]."""
+        a, b = a[torch.argsort(self.lo[a, 0])], b[torch.argsort(self.lo[b, 0])]
+        la, ha, lb, hb = (t.contiguous() for t in (self.lo[a, 0], self.hi[a, 0], self.lo[b, 0], self.hi[b, 0]))
+        first = torch.searchsorted(la, lb)
+        pa, qa = self._collect(_range_pairs(b, first, torch.searchsorted(la, hb, right=True) - first), a)
+        first = torch.searchsorted(lb, la, right=True)
+        qb, pb = self._collect(_range_pairs(a, first, torch.searchsorted(lb, ha, right=True) - first), b)
+        return torch.cat([qa, qb]), torch.cat([pa, pb])
+
+    def _collect(self, chunks, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(row id, target id) of the chunks' pairs that pass the bound."""
+        ps, qs = [], []
+        for p, q in chunks:
+            q = target[q]
+            ok = self.keep(p, q)
+            ps.append(p[ok])
+            qs.append(q[ok])
+        if not ps:
+            empty = target.new_zeros(0)
+            return empty, empty
+        return torch.cat(ps), torch.cat(qs)
 
 
 def _suppresses(b: Tensor, i: Tensor, j: Tensor, thr: float) -> Tensor:
@@ -301,41 +318,46 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_thr: float, block: int = 1024
     Order = `scores.sort(descending=True)` on the CPU, the very (unstable) call mmcv's CPU kernel
     makes, so exact ties come out in the same order as the reference. Greedy: a box is dropped if
     its IoU (float32) with an already kept box is >= iou_thr (float32). Runs block by block over
-    that order; exact IoUs only for pairs whose hull bound can reach the threshold and whose
-    first box is still kept."""
+    that order (64 boxes, doubling up to `block`); an exact IoU is computed only for a pair of
+    (kept or live in-block box, later box) whose hull bound can reach the threshold."""
     n = boxes.shape[0]
+    dev = boxes.device
     if n == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    order = torch.sort(scores.detach().cpu(), descending=True)[1].to(boxes.device)
+        return torch.zeros(0, dtype=torch.long, device=dev)
+    order = torch.sort(scores.detach().cpu(), descending=True)[1].to(dev)
     thr = float(np.float32(iou_thr))
     if thr <= 0:  # every IoU (even 0) reaches the threshold: only the top box survives
         return order[:1]
     b = boxes.detach()[order]
     valid = _valid(b)
     b = b.double()
-    area = torch.where(valid, b[:, 2] * b[:, 3], torch.zeros_like(b[:, 2]))
-    pi, pj = _candidate_pairs(b, _half_extents(b), area, thr)
-    bounds = torch.searchsorted(pj, torch.arange(0, n + block, block, device=b.device)).tolist()
-    kept = torch.zeros(n, dtype=torch.bool, device=b.device)
-    for blk, s in enumerate(range(0, n, block)):
-        e = min(s + block, n)
-        i, j = pi[bounds[blk]:bounds[blk + 1]], pj[bounds[blk]:bounds[blk + 1]]
-        alive = torch.ones(e - s, dtype=torch.bool, device=b.device)
-        early = (i < s) & kept[i]  # suppression by boxes kept in earlier blocks
-        alive[j[early][_suppresses(b, i[early], j[early], thr)] - s] = False
-        inner = (i >= s) & alive[(i - s).clamp(min=0)] & alive[j - s]
-        i, j = i[inner], j[inner]
+    hulls = _Hulls(b, torch.where(valid, b[:, 2] * b[:, 3], torch.zeros_like(b[:, 2])), thr)
+    kept = torch.zeros(n, dtype=torch.bool, device=dev)
+    kept_valid = torch.zeros(0, dtype=torch.long, device=dev)  # kept boxes that can suppress
+    s, size = 0, min(64, block)
+    while s < n:
+        e = min(s + size, n)
+        live = valid[s:e].clone()
+        ids = torch.arange(s, e, device=dev)[live]
+        if kept_valid.numel() and ids.numel():  # suppression by boxes kept in earlier blocks
+            i, j = hulls.pairs_between(kept_valid, ids)
+            live[j[_suppresses(b, i, j, thr)] - s] = False
+            ids = torch.arange(s, e, device=dev)[live]
+        p, q = hulls.pairs_within(ids)
+        i, j = torch.minimum(p, q), torch.maximum(p, q)
         hit = _suppresses(b, i, j, thr)
-        live = alive.cpu().numpy()
         si, sj = (i[hit] - s).cpu().numpy(), (j[hit] - s).cpu().numpy()
         o = np.argsort(si, kind="stable")
         si, sj = si[o], sj[o]
-        firsts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]]) if len(si) else si
-        ends = np.r_[firsts[1:], len(si)]
-        for f, g in zip(firsts, ends):  # sequential only over boxes that suppress something
-            if live[si[f]]:
-                live[sj[f:g]] = False
-        kept[s:e] = torch.from_numpy(live).to(b.device)
+        alive = live.cpu().numpy()
+        starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]]) if len(si) else si
+        for f, g in zip(starts, np.r_[starts[1:], len(si)]):  # in order, only boxes that suppress
+            if alive[si[f]]:
+                alive[sj[f:g]] = False
+        alive = torch.from_numpy(alive).to(dev)
+        kept[s:e] = alive | ~valid[s:e]  # zero-area boxes overlap nothing: always kept
+        kept_valid = torch.cat([kept_valid, torch.arange(s, e, device=dev)[alive]])
+        s, size = e, min(2 * size, block)
     return order[kept.nonzero().squeeze(1)]
 
 
