@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rtmdet.data.loader import TrainDataset, collate
-from rtmdet.data.transforms import RandomCrop, _masks_to_boxes, build_train_pipeline
+from rtmdet.data.targets import masks_to_boxes as _masks_to_boxes
+from rtmdet.data.transforms import RandomCrop, build_train_pipeline
 
 
 @pytest.fixture(scope="module")
