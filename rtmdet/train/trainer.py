@@ -150,10 +150,9 @@ class Trainer:
         except (FileNotFoundError, ValueError) as e:
             log.warning("no validation split (%s): best.pth follows the last epoch", e)
             self.val_data = None
-        size = cfg.model.lower().replace("_", "-").rsplit("-", 1)[-1]
         self.with_mask = task.name_has_masks(cfg.model)
-        self.train_set = TrainDataset(self.train_data, model_size=size, img_scale=cfg.imgsz, seed=cfg.seed,
-                                      with_mask=self.with_mask)
+        self.train_set = TrainDataset(self.train_data, model_size=cfg.model, img_scale=cfg.imgsz, seed=cfg.seed,
+                                      targets=("masks",) if self.with_mask else ())
         model = create(cfg.model, num_classes=self.train_data.num_classes,
                        class_names=self.train_data.class_names)
         model.test_cfg = dataclasses.replace(model.test_cfg, imgsz=cfg.imgsz)
@@ -215,7 +214,6 @@ class Trainer:
         from ..data.loader import build_train_loader
         from ..data.transforms import build_train_pipeline
         ds = self.train_set
-        size = self.cfg.model.lower().replace("_", "-").rsplit("-", 1)[-1]
         # fresh pipelines each epoch: mosaic/mixup caches start empty, so an epoch replays
         # identically after a resume (worker processes get fresh copies anyway)
         if self.cfg.pipeline == "light":
@@ -223,7 +221,7 @@ class Trainer:
             sc = (self.cfg.imgsz, self.cfg.imgsz)
             ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
         else:
-            ds.pipelines = {s: build_train_pipeline(size, s, self.cfg.imgsz, ds.with_mask) for s in (1, 2)}
+            ds.pipelines = {s: build_train_pipeline(ds.model_size, s, self.cfg.imgsz) for s in (1, 2)}
         ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
         sampler = None
         if self.world > 1:

@@ -11,9 +11,12 @@ transform receives explicitly::
 ``None`` means "drop this sample and fetch another one" (mmengine's ``BaseDataset`` refetch),
 which :class:`rtmdet.data.loader.TrainDataset` implements.
 
-Samples carry bitmap masks ``(n, H, W) uint8`` when present; every geometric transform moves
-them together with the boxes (the reference RTMDet-Ins configs use polygon masks; we use bitmaps
-and apply to them exactly the geometry applied to the image).
+A sample carries its xyxy boxes and any per-instance targets (``sample.targets``: bitmap masks
+as `rtmdet.data.targets.MaskTarget`, ...); every geometric transform moves the targets together
+with the boxes through the `rtmdet.data.targets.Target` protocol, without knowing their kind.
+
+Modules: `sample` (Sample, Compose), `geometric`, `photometric`, `mixing` (Mosaic, MixUp),
+`pipelines` (the reference pipelines per model).
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Geometric transforms: the image, its boxes and (bitmap) masks move together."""
+"""Geometric transforms: the image, its boxes and every per-instance target move together
+(the targets through the `rtmdet.data.targets.Target` protocol)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from ..targets import masks_to_boxes, resize_masks
-from .sample import PAD_VAL, Sample, boxes_inside, clip_boxes
+from .sample import PAD_VAL, Sample, boxes_inside, clip_boxes, flip_boxes
 
 __all__ = ["rescale_size", "Resize", "RandomResize", "RandomCrop", "RandomFlip", "Pad", "FilterAnnotations"]
 
@@ -25,7 +25,7 @@ def rescale_size(w: int, h: int, scale: float | tuple[int, int]) -> tuple[tuple[
 
 class Resize:
     """mmdet ``Resize``: keep-ratio (mmcv rescale_size) or exact resize; boxes scaled by the
-    actual factors (new_w / w, new_h / h) and clipped to the new image; masks nearest."""
+    actual factors (new_w / w, new_h / h) and clipped to the new image; targets resized alike."""
 
     def __init__(self, scale: tuple[int, int], keep_ratio: bool = True, clip_object_border: bool = True):
         self.scale = (int(scale[0]), int(scale[1]))
@@ -44,8 +44,7 @@ class Resize:
         s.boxes = (s.boxes * np.array([ws, hs, ws, hs], np.float32)).astype(np.float32)
         if self.clip_object_border:
             clip_boxes(s.boxes, nh, nw)
-        if s.masks is not None:
-            s.masks = resize_masks(s.masks, nw, nh)
+        s.map_targets(lambda t: t.resize(ws, hs, nw, nh))
         s.meta["scale_factor"] = (ws, hs)
         return s
 
@@ -81,7 +80,9 @@ class RandomResize:
 class RandomCrop:
     """mmdet ``RandomCrop`` with crop_type 'absolute': crop (min(ch, h), min(cw, w)) at offsets
     drawn h first then w in [0, margin]; boxes translated, clipped, kept if inside; returns None
-    when no box survives and ``allow_negative_crop`` is False (also for images without boxes)."""
+    when no box survives and ``allow_negative_crop`` is False (also for images without boxes).
+    ``recompute_bbox``: then each box becomes the tight box of its target (the masks'); a sample
+    without a target that can tell keeps its cropped boxes."""
 
     def __init__(self, crop_size: tuple[int, int], allow_negative_crop: bool = False,
                  recompute_bbox: bool = False, bbox_clip_border: bool = True):
@@ -105,10 +106,9 @@ class RandomCrop:
             return None
         s.boxes = boxes
         s.select(valid)
-        if s.masks is not None:
-            s.masks = s.masks[:, off_h:off_h + ch, off_w:off_w + cw]
-            if self.recompute_bbox:
-                s.boxes = masks_to_boxes(s.masks)
+        s.map_targets(lambda t: t.translate(-off_w, -off_h, cw, ch))
+        if self.recompute_bbox:
+            s.recompute_boxes()
         return s
 
     def __repr__(self) -> str:
@@ -126,11 +126,8 @@ class RandomFlip:
     def flip(s: Sample) -> Sample:
         w = s.img.shape[1]
         s.img = np.ascontiguousarray(s.img[:, ::-1])
-        b = s.boxes.copy()
-        s.boxes[:, 0] = w - b[:, 2]
-        s.boxes[:, 2] = w - b[:, 0]
-        if s.masks is not None:
-            s.masks = np.ascontiguousarray(s.masks[:, :, ::-1])
+        flip_boxes(s.boxes, w)
+        s.map_targets(lambda t: t.flip(w))
         return s
 
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
@@ -145,7 +142,7 @@ class RandomFlip:
 
 
 class Pad:
-    """Pad bottom/right to ``size`` = (w, h) with ``pad_val`` (masks with 0)."""
+    """Pad bottom/right to ``size`` = (w, h) with ``pad_val`` (the targets get empty padding)."""
 
     def __init__(self, size: tuple[int, int], pad_val: int = PAD_VAL):
         self.size = (int(size[0]), int(size[1]))
@@ -160,10 +157,7 @@ class Pad:
             out = np.full((th, tw) + s.img.shape[2:], self.pad_val, dtype=s.img.dtype)
             out[:h, :w] = s.img
             s.img = out
-            if s.masks is not None:
-                m = np.zeros((len(s.masks), th, tw), np.uint8)
-                m[:, :h, :w] = s.masks
-                s.masks = m
+            s.map_targets(lambda t: t.translate(0, 0, tw, th))
         return s
 
     def __repr__(self) -> str:

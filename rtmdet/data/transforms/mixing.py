@@ -4,25 +4,42 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..targets import resize_masks
-from .sample import Sample, boxes_inside, clip_boxes
+from .sample import Sample, boxes_inside, clip_boxes, flip_boxes
 
 __all__ = ["CachedMosaic", "CachedMixUp"]
 
 
-def _push(cache: list, item: Sample, max_cached: int, random_pop: bool, rng: np.random.Generator) -> None:
-    """Append then, when over capacity, pop index 0 (FIFO) or a random index.
+class _Cached:
+    """What CachedMosaic and CachedMixUp share: the canvas settings, and a per-instance (so per
+    worker) cache of recent samples that a sample is mixed with, with probability ``prob``."""
 
-    The reference draws ``numpy.random.randint(0, len(cache) - 1)`` whose upper bound is
-    exclusive, so the just-appended entry is never popped; reproduced here.
-    """
-    cache.append(item.copy())
-    if len(cache) > max_cached:
-        idx = int(rng.integers(0, len(cache) - 1)) if random_pop else 0
-        cache.pop(idx)
+    def __init__(self, img_scale: tuple[int, int], pad_val: float, bbox_clip_border: bool, prob: float,
+                 max_cached_images: int, random_pop: bool):
+        self.img_scale = (int(img_scale[0]), int(img_scale[1]))  # (w, h)
+        self.pad_val = pad_val
+        self.bbox_clip_border = bbox_clip_border
+        self.prob = prob
+        self.max_cached_images = max_cached_images
+        self.random_pop = random_pop
+        self.results_cache: list[Sample] = []
+
+    def _cache_and_draw(self, s: Sample, rng: np.random.Generator, min_cached: int) -> bool:
+        """Cache a copy of ``s``; whether to mix it now: the cache holds more than ``min_cached``
+        samples and the ``prob`` draw passes (made only then, as in the reference).
+
+        Over capacity the cache pops index 0 (FIFO) or a random index; the reference draws
+        ``numpy.random.randint(0, len(cache) - 1)`` whose upper bound is exclusive, so the
+        just-appended entry is never popped; reproduced here.
+        """
+        cache = self.results_cache
+        cache.append(s.copy())
+        if len(cache) > self.max_cached_images:
+            idx = int(rng.integers(0, len(cache) - 1)) if self.random_pop else 0
+            cache.pop(idx)
+        return len(cache) > min_cached and not rng.uniform(0, 1) > self.prob
 
 
-class CachedMosaic:
+class CachedMosaic(_Cached):
     """mmdet ``CachedMosaic``: 4-image mosaic on a (2h, 2w) canvas filled with ``pad_val``,
     the current sample top-left plus 3 drawn from a per-instance cache (per worker)."""
 
@@ -30,14 +47,8 @@ class CachedMosaic:
                  bbox_clip_border: bool = True, pad_val: float = 114.0, prob: float = 1.0,
                  max_cached_images: int = 40, random_pop: bool = True):
         assert max_cached_images >= 4 and 0 <= prob <= 1
-        self.img_scale = (int(img_scale[0]), int(img_scale[1]))  # (w, h)
+        super().__init__(img_scale, pad_val, bbox_clip_border, prob, max_cached_images, random_pop)
         self.center_ratio_range = center_ratio_range
-        self.bbox_clip_border = bbox_clip_border
-        self.pad_val = pad_val
-        self.prob = prob
-        self.max_cached_images = max_cached_images
-        self.random_pop = random_pop
-        self.results_cache: list[Sample] = []
 
     def _combine(self, loc: int, cx: int, cy: int, w: int, h: int):
         sw, sh = self.img_scale
@@ -56,10 +67,7 @@ class CachedMosaic:
         return (x1, y1, x2, y2), crop
 
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
-        _push(self.results_cache, s, self.max_cached_images, self.random_pop, rng)
-        if len(self.results_cache) <= 4:
-            return s
-        if rng.uniform(0, 1) > self.prob:
+        if not self._cache_and_draw(s, rng, min_cached=4):
             return s
         # numpy randint(0, len - 1): exclusive bound, the newest entry is never drawn (reference)
         idx = [int(rng.integers(0, len(self.results_cache) - 1)) for _ in range(3)]
@@ -67,8 +75,8 @@ class CachedMosaic:
         cx = int(rng.uniform(*self.center_ratio_range) * sw)
         cy = int(rng.uniform(*self.center_ratio_range) * sh)
         canvas = np.full((sh * 2, sw * 2) + s.img.shape[2:], self.pad_val, dtype=s.img.dtype)
-        with_mask = s.masks is not None
-        boxes, labels, ignore, masks = [], [], [], []
+        boxes, labels, ignore = [], [], []
+        targets = {name: [] for name in s.targets}  # a patch lacking one contributes a blank
         for loc, patch in enumerate([s] + [self.results_cache[i] for i in idx]):
             img = patch.img
             h, w = img.shape[:2]
@@ -81,14 +89,12 @@ class CachedMosaic:
             boxes.append(patch.boxes * np.float32(r) + np.array([padw, padh, padw, padh], np.float32))
             labels.append(patch.labels)
             ignore.append(patch.ignore)
-            if with_mask:
-                pm = patch.masks if patch.masks is not None else np.zeros((len(patch.boxes), h, w), np.uint8)
-                pm = resize_masks(pm, nw, nh)
-                m = np.zeros((len(pm), sh * 2, sw * 2), np.uint8)
-                m[:, y1p:y2p, x1p:x2p] = pm[:, y1c:y2c, x1c:x2c]
-                masks.append(m)
+            for name, parts in targets.items():
+                t = patch.target_like(name, s.targets[name])
+                parts.append(t.resize(r, r, nw, nh).translate(padw, padh, sw * 2, sh * 2))
+        merged = {name: type(s.targets[name]).concat(parts) for name, parts in targets.items()}
         out = Sample(canvas, np.concatenate(boxes).astype(np.float32), np.concatenate(labels),
-                     np.concatenate(ignore), np.concatenate(masks) if with_mask else None, dict(s.meta))
+                     np.concatenate(ignore), merged, dict(s.meta))
         if self.bbox_clip_border:
             clip_boxes(out.boxes, sh * 2, sw * 2)
         out.select(boxes_inside(out.boxes, sh * 2, sw * 2))
@@ -99,7 +105,7 @@ class CachedMosaic:
                 f"max_cached_images={self.max_cached_images}, random_pop={self.random_pop})")
 
 
-class CachedMixUp:
+class CachedMixUp(_Cached):
     """mmdet ``CachedMixUp``: blend 0.5/0.5 with a cached sample letterboxed into ``img_scale``,
     jittered by ``ratio_range``, maybe flipped, randomly cropped to the current image size."""
 
@@ -108,24 +114,15 @@ class CachedMixUp:
                  bbox_clip_border: bool = True, max_cached_images: int = 20,
                  random_pop: bool = True, prob: float = 1.0):
         assert max_cached_images >= 2 and 0 <= prob <= 1
-        self.img_scale = (int(img_scale[0]), int(img_scale[1]))  # (w, h)
+        super().__init__(img_scale, pad_val, bbox_clip_border, prob, max_cached_images, random_pop)
         self.ratio_range = ratio_range
         self.flip_ratio = flip_ratio
-        self.pad_val = pad_val
         self.max_iters = max_iters
-        self.bbox_clip_border = bbox_clip_border
-        self.max_cached_images = max_cached_images
-        self.random_pop = random_pop
-        self.prob = prob
-        self.results_cache: list[Sample] = []
 
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
+        if not self._cache_and_draw(s, rng, min_cached=1):
+            return s
         cache = self.results_cache
-        _push(cache, s, self.max_cached_images, self.random_pop, rng)
-        if len(cache) <= 1:
-            return s
-        if rng.uniform(0, 1) > self.prob:
-            return s
         for _ in range(self.max_iters):
             index = int(rng.integers(0, len(cache) - 1))  # exclusive bound, as the reference
             if len(cache[index].boxes) != 0:
@@ -143,17 +140,8 @@ class CachedMixUp:
         out[:rh, :rw] = cv2.resize(rimg, (rw, rh), interpolation=cv2.INTER_LINEAR)
         ow, oh = int(out.shape[1] * jit), int(out.shape[0] * jit)
         out = cv2.resize(out, (ow, oh), interpolation=cv2.INTER_LINEAR)
-        rmasks = None
-        if s.masks is not None:
-            # same geometry as the image: letterbox canvas, jitter resize (nearest)
-            src = r.masks if r.masks is not None else np.zeros((len(r.boxes),) + rimg.shape[:2], np.uint8)
-            m = np.zeros((len(src), sh, sw), np.uint8)
-            m[:, :rh, :rw] = resize_masks(src, rw, rh)
-            rmasks = resize_masks(m, ow, oh)
         if is_flip:
             out = out[:, ::-1]
-            if rmasks is not None:
-                rmasks = rmasks[:, :, ::-1]
         th, tw = s.img.shape[:2]
         padded = np.full((max(oh, th), max(ow, tw)) + out.shape[2:], self.pad_val, np.float64).astype(np.uint8)
         padded[:oh, :ow] = out
@@ -166,21 +154,21 @@ class CachedMixUp:
         if self.bbox_clip_border:
             clip_boxes(rb, oh, ow)
         if is_flip:
-            b = rb.copy()
-            rb[:, 0] = ow - b[:, 2]
-            rb[:, 2] = ow - b[:, 0]
+            flip_boxes(rb, ow)
         rb = rb - np.array([x_off, y_off, x_off, y_off], np.float32)
         if self.bbox_clip_border:
             clip_boxes(rb, th, tw)
-        if rmasks is not None:
-            pm = np.zeros((len(rmasks), max(oh, th), max(ow, tw)), np.uint8)
-            pm[:, :oh, :ow] = rmasks
-            rmasks = pm[:, y_off:y_off + th, x_off:x_off + tw]
+        targets = {}  # each target takes the image's path: letterbox, jitter, flip, crop
+        for name, t in s.targets.items():
+            rt = r.target_like(name, t).resize(ratio, ratio, rw, rh).translate(0, 0, sw, sh).resize(jit, jit, ow, oh)
+            if is_flip:
+                rt = rt.flip(ow)
+            targets[name] = type(t).concat([t, rt.translate(-x_off, -y_off, tw, th)])
 
         img = (0.5 * s.img.astype(np.float32) + 0.5 * cropped.astype(np.float32)).astype(np.uint8)
         res = Sample(img, np.concatenate([s.boxes, rb]).astype(np.float32),
                      np.concatenate([s.labels, r.labels]), np.concatenate([s.ignore, r.ignore]),
-                     np.concatenate([s.masks, rmasks]) if rmasks is not None else None, dict(s.meta))
+                     targets, dict(s.meta))
         res.select(boxes_inside(res.boxes, th, tw))
         return res
 
