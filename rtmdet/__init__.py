@@ -1,7 +1,8 @@
 """RTMDet real-time object detectors in plain PyTorch; official checkpoints load unchanged."""
 from .api import create, load
-from .config import ModelConfig, TestConfig, model_config
-from .deploy.backends import Detector
+from .config import ModelConfig, TestConfig
+from .inference import Detector
+from .presets import model_config
 from .detections import Detections
 from .models.detector import RTMDet
 from .models.detector_ins import RTMDetIns

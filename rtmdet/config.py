@@ -8,6 +8,11 @@ from typing import Any
 import yaml
 
 
+# the reference data preprocessor's per-channel normalisation, in BGR order (no channel swap)
+MEAN_BGR = (103.53, 116.28, 123.675)
+STD_BGR = (57.375, 57.12, 58.395)
+
+
 @dataclass
 class ModelConfig:
     """Architecture of one RTMDet variant (the numbers the original configs set)."""
@@ -28,15 +33,22 @@ class ModelConfig:
     # The released configs use SyncBN/BN with PyTorch defaults (eps 1e-5, momentum 0.1).
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
-    # Instance segmentation (RTMDet-Ins); False for plain detection.
-    with_mask: bool = False
+    mean: tuple[float, float, float] = MEAN_BGR
+    std: tuple[float, float, float] = STD_BGR
+    # The task family (rtmdet.families): "detect", "segment" (RTMDet-Ins) or "rotated".
+    family: str = "detect"
+    # RTMDet-Ins mask head
     num_prototypes: int = 8
     dyconv_channels: int = 8
     num_dyconvs: int = 3
 
-    @property
-    def kind(self) -> str:
-        return "ins" if self.with_mask else "det"
+    @classmethod
+    def from_saved(cls, data: dict) -> "ModelConfig":
+        """A config saved by any rtmdet version (0.1 wrote `with_mask` instead of `family`)."""
+        data = dict(data)
+        if "with_mask" in data:
+            data.setdefault("family", "segment" if data.pop("with_mask") else "detect")
+        return from_dict(cls, data)
 
 
 @dataclass
@@ -50,43 +62,6 @@ class TestConfig:
     min_bbox_size: float = 0.0
     mask_thr: float = 0.5
     imgsz: int = 640
-
-
-DET_TEST = TestConfig()
-INS_TEST = TestConfig(score_thr=0.05, nms_pre=1000, nms_iou=0.6, max_per_img=100)
-
-_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(deepen_factor=0.167, widen_factor=0.375, neck_in_channels=(96, 192, 384),
-                 neck_out_channels=96, num_csp_blocks=1, feat_channels=96, exp_on_reg=False),
-    "s": dict(deepen_factor=0.33, widen_factor=0.5, neck_in_channels=(128, 256, 512),
-              neck_out_channels=128, num_csp_blocks=1, feat_channels=128, exp_on_reg=False),
-    "m": dict(deepen_factor=0.67, widen_factor=0.75, neck_in_channels=(192, 384, 768),
-              neck_out_channels=192, num_csp_blocks=2, feat_channels=192, exp_on_reg=True),
-    "l": dict(deepen_factor=1.0, widen_factor=1.0, neck_in_channels=(256, 512, 1024),
-              neck_out_channels=256, num_csp_blocks=3, feat_channels=256, exp_on_reg=True),
-    "x": dict(deepen_factor=1.33, widen_factor=1.25, neck_in_channels=(320, 640, 1280),
-              neck_out_channels=320, num_csp_blocks=4, feat_channels=320, exp_on_reg=True),
-}
-
-SIZES = tuple(_SIZES)
-
-
-def model_config(name: str, num_classes: int = 80) -> ModelConfig:
-    """Preset by name: `rtmdet-s`, `rtmdet-ins-tiny`, or a bare size `s`."""
-    key = name.lower().replace("_", "-")
-    with_mask = key.startswith("rtmdet-ins-")
-    size = key.removeprefix("rtmdet-ins-").removeprefix("rtmdet-")
-    if size not in _SIZES:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(preset_names())}")
-    return ModelConfig(**_SIZES[size], num_classes=num_classes, with_mask=with_mask)
-
-
-def preset_names() -> list[str]:
-    return [f"rtmdet-{s}" for s in SIZES] + [f"rtmdet-ins-{s}" for s in SIZES]
-
-
-def default_test_config(cfg: ModelConfig) -> TestConfig:
-    return dataclasses.replace(INS_TEST if cfg.with_mask else DET_TEST)
 
 
 # ---------------------------------------------------------------- YAML and key=value overrides
@@ -152,5 +127,4 @@ def apply_overrides(obj: Any, overrides: list[str]):
     return from_dict(type(obj), data)
 
 
-__all__ = ["ModelConfig", "TestConfig", "model_config", "preset_names", "default_test_config",
-           "SIZES", "to_dict", "from_dict", "save_yaml", "load_yaml", "apply_overrides", "field"]
+__all__ = ["ModelConfig", "TestConfig", "to_dict", "from_dict", "save_yaml", "load_yaml", "apply_overrides", "field"]

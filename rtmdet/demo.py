@@ -2,7 +2,6 @@
 RTMDet-tiny on it, score it with COCO metrics, and draw its detections on the held-out images."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 
@@ -35,6 +34,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 60, images: int = 48,
     model = load(trainer.save_dir / "best.pth", device=trainer.device)
     val = load_dataset(data, split="val")
     metrics, _ = evaluate_model(model, val, batch_size=8, progress=False, imgsz=192)
+    metrics = metrics["bbox"]
     pred_dir = out / "predict"
     pred_dir.mkdir(parents=True, exist_ok=True)
     for rec in val.records[:8]:
@@ -44,19 +44,3 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 60, images: int = 48,
     print(format_table(metrics, per_class=True))
     print(f"checkpoints and curves: {trainer.save_dir}\ndrawn detections: {pred_dir}")
     return metrics
-
-
-def cmd_demo(args) -> int:
-    run_demo(args.out, args.epochs, args.images, args.device, args.seed)
-    return 0
-
-
-def add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="offline end-to-end demo: shapes dataset -> train -> val -> draw",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--images", type=int, default=48, help="training images to generate")
-    p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo)

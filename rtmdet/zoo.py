@@ -1,4 +1,5 @@
-"""Official checkpoints: name -> URL (sha256 prefix in the file name); download and cache."""
+"""Downloading and caching official checkpoints (the URLs are in `rtmdet.presets`): resumable,
+checked against the sha256 prefix in the file name, moved into place atomically."""
 from __future__ import annotations
 
 import hashlib
@@ -6,46 +7,9 @@ import os
 import re
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
-
-_BASE = "https://download.openmmlab.com/mmdetection/v3.0/rtmdet"
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    name: str
-    url: str
-    box_ap: float
-    params_m: float
-    gmacs: float | None  # multiply-accumulates of the network at 640x640 (torch flop counter;
-    # for -ins models without the per-instance dynamic convs)
-    mask_ap: float | None = None
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-def _u(cfg: str, stamp: str) -> str:
-    return f"{_BASE}/{cfg}/{cfg}_{stamp}.pth"
-
-
-ZOO: dict[str, ZooEntry] = {e.name: e for e in [
-    ZooEntry("rtmdet-tiny", _u("rtmdet_tiny_8xb32-300e_coco", "20220902_112414-78e30dcc"), 41.1, 4.896, 8.04),
-    ZooEntry("rtmdet-s", _u("rtmdet_s_8xb32-300e_coco", "20220905_161602-387a891e"), 44.6, 8.887, 14.76),
-    ZooEntry("rtmdet-m", _u("rtmdet_m_8xb32-300e_coco", "20220719_112220-229f527c"), 49.4, 24.709, 39.07),
-    ZooEntry("rtmdet-l", _u("rtmdet_l_8xb32-300e_coco", "20220719_112030-5a0be7c4"), 51.5, 52.316, 79.90),
-    ZooEntry("rtmdet-x", _u("rtmdet_x_8xb32-300e_coco", "20220715_230555-cc79b9ae"), 52.8, 94.856, 141.19),
-    ZooEntry("rtmdet-ins-tiny", _u("rtmdet-ins_tiny_8xb32-300e_coco", "20221130_151727-ec670f7e"), 40.5, 5.638, 10.48, 35.4),
-    ZooEntry("rtmdet-ins-s", _u("rtmdet-ins_s_8xb32-300e_coco", "20221121_212604-fdc5d7ec"), 44.0, 10.183, 19.04, 38.7),
-    ZooEntry("rtmdet-ins-m", _u("rtmdet-ins_m_8xb32-300e_coco", "20221123_001039-6eba602e"), 48.8, 27.575, 48.55, 42.1),
-    ZooEntry("rtmdet-ins-l", _u("rtmdet-ins_l_8xb32-300e_coco", "20221124_103237-78d1d652"), 51.2, 57.366, 96.63, 43.7),
-    ZooEntry("rtmdet-ins-x", _u("rtmdet-ins_x_8xb16-300e_coco", "20221124_111313-33d4595b"), 52.4, 102.704, 167.22, 44.6),
-]}
-
 
 class DownloadError(RuntimeError):
     """A checkpoint could not be downloaded or failed its checksum."""
@@ -127,10 +91,3 @@ def download(url: str, dest_dir: str | os.PathLike | None = None, progress: bool
                                 f"expected prefix {prefix}; the partial file was removed")
     os.replace(part, final)
     return final
-
-
-def resolve(name: str) -> ZooEntry:
-    key = name.lower().replace("_", "-")
-    if key not in ZOO:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
-    return ZOO[key]

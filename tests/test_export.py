@@ -12,7 +12,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import rtmdet  # noqa: E402
 from rtmdet.data.letterbox import letterbox_batch  # noqa: E402
-from rtmdet.deploy.backends import BackendUnavailable, Detector  # noqa: E402
+from rtmdet.inference import BackendUnavailable, Detector  # noqa: E402
 from rtmdet.deploy.onnx import ExportModule, export_onnx, read_metadata  # noqa: E402
 
 NAMES = ("square", "portrait", "large")

@@ -13,7 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 import rtmdet  # noqa: E402
 from rtmdet.config import TestConfig as InsTestConfig  # noqa: E402
 from rtmdet.data.letterbox import letterbox_batch  # noqa: E402
-from rtmdet.deploy.backends import Detector  # noqa: E402
+from rtmdet.inference import Detector  # noqa: E402
 from rtmdet.deploy.onnx import ExportModule, export_onnx, read_metadata  # noqa: E402
 from rtmdet.ops.boxes import grid_priors  # noqa: E402
 
@@ -72,8 +72,9 @@ def test_io_and_metadata(onnx_files):
         assert outs == (["num_dets", "boxes", "scores", "labels", "masks"] if nms
                         else ["boxes", "scores", "kernels", "mask_feat"])
         meta = read_metadata(path)
-        assert meta["with_mask"] is True and meta["outputs"] == outs
-        assert meta["mask_head"] == {"num_prototypes": 8, "dyconv_channels": 8, "num_dyconvs": 3}
+        assert meta["family"] == "segment" and meta["outputs"] == outs
+        assert {k: meta["model"][k] for k in ("num_prototypes", "dyconv_channels", "num_dyconvs")} == \
+            {"num_prototypes": 8, "dyconv_channels": 8, "num_dyconvs": 3}
         assert meta["score_thr"] == 0.01 and meta["max_det"] == 100
 
 

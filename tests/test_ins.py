@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rtmdet.api import build_model, infer_config, load
-from rtmdet.config import TestConfig as InsTestConfig, model_config
+from rtmdet.config import TestConfig as InsTestConfig
+from rtmdet.presets import model_config
 from rtmdet.detections import Detections
 from rtmdet.models.detector_ins import RTMDetIns
 from rtmdet.models.head_ins import RTMDetInsSepBNHead
@@ -65,7 +66,7 @@ def test_head_layout_and_init():
 def test_strict_load_and_infer(model):
     ckpt = load_fixture(INS_FIX / "weights.pth")
     cfg = infer_config(ckpt["state_dict"], ckpt.get("meta"))
-    assert cfg.with_mask and cfg.neck_out_channels == 96
+    assert cfg.family == "segment" and cfg.neck_out_channels == 96
     assert isinstance(model, RTMDetIns) and not model.training
     fresh = build_model(cfg)
     fresh.load_state_dict(ckpt["state_dict"], strict=True)

@@ -81,7 +81,7 @@ def test_cli_train_ins_tiny_then_val_prints_segm(shapes, tmp_path, capsys):
     best = safe_load(run / "best.pth")
     assert best["best_fitness"] == pytest.approx(float(cols["mask_AP"]))  # best.pth follows mask AP
     model = rtmdet.load(run / "best.pth")
-    assert model.cfg.with_mask and model.cfg.num_classes == 3
+    assert model.cfg.family == "segment" and model.cfg.num_classes == 3
     capsys.readouterr()
     assert main(["val", "--weights", str(run / "best.pth"), "--data", str(shapes), "--imgsz", "128",
                  "--save-dir", str(tmp_path / "val")]) == 0

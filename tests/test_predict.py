@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import rtmdet
-from rtmdet.data.letterbox import MEAN_BGR, STD_BGR, fit_size, letterbox
-from rtmdet.models.detector import ImageReadError
+from rtmdet.config import MEAN_BGR, STD_BGR
+from rtmdet.data.letterbox import fit_size, letterbox
+from rtmdet.data.images import ImageReadError
 from helpers import DET_FIX, load_fixture, match_detections
 
 CASES = ["square", "portrait", "large"]
@@ -26,7 +27,7 @@ def test_preprocess_is_the_reference_input(model, case):
     img = case["image_bgr"].numpy()
     x, metas = model.preprocess([img])
     torch.testing.assert_close(x, case["input"], atol=1e-5, rtol=0)
-    sw, sh = metas[0]["scale_factor"]
+    sw, sh = metas[0].scale_factor
     ref_sw, ref_sh = case["meta"]["scale_factor"]
     assert sw == pytest.approx(ref_sw, abs=1e-9) and sh == pytest.approx(ref_sh, abs=1e-9)
 

@@ -8,6 +8,7 @@ import types
 import pytest
 import torch
 
+from rtmdet.train import losses as losses_mod
 from rtmdet.train import trainer as tr_mod
 from rtmdet.train.config import TrainConfig
 from rtmdet.train.losses import rtmdet_loss
@@ -45,7 +46,7 @@ def _freeze_bn(model: torch.nn.Module) -> None:
 
 
 def _first_step_grads(data, tmp_path, name, batch, grad_accum, monkeypatch):
-    monkeypatch.setattr(tr_mod, "rtmdet_loss", _per_image_mean_loss(rtmdet_loss))
+    monkeypatch.setattr(losses_mod, "rtmdet_loss", _per_image_mean_loss(rtmdet_loss))
     cfg = TrainConfig(data=str(data), model="rtmdet-tiny", epochs=1, batch=batch, grad_accum=grad_accum,
                       imgsz=64, workers=0, device="cpu", lr=0.01, warmup_iters=0, stage2_epochs=1,
                       val_interval=100, seed=5, project=str(tmp_path), name=name, plots=False)

@@ -109,7 +109,8 @@ def test_mid_epoch_checkpoint_resume_loses_nothing(data, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
-    from rtmdet.train import trainer as tr_mod
+    from rtmdet.train import losses as losses_mod
+from rtmdet.train import trainer as tr_mod
     from rtmdet.train.config import TrainConfig
     calls = {"n": 0}
     real = tr_mod.rtmdet_loss
@@ -121,7 +122,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
             out["loss_cls"][0] = out["loss_cls"][0] * float("nan")
         return out
 
-    monkeypatch.setattr(tr_mod, "rtmdet_loss", poisoned)
+    monkeypatch.setattr(losses_mod, "rtmdet_loss", poisoned)
     cfg = TrainConfig(data=str(data), model="rtmdet-tiny", epochs=2, batch=2, imgsz=64, workers=0,
                       device="cpu", warmup_iters=2, stage2_epochs=1, val_interval=5, project=str(tmp_path),
                       name="nan", plots=False)

@@ -1,4 +1,5 @@
 """Checkpoint download against a local HTTP server: served, truncated, resumed, wrong hash."""
+import dataclasses
 import hashlib
 import http.server
 import threading
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import rtmdet
-from rtmdet import zoo
+from rtmdet import presets, zoo
 from rtmdet.checkpoint import atomic_save
 
 
@@ -112,9 +113,8 @@ def test_http_error_is_a_download_error(server, tmp_path):
 def test_load_by_zoo_name_uses_the_cache(server, tmp_path, monkeypatch):
     data = _checkpoint_bytes(tmp_path)
     name = _serve(data)
-    entry = zoo.ZOO["rtmdet-tiny"]
-    monkeypatch.setitem(zoo.ZOO, "rtmdet-tiny", zoo.ZooEntry(
-        entry.name, f"{server}/{name}", entry.box_ap, entry.params_m, entry.gmacs))
+    entry = presets.RECORDS["rtmdet-tiny"]
+    monkeypatch.setitem(presets.RECORDS, "rtmdet-tiny", dataclasses.replace(entry, url=f"{server}/{name}"))
     monkeypatch.setenv("RTMDET_HOME", str(tmp_path / "home"))
     model = rtmdet.load("rtmdet-tiny", progress=False)
     assert model.cfg.num_classes == 4 and not model.training
@@ -122,7 +122,7 @@ def test_load_by_zoo_name_uses_the_cache(server, tmp_path, monkeypatch):
 
 
 def test_zoo_urls_carry_hash_prefixes():
-    for e in zoo.ZOO.values():
+    for e in presets.RECORDS.values():
         assert e.url.startswith("https://download.openmmlab.com/")
         assert zoo.hash_prefix(e.filename) is not None and len(zoo.hash_prefix(e.filename)) == 8
 
@@ -133,9 +133,26 @@ def test_zoo_gmacs_agree_with_a_flop_count(name):
     model = rtmdet.create(name).eval()
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model(torch.zeros(1, 3, 640, 640))
-    assert fc.get_total_flops() / 2e9 == pytest.approx(zoo.ZOO[name].gmacs, abs=0.01)
+    assert fc.get_total_flops() / 2e9 == pytest.approx(presets.RECORDS[name].gmacs, abs=0.01)
 
 
 def test_tiny_s_m_gmacs_are_the_published_ones():
     # RTMDET_SPEC.md: tiny 8.04G, s 14.76G, m 39.07G multiply-accumulates at 640
-    assert [zoo.ZOO[f"rtmdet-{s}"].gmacs for s in ("tiny", "s", "m")] == [8.04, 14.76, 39.07]
+    assert [presets.RECORDS[f"rtmdet-{s}"].gmacs for s in ("tiny", "s", "m")] == [8.04, 14.76, 39.07]
+
+
+def test_model_names_normalise_one_way():
+    assert presets.normalize_name(" RTMDet_Ins_S ") == "rtmdet-ins-s"
+    assert presets.get_record("RTMDET_TINY").name == "rtmdet-tiny"
+    with pytest.raises(KeyError, match="known: rtmdet-tiny"):
+        presets.get_record("rtmdet-xxl")
+
+
+def test_every_record_builds_its_family_and_loads_by_preset_name(tmp_path):
+    for rec in presets.RECORDS.values():
+        cfg = rec.model_config()
+        assert cfg.family == rec.family and rec.test_config().imgsz == rec.imgsz
+    model = rtmdet.create("rtmdet-tiny", num_classes=3)
+    atomic_save({"state_dict": model.state_dict()}, tmp_path / "bare.pth")  # no rtmdet meta
+    again = rtmdet.load(tmp_path / "bare.pth", model="rtmdet-tiny")
+    assert again.cfg.num_classes == 3 and again.family.name == "detect"

@@ -1,11 +1,19 @@
 """Test-time pre-processing exactly as the reference: keep-ratio resize to fit, pad with 114."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-MEAN_BGR = (103.53, 116.28, 123.675)
-STD_BGR = (57.375, 57.12, 58.395)
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Where one image went on its way into the network, to map detections back."""
+
+    ori_shape: tuple[int, int]  # (h, w) of the original image
+    scale_factor: tuple[float, float]  # (w, h) ratios new/old of the keep-ratio resize
+    img_shape: tuple[int, int]  # (h, w) of the padded input (what decoded boxes are clamped to)
 
 
 def fit_size(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
@@ -34,11 +42,10 @@ def letterbox(img: np.ndarray, size: tuple[int, int] = (640, 640), pad_val: int 
 
 
 def letterbox_batch(images: list[np.ndarray], size: tuple[int, int]):
-    """Letterbox every BGR image to `size`: a (B,3,H,W) uint8 array and per-image metadata
-    (`ori_shape`, `scale_factor` (w, h), `img_shape` = the padded size boxes are clamped to)."""
+    """Letterbox every BGR image to `size`: a (B,3,H,W) uint8 array and an `ImageMeta` each."""
     padded, metas = [], []
     for img in images:
         p, scale, _ = letterbox(img, size)
         padded.append(p)
-        metas.append({"ori_shape": img.shape[:2], "scale_factor": scale, "img_shape": tuple(size)})
+        metas.append(ImageMeta(tuple(img.shape[:2]), scale, tuple(size)))
     return np.ascontiguousarray(np.stack(padded).transpose(0, 3, 1, 2)), metas

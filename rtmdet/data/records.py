@@ -23,6 +23,11 @@ class ImageRecord:
     segmentations: list | None = None
     # Optional per-annotation area as given by the source (COCO "area"); None -> box w*h.
     areas: np.ndarray | None = None
+    # Rotated-box sources (DOTA, YOLO-OBB): per annotation the source quadrilateral, (n,8) float32
+    # x1,y1,...,x4,y4 in absolute pixels as given (`boxes` holds its axis-aligned hull, clipped to
+    # the image; rotated boxes: rtmdet.ops.polygons.poly2obb_le90). None when the source has none.
+    polygons: np.ndarray | None = None
+    difficult: np.ndarray | None = None  # (n,) bool, DOTA's difficult flag; None when the source has none
 
 
 @dataclass

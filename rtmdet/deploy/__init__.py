@@ -1,5 +1,5 @@
-"""Deployment: ONNX export, ONNX Runtime / TensorRT backends behind one `Detector`, benchmarks."""
-from .backends import BackendUnavailable, Detector
+"""Deployment: ONNX export (static/dynamic, optional in-graph NMS), TensorRT engines, benchmarks.
+The backends that run exported models live in `rtmdet.inference`."""
 from .onnx import export_onnx
 
-__all__ = ["Detector", "BackendUnavailable", "export_onnx"]
+__all__ = ["export_onnx"]

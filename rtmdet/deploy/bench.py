@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import BACKENDS, BackendUnavailable, Detector
+from ..inference import BACKENDS, BackendUnavailable, Detector, resolve_test_cfg
 
 
 @dataclass
@@ -82,7 +82,7 @@ def run_bench(weights: str, backends=BACKENDS, imgsz: int = 640, batch: int = 1,
                 row.skipped = str(e)
                 rows.append(row)
                 continue
-            cfg = det.resolve_test_cfg(imgsz=imgsz)
+            cfg = resolve_test_cfg(det.test_cfg, imgsz=imgsz)
             for i in range(warmup + runs):
                 t0 = time.perf_counter()
                 x, metas = det.preprocess(images, imgsz)

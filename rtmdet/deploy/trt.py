@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from .backends import BackendUnavailable, import_tensorrt
-from .onnx import read_metadata
+from ..inference import BackendUnavailable
+from ..inference.graph_backend import read_onnx_metadata as read_metadata
+from ..inference.tensorrt_backend import import_tensorrt
 
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike | None = None,

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 from ..data.records import DetectionDataset
+from ..ops.boxes import box_iou
 
 __all__ = [
     "METRIC_NAMES",
@@ -296,15 +298,6 @@ def _has_segm(results) -> bool:
     return False
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
-
-
 def confusion_matrix(
     dataset: DetectionDataset, detections, iou_thr: float = 0.5, score_thr: float = 0.25
 ) -> np.ndarray:
@@ -335,7 +328,8 @@ def confusion_matrix(
             dl = _np(_get(d, "labels")).reshape(-1).astype(np.int64)[sel]
         matched_g, matched_d = set(), set()
         if len(gb) and len(db):
-            iou = _box_iou(db.astype(np.float64), gb.astype(np.float64))
+            iou = box_iou(torch.from_numpy(db.astype(np.float64)),
+                          torch.from_numpy(gb.astype(np.float64)), eps=1e-12).numpy()
             di, gi = np.nonzero(iou >= iou_thr)
             order = np.argsort(-iou[di, gi], kind="stable")
             for i, j in zip(di[order], gi[order]):

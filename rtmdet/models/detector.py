@@ -1,55 +1,33 @@
-"""RTMDet: backbone -> neck -> head; `forward` gives raw maps, `predict` gives Detections."""
+"""RTMDet: backbone -> neck -> head. `forward` gives the raw head maps; `predict` runs the one
+inference loop (`rtmdet.inference`) with this model as its PyTorch backend. The head, decoding
+and post-processing come from the model's task family (`rtmdet.families`)."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import ModelConfig, TestConfig, default_test_config
+from ..config import ModelConfig, TestConfig
 from ..data.coco_classes import COCO_CLASSES
-from ..data.letterbox import MEAN_BGR, STD_BGR, letterbox_batch
+from ..data.letterbox import ImageMeta, letterbox_batch
 from ..detections import Detections
-from ..ops.boxes import grid_priors
-from ..ops.postprocess import postprocess_single
+from ..families import get_family
 from .backbone import CSPNeXt
-from .head import RTMDetSepBNHead
 from .layers import ConvModule, fuse_conv_bn
 from .neck import CSPNeXtPAFPN
 
 
-class ImageReadError(ValueError):
-    """An input image could not be read or decoded."""
-
-
-def read_image(src) -> np.ndarray:
-    """A path or an HxWx3 uint8 BGR array -> HxWx3 uint8 BGR array, or ImageReadError."""
-    if isinstance(src, np.ndarray):
-        if src.ndim == 2:
-            src = cv2.cvtColor(src, cv2.COLOR_GRAY2BGR)
-        if src.ndim != 3 or src.shape[2] != 3 or src.dtype != np.uint8:
-            raise ImageReadError(f"expected an HxWx3 uint8 BGR array, got {src.dtype} {src.shape}")
-        return src
-    path = str(src)
-    if not Path(path).is_file():
-        raise ImageReadError(f"{path}: no such file")
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return img
-
-
 class RTMDet(nn.Module):
-    """The RTMDet detector. Attribute names match the official checkpoints."""
+    """An RTMDet model of any task family. Attribute names match the official checkpoints."""
 
     def __init__(self, cfg: ModelConfig, test_cfg: TestConfig | None = None,
                  class_names: Sequence[str] | None = None):
         super().__init__()
         self.cfg = cfg
+        self.family = get_family(cfg.family)
         self.test_cfg = test_cfg or default_test_config(cfg)
         if class_names is None:
             class_names = COCO_CLASSES if cfg.num_classes == 80 else [str(i) for i in range(cfg.num_classes)]
@@ -59,9 +37,9 @@ class RTMDet(nn.Module):
                                 cfg.channel_attention, **bn)
         self.neck = CSPNeXtPAFPN(cfg.neck_in_channels, cfg.neck_out_channels, cfg.num_csp_blocks,
                                  cfg.expand_ratio, **bn)
-        self.bbox_head = self._make_head(cfg, bn)
-        self.register_buffer("mean", torch.tensor(MEAN_BGR).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD_BGR).view(1, 3, 1, 1), persistent=False)
+        self.bbox_head = self.family.build_head(cfg, bn)
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
         self._init_backbone_neck()
 
     def _init_backbone_neck(self) -> None:
@@ -72,16 +50,13 @@ class RTMDet(nn.Module):
                 if isinstance(m, nn.Conv2d) and m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def _make_head(self, cfg: ModelConfig, bn: dict) -> nn.Module:
-        return RTMDetSepBNHead(cfg.num_classes, cfg.neck_out_channels, cfg.feat_channels,
-                               cfg.stacked_convs, cfg.strides, cfg.share_conv, cfg.exp_on_reg, **bn)
-
     # ------------------------------------------------------------------ raw network
     def extract_feats(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.neck(self.backbone(x))
 
     def forward(self, x: torch.Tensor):
-        """Normalized (B,3,H,W) batch -> the head's raw outputs, lists over strides 8/16/32."""
+        """Normalized (B,3,H,W) batch -> the head's raw outputs, lists over strides 8/16/32
+        (RTMDet-Ins adds kernel maps and the prototypes)."""
         return self.bbox_head(self.extract_feats(x))
 
     def normalize(self, batch_uint8: torch.Tensor) -> torch.Tensor:
@@ -94,55 +69,38 @@ class RTMDet(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def preprocess(self, images: list[np.ndarray], imgsz: int | None = None):
-        """Letterbox each BGR image; returns the normalized batch and per-image metadata."""
+        """Letterbox each BGR image; returns the normalized batch and an `ImageMeta` each."""
         size = imgsz or self.test_cfg.imgsz
         size = (size, size) if isinstance(size, int) else tuple(size)
         arr, metas = letterbox_batch(images, size)
         return self.normalize(torch.from_numpy(arr).to(self.device)), metas
 
-    def postprocess(self, outputs, metas: list[dict], cfg: TestConfig) -> list[Detections]:
-        cls_scores, bbox_preds = outputs[0], outputs[1]
-        sizes = [c.shape[-2:] for c in cls_scores]
-        priors = grid_priors(sizes, self.cfg.strides, cls_scores[0].dtype, cls_scores[0].device)
-        results = []
-        for i, meta in enumerate(metas):
-            raw = postprocess_single([c[i] for c in cls_scores], [b[i] for b in bbox_preds],
-                                     priors, meta["img_shape"], meta["scale_factor"], cfg)
-            results.append(Detections(raw.boxes, raw.scores, raw.labels, self.class_names,
-                                      image_shape=tuple(meta["ori_shape"])))
-        return results
+    def decode(self, outputs, input_hw) -> dict[str, torch.Tensor]:
+        return self.family.decode(outputs, input_hw, self.cfg)
 
-    def resolve_test_cfg(self, **overrides) -> TestConfig:
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self.test_cfg, **given)
+    def postprocess(self, outputs, metas: list[ImageMeta], cfg: TestConfig) -> list[Detections]:
+        """Raw head outputs of a batch -> `Detections` per image (the family's post-processing)."""
+        decoded = self.decode(outputs, metas[0].img_shape)
+        return self.family.postprocess(decoded, metas, cfg, self.cfg, self.class_names)
 
-    @torch.inference_mode()
     def predict(self, images, score_thr: float | None = None, nms_iou: float | None = None,
                 max_per_img: int | None = None, nms_pre: int | None = None,
-                batch_size: int = 8, imgsz: int | None = None) -> list[Detections] | Detections:
-        """Detect objects in a path, a BGR uint8 array, or a list of them.
+                batch_size: int = 8, imgsz: int | None = None,
+                mask_thr: float | None = None) -> list[Detections] | Detections:
+        """Detect objects in a path, a BGR uint8 array, a PIL image, or a list of them.
 
         Returns one `Detections` per image (a single one for a single input), boxes in original
-        pixels. Unset knobs fall back to `self.test_cfg` (the reference test settings)."""
-        single = isinstance(images, (str, Path, np.ndarray))
-        items = [images] if single else list(images)
-        cfg = self.resolve_test_cfg(score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img,
-                                    nms_pre=nms_pre, imgsz=imgsz)
+        pixels (and `masks` for RTMDet-Ins, binarised at `mask_thr`). Unset knobs fall back to
+        `self.test_cfg` (the reference test settings)."""
+        from ..inference import TorchBackend, run_inference
         was_training = self.training
         self.eval()
-        results: list[Detections] = []
         try:
-            for start in range(0, len(items), batch_size):
-                chunk = items[start:start + batch_size]
-                imgs = [read_image(x) for x in chunk]
-                batch, metas = self.preprocess(imgs, cfg.imgsz)
-                dets = self.postprocess(self(batch), metas, cfg)
-                for d, src in zip(dets, chunk):
-                    d.source = None if isinstance(src, np.ndarray) else str(src)
-                results.extend(dets)
+            return run_inference(TorchBackend(self), images, batch_size=batch_size,
+                                 score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img,
+                                 nms_pre=nms_pre, imgsz=imgsz, mask_thr=mask_thr)
         finally:
             self.train(was_training)
-        return results[0] if single else results
 
     # ------------------------------------------------------------------ speed
     def fuse(self) -> "RTMDet":
@@ -153,3 +111,9 @@ class RTMDet(nn.Module):
                 m.conv = fuse_conv_bn(m.conv, m.bn)
                 m.bn = nn.Identity()
         return self
+
+
+def default_test_config(cfg: ModelConfig) -> TestConfig:
+    """The released model's test settings for `cfg`'s family and size (any class count)."""
+    from ..presets import default_test_for
+    return default_test_for(cfg)

@@ -1,6 +1,8 @@
 """Box arithmetic: point priors, distance <-> box coding, IoU/GIoU. All boxes are xyxy."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -8,11 +10,13 @@ def grid_priors(featmap_sizes, strides, dtype=torch.float32, device="cpu",
                 with_stride: bool = False) -> list[torch.Tensor]:
     """Per level, the (H*W, 2) points (x, y) = (j*stride, i*stride), row-major (offset 0).
 
-    With `with_stride` each row is (x, y, stride, stride), as the training assigner wants."""
+    Sizes may be ints or 0-dim tensors (`torch._shape_as_tensor` while tracing an export, so
+    the graph keeps dynamic shapes). With `with_stride` each row is (x, y, stride, stride), as
+    the training assigner and the mask head want. Loss, eager inference and export all use it."""
     out = []
     for (h, w), s in zip(featmap_sizes, strides):
-        xs = (torch.arange(int(w), device=device) * s).to(dtype)
-        ys = (torch.arange(int(h), device=device) * s).to(dtype)
+        xs = (torch.arange(w, device=device) * s).to(dtype)
+        ys = (torch.arange(h, device=device) * s).to(dtype)
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         cols = [xx.reshape(-1), yy.reshape(-1)]
         if with_stride:
@@ -21,18 +25,36 @@ def grid_priors(featmap_sizes, strides, dtype=torch.float32, device="cpu",
     return out
 
 
+def feature_sizes(maps) -> list:
+    """(h, w) of each (B,C,h,w) map: ints when eager, tensors while tracing (dynamic export)."""
+    if torch.jit.is_tracing():
+        return [tuple(torch._shape_as_tensor(m)[2:].unbind()) for m in maps]
+    return [tuple(m.shape[-2:]) for m in maps]
+
+
+def level_shapes(h: int, w: int, strides) -> list[tuple[int, int]]:
+    """Feature-map (h, w) per level for an (h, w) input: each stride-2 conv maps n -> ceil(n/2)."""
+    return [(math.ceil(h / s), math.ceil(w / s)) for s in strides]
+
+
+def level_sizes(h: int, w: int, strides) -> list[int]:
+    """Points per level for an (h, w) input."""
+    return [a * b for a, b in level_shapes(h, w, strides)]
+
+
 def distance2bbox(points: torch.Tensor, distance: torch.Tensor, max_shape=None) -> torch.Tensor:
-    """(x - l, y - t, x + r, y + b), optionally clamped to (h, w) = max_shape."""
+    """(x - l, y - t, x + r, y + b), optionally clamped to [0, w] x [0, h] with (h, w) =
+    max_shape (ints, or 0-dim tensors in a traced export). Points (N,2) broadcast over a
+    leading batch dimension of `distance` (..., N, 4)."""
     x1 = points[..., 0] - distance[..., 0]
     y1 = points[..., 1] - distance[..., 1]
     x2 = points[..., 0] + distance[..., 2]
     y2 = points[..., 1] + distance[..., 3]
-    boxes = torch.stack([x1, y1, x2, y2], -1)
     if max_shape is not None:
-        h, w = max_shape
-        boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
-                             boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], -1)
-    return boxes
+        h, w = (torch.as_tensor(v, dtype=distance.dtype, device=distance.device) for v in max_shape)
+        x1, x2 = torch.minimum(x1.clamp(min=0), w), torch.minimum(x2.clamp(min=0), w)
+        y1, y2 = torch.minimum(y1.clamp(min=0), h), torch.minimum(y2.clamp(min=0), h)
+    return torch.stack([x1, y1, x2, y2], -1)
 
 
 def bbox2distance(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -19,14 +19,18 @@ import torch.distributed as dist
 from ..api import checkpoint_meta, create
 from ..checkpoint import atomic_save, extract_state_dict, safe_load
 from ..config import from_dict, save_yaml, to_dict
+from ..families import get_family
+from ..presets import get_record
 from .config import TrainConfig
 from .ema import ExpMomentumEMA, unwrap
-from . import task
-from .losses import rtmdet_loss
-from .losses_ins import rtmdet_ins_loss
 from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr
 
 log = logging.getLogger("rtmdet.train")
+
+
+def float_outputs(out) -> tuple:
+    """Head outputs in float32 (after autocast): lists stay lists, a tensor stays a tensor."""
+    return tuple([t.float() for t in o] if isinstance(o, (list, tuple)) else o.float() for o in out)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,11 +83,8 @@ def increment_dir(path: Path, exist_ok: bool) -> Path:
 def load_finetune_weights(model: torch.nn.Module, src: str) -> list[str]:
     """Load every tensor of `src` that fits; classification layers of another class count are
     left re-initialised. Returns the names skipped. Raises when anything else does not fit."""
-    from .. import zoo
-    path = Path(src)
-    if not path.is_file() and src.lower().replace("_", "-") in zoo.ZOO:
-        path = zoo.download(zoo.resolve(src).url)
-    sd = extract_state_dict(safe_load(path))
+    from ..api import resolve_weights
+    sd = extract_state_dict(safe_load(resolve_weights(src)))
     own = model.state_dict()
     skipped = [k for k in own if k in sd and own[k].shape != sd[k].shape and k.startswith("bbox_head.rtm_cls")]
     bad = [k for k in own if k in sd and own[k].shape != sd[k].shape and k not in skipped]
@@ -150,9 +151,10 @@ class Trainer:
         except (FileNotFoundError, ValueError) as e:
             log.warning("no validation split (%s): best.pth follows the last epoch", e)
             self.val_data = None
-        self.with_mask = task.name_has_masks(cfg.model)
-        self.train_set = TrainDataset(self.train_data, model_size=cfg.model, img_scale=cfg.imgsz, seed=cfg.seed,
-                                      targets=("masks",) if self.with_mask else ())
+        self.record = get_record(cfg.model)
+        self.family = get_family(self.record.family)
+        self.train_set = TrainDataset(self.train_data, model_size=self.record.pipeline,
+                                      img_scale=cfg.imgsz, seed=cfg.seed, targets=self.family.targets)
         model = create(cfg.model, num_classes=self.train_data.num_classes,
                        class_names=self.train_data.class_names)
         model.test_cfg = dataclasses.replace(model.test_cfg, imgsz=cfg.imgsz)
@@ -221,7 +223,7 @@ class Trainer:
             sc = (self.cfg.imgsz, self.cfg.imgsz)
             ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
         else:
-            ds.pipelines = {s: build_train_pipeline(ds.model_size, s, self.cfg.imgsz) for s in (1, 2)}
+            ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz) for s in (1, 2)}
         ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
         sampler = None
         if self.world > 1:
@@ -252,7 +254,7 @@ class Trainer:
                                                   or (self.stage_of(epoch) == 2 and cfg.pipeline == "recipe")
                                                   or last):
                     metrics = self.validate()
-                fitness = task.fitness(metrics)
+                fitness = self.family.fitness(metrics)
                 is_best = fitness > self.best_fitness or (self.val_data is None)
                 if is_best:
                     self.best_fitness = max(fitness, self.best_fitness)
@@ -270,7 +272,7 @@ class Trainer:
         self.net.train()
         loader = self._loader(epoch)
         n = len(loader)
-        sums = dict.fromkeys((*task.loss_keys(self.with_mask), "loss"), 0.0)
+        sums = dict.fromkeys((*self.family.loss_keys, "loss"), 0.0)
         if skip and self.resume_sums:
             sums.update(self.resume_sums)
         bar = tqdm(loader, total=n, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.main,
@@ -282,9 +284,10 @@ class Trainer:
             imgs = unwrap(self.net).normalize(batch["imgs"].to(self.device, non_blocking=True))
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 out = self.net(imgs)
-            out = task.float_outputs(out)
-            loss, parts = task.batch_loss(self.model, out, batch, tuple(imgs.shape[-2:]), self.device,
-                                          det_loss=rtmdet_loss, ins_loss=rtmdet_ins_loss)
+            out = float_outputs(out)
+            parts = self.family.loss(out, batch, tuple(imgs.shape[-2:]), self.model.cfg, self.device)
+            loss = sum(parts.values())
+            parts = {k: v.detach() for k, v in parts.items()}
             vals = torch.stack([*parts.values(), loss.detach()])
             finite = torch.isfinite(vals).all().float()
             if self.world > 1:
@@ -325,7 +328,7 @@ class Trainer:
         from ..eval.validate import predict_dataset
         results = predict_dataset(self.ema.module, self.val_data, self.cfg.val_batch, progress=self.main,
                                   score_thr=self.cfg.val_score_thr, imgsz=self.cfg.imgsz)
-        return task.val_metrics(self.val_data, results, self.with_mask)
+        return self.family.summary(self.family.evaluate(self.val_data, results))
 
     def checkpoint(self, epoch: int, batch: int = 0, sums: dict | None = None) -> dict:
         """Everything a resume needs. `epoch` counts finished epochs; `batch` > 0 marks a
@@ -348,8 +351,7 @@ class Trainer:
     def log_epoch(self, epoch: int, losses: dict, metrics: dict, seconds: float) -> None:
         path = self.save_dir / "results.csv"
         row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **losses,
-               "AP": metrics.get("AP", ""), "AP50": metrics.get("AP50", ""), "AP75": metrics.get("AP75", ""),
-               **task.metric_columns(metrics, self.with_mask),
+               **{k: metrics.get(k, "") for k in self.family.metric_keys},
                "time_s": round(seconds, 2)}
         new = not path.exists()
         with open(path, "a", newline="") as f:

@@ -1,15 +1,15 @@
-"""`rtmdet train`: the training sub-command."""
+"""`rtmdet train`: the full RTMDet recipe on a COCO or YOLO dataset."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
+
+from .common import UsageError, device, image_size, non_negative_int, positive_int
 
 
 def cmd_train(args) -> int:
-    from ..cli import UsageError, _device
     from ..config import apply_overrides
-    from .config import TrainConfig
-    from .trainer import NonFiniteLossError, Trainer
+    from ..train.config import TrainConfig
+    from ..train.trainer import NonFiniteLossError, Trainer
 
     given = {k: getattr(args, k) for k in ("data", "model", "weights", "epochs", "batch", "imgsz",
                                            "workers", "device", "project", "name", "resume")
@@ -20,7 +20,7 @@ def cmd_train(args) -> int:
     except (KeyError, ValueError) as e:
         raise UsageError(str(e)) from None
     if cfg.device:
-        _device(cfg.device)  # a one-line error for an unknown or absent device
+        device(cfg.device)  # a one-line error for an unknown or absent device
     if not cfg.data and not cfg.resume:
         raise UsageError("give --data PATH (or --resume)")
     try:  # what is wrong before training starts (data, model name, weights) is the user's to fix
@@ -35,17 +35,17 @@ def cmd_train(args) -> int:
     return 0
 
 
-def add_train_parser(sub) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a detector (the full RTMDet recipe)",
                        description="Train RTMDet. Extra settings as key=value (see TrainConfig), "
                                    "e.g. lr=0.001 grad_accum=2 amp=false")
     p.add_argument("--data", help="dataset: COCO json/folder or YOLO yaml/folder")
     p.add_argument("--model", help="preset, e.g. rtmdet-tiny (default)")
     p.add_argument("--weights", help="fine-tune from a checkpoint or zoo name")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int, help="images per process")
-    p.add_argument("--imgsz", type=int)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch", type=positive_int, help="images per process")
+    p.add_argument("--imgsz", type=image_size)
+    p.add_argument("--workers", type=non_negative_int)
     p.add_argument("--device", help="cpu, cuda, cuda:1")
     p.add_argument("--project", help="default runs/train")
     p.add_argument("--name", help="default exp")

@@ -1,0 +1,94 @@
+"""What every sub-command shares: one-line usage errors, argument types that validate at the
+boundary, the model/weights/device arguments, and opening a model on any backend."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+# ------------------------------------------------------------------ argument types
+def _number(cast, ok, rule):
+    def parse(text: str):
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {cast.__name__}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{text}: must be {rule}")
+        return v
+    parse.__name__ = cast.__name__
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, ">= 1")
+non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
+unit_float = _number(float, lambda v: 0 <= v <= 1, "between 0 and 1")
+image_size = _number(int, lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32")
+
+
+# ------------------------------------------------------------------ device and model
+def device(name: str | None) -> str:
+    """The device to use: the one asked for (checked), else cuda when present, else cpu."""
+    import torch
+    if not name:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return name
+
+
+def add_model_args(p: argparse.ArgumentParser, graphs: bool = True) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", help="zoo name (see `rtmdet models`), downloaded once and cached")
+    g.add_argument("--weights", help="checkpoint (.pth)" + (" or exported model (.onnx, .engine)"
+                                                          if graphs else ""))
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+def check_model_arg(args) -> str:
+    """--model NAME or --weights PATH, validated before any slow work; returns the source."""
+    from ..presets import RECORDS, is_model_name
+    src = getattr(args, "weights", None) or getattr(args, "model", None)
+    if not src:
+        raise UsageError("give --model NAME or --weights PATH")
+    if getattr(args, "weights", None) and not Path(args.weights).is_file():
+        raise UsageError(f"weights file not found: {args.weights}")
+    if not getattr(args, "weights", None) and not is_model_name(src):
+        raise UsageError(f"unknown model {src!r}; known: {', '.join(RECORDS)}")
+    return src
+
+
+def open_model(args):
+    """--model / --weights -> a PyTorch model, or a `Detector` for an exported graph; a
+    one-line UsageError for anything that cannot be opened."""
+    from ..checkpoint import CheckpointError
+    from ..inference import BackendUnavailable, Detector
+    from ..inference.detector import GRAPH_SUFFIXES
+    from ..zoo import DownloadError
+    src = check_model_arg(args)
+    dev = device(getattr(args, "device", None))
+    try:
+        if Path(src).suffix.lower() in GRAPH_SUFFIXES:
+            return Detector(src, device=dev)
+        from ..api import load
+        return load(src, device=dev)
+    except (CheckpointError, DownloadError, FileNotFoundError, BackendUnavailable, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def unique_path(directory: Path, name: str) -> Path:
+    """`directory/name`, or `stem_2.ext`... when a file of that name was already written."""
+    out = directory / name
+    k = 2
+    while out.exists():
+        out = directory / f"{Path(name).stem}_{k}{Path(name).suffix}"
+        k += 1
+    return out

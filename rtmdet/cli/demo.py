@@ -1,0 +1,21 @@
+"""`rtmdet demo`: the offline end-to-end loop (shapes dataset -> train -> val -> draw)."""
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+    run_demo(args.out, args.epochs, args.images, args.device, args.seed)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="offline end-to-end demo: shapes dataset -> train -> val -> draw",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--images", type=int, default=48, help="training images to generate")
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)

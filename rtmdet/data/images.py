@@ -1,0 +1,39 @@
+"""Reading one image, the same way for inference, evaluation and training."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class ImageReadError(ValueError):
+    """An input image could not be read or decoded."""
+
+
+def read_image(src) -> np.ndarray:
+    """A path, an HxWx3 (or HxW gray) uint8 BGR array, or a PIL image (converted from RGB)
+    -> HxWx3 uint8 BGR array; ImageReadError naming the input otherwise."""
+    if type(src).__module__.startswith("PIL."):
+        src = cv2.cvtColor(np.asarray(src.convert("RGB")), cv2.COLOR_RGB2BGR)
+    if isinstance(src, np.ndarray):
+        if src.ndim == 2 and src.dtype == np.uint8:
+            src = cv2.cvtColor(src, cv2.COLOR_GRAY2BGR)
+        if src.ndim != 3 or src.shape[2] != 3 or src.dtype != np.uint8:
+            raise ImageReadError(f"expected an HxWx3 uint8 BGR array, got {src.dtype} {src.shape}")
+        return src
+    if not isinstance(src, (str, Path)):
+        raise ImageReadError(f"cannot read a {type(src).__name__}: give a path, an HxWx3 uint8 "
+                             "BGR array or a PIL image")
+    path = str(src)
+    if not Path(path).is_file():
+        raise ImageReadError(f"{path}: no such file")
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return img
+
+
+def is_single_image(x) -> bool:
+    """Whether `x` is one image (path, array, PIL image) rather than a list of them."""
+    return isinstance(x, (str, Path, np.ndarray)) or type(x).__module__.startswith("PIL.")

@@ -1,0 +1,121 @@
+"""Instance segmentation (RTMDet-Ins): detection plus per-instance dynamic-conv masks, Dice loss,
+COCO bbox + segm AP (best.pth follows mask AP: masks are what such a model is trained for)."""
+from __future__ import annotations
+
+import torch
+
+from ..detections import Detections
+from ..ops.boxes import feature_sizes, grid_priors, level_shapes
+from ..ops.graph_nms import graph_multiclass_nms
+from ..ops.instance_masks import (batched_dynamic_mask_logits, dynamic_mask_logits,
+                                  dynamic_param_sizes, logits_to_masks)
+from .detect import DetectFamily
+
+MASK_METRICS = ("mask_AP", "mask_AP50", "mask_AP75")
+
+
+def _kept_priors(meta, strides, inds, device):
+    """(x, y, stride, stride) of the kept priors of an input of `meta.img_shape`."""
+    sizes = level_shapes(*meta.img_shape, strides)
+    return torch.cat(grid_priors(sizes, strides, torch.float32, device, with_stride=True))[inds]
+
+
+class SegmentFamily(DetectFamily):
+    name = "segment"
+    loss_keys = ("loss_cls", "loss_bbox", "loss_mask")
+    metric_keys = ("AP", "AP50", "AP75", *MASK_METRICS)
+    targets = ("masks",)
+    outputs = ("boxes", "scores", "kernels", "mask_feat")
+    nms_outputs = ("num_dets", "boxes", "scores", "labels", "masks")
+
+    def build_head(self, cfg, bn):
+        from ..models.head_ins import RTMDetInsSepBNHead
+        return RTMDetInsSepBNHead(cfg.num_classes, cfg.neck_out_channels, cfg.feat_channels,
+                                  cfg.stacked_convs, cfg.strides, cfg.share_conv,
+                                  cfg.num_prototypes, cfg.dyconv_channels, cfg.num_dyconvs, **bn)
+
+    def owns(self, state_dict) -> bool:
+        return "bbox_head.rtm_kernel.0.weight" in state_dict
+
+    # ------------------------------------------------------------------ inference
+    def decode(self, head_out, input_hw, cfg):
+        """The detection outputs plus kernels (B,N,params) per prior and mask_feat (B,P,h,w)."""
+        out = super().decode(head_out, input_hw, cfg)
+        out["kernels"] = torch.cat([k.float().permute(0, 2, 3, 1).flatten(1, 2) for k in head_out[2]], 1)
+        out["mask_feat"] = head_out[3].float()
+        out["priors"] = torch.cat(grid_priors(feature_sizes(head_out[0]), cfg.strides, torch.float32,
+                                              out["kernels"].device, with_stride=True))
+        return out
+
+    def postprocess(self, outs, metas, test_cfg, cfg, class_names):
+        wn, bn = dynamic_param_sizes(cfg.num_prototypes, cfg.dyconv_channels, cfg.num_dyconvs)
+        results = []
+        for i, (raw, meta) in enumerate(zip(self.select(outs, metas, test_cfg, cfg), metas)):
+            priors = _kept_priors(meta, cfg.strides, raw.prior_inds, raw.boxes.device)
+            logits = dynamic_mask_logits(outs["mask_feat"][i].float(),
+                                         outs["kernels"][i][raw.prior_inds].float(), priors, wn, bn,
+                                         cfg.dyconv_channels, cfg.strides[0])
+            masks = logits_to_masks(logits, meta.ori_shape, meta.scale_factor, cfg.strides[0],
+                                    test_cfg.mask_thr)
+            results.append(Detections(raw.boxes, raw.scores, raw.labels, list(class_names),
+                                      masks=masks, image_shape=meta.ori_shape))
+        return results
+
+    def postprocess_nms(self, outs, metas, test_cfg, cfg, class_names):
+        results = super().postprocess_nms(outs, metas, test_cfg, cfg, class_names)
+        for i, (det, meta) in enumerate(zip(results, metas)):
+            keep, _ = self.kept_from_graph(outs, i, meta, test_cfg)
+            n = int(outs["num_dets"][i].reshape(-1)[0])
+            det.masks = logits_to_masks(outs["masks"][i, :n][keep].float(), meta.ori_shape,
+                                        meta.scale_factor, cfg.strides[0], test_cfg.mask_thr)
+        return results
+
+    def export_nms(self, decoded, cfg, knobs):
+        """Stride-8 mask logits (B,K,h,w) of the kept detections (zeros in padded rows)."""
+        num_dets, boxes, scores, labels, box_idx = graph_multiclass_nms(
+            decoded["boxes"], decoded["score_levels"], **knobs)
+        kernels, priors = decoded["kernels"], decoded["priors"]
+        k = kernels.gather(1, box_idx.unsqueeze(-1).expand(-1, -1, kernels.shape[-1]))
+        pri = priors.index_select(0, box_idx.flatten()).reshape(box_idx.shape + (4,))
+        wn, bn = dynamic_param_sizes(cfg.num_prototypes, cfg.dyconv_channels, cfg.num_dyconvs)
+        logits = batched_dynamic_mask_logits(decoded["mask_feat"], k, pri, wn, bn,
+                                             cfg.dyconv_channels, cfg.strides[0])
+        valid = (labels >= 0)[..., None, None]
+        return num_dets, boxes, scores, labels, torch.where(valid, logits, torch.zeros_like(logits))
+
+    # ------------------------------------------------------------------ training
+    def loss(self, head_out, batch, img_shape, cfg, device):
+        from ..train.losses_ins import rtmdet_ins_loss
+        if "masks" not in batch:
+            raise ValueError("an instance-segmentation model needs training data with masks")
+        ld = rtmdet_ins_loss(head_out, [b.to(device) for b in batch["boxes"]],
+                             [lb.to(device) for lb in batch["labels"]],
+                             [m.to(device) for m in batch["masks"]], img_shape,
+                             strides=cfg.strides, num_prototypes=cfg.num_prototypes,
+                             dyconv_channels=cfg.dyconv_channels, num_dyconvs=cfg.num_dyconvs)
+        return {"loss_cls": sum(ld["loss_cls"]), "loss_bbox": sum(ld["loss_bbox"]),
+                "loss_mask": ld["loss_mask"]}
+
+    # ------------------------------------------------------------------ evaluation
+    def result_record(self, image_id, det):
+        rec = super().result_record(image_id, det)
+        rec["segmentations"] = det.masks_rle()
+        return rec
+
+    def empty_record(self, image_id):
+        return {**super().empty_record(image_id), "segmentations": []}
+
+    def evaluate(self, dataset, results):
+        from ..eval.coco import evaluate_coco
+        return {**super().evaluate(dataset, results), "segm": evaluate_coco(dataset, results, "segm")}
+
+    def summary(self, metrics):
+        out = super().summary(metrics)
+        out.update({f"mask_{k}": float(metrics["segm"][k]) for k in ("AP", "AP50", "AP75")})
+        return out
+
+    def fitness(self, summary):
+        return float(summary.get("mask_AP", -1.0)) if summary else -1.0
+
+
+SEGMENT = SegmentFamily()

@@ -1,0 +1,87 @@
+"""`Detector`: `predict` over any backend (PyTorch, ONNX Runtime, TensorRT), same `Detections`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..detections import Detections
+from .loop import run_inference
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".trt": "tensorrt",
+                  ".plan": "tensorrt"}
+
+
+def open_backend(path, device: str = "cpu", providers=None, threads: int | None = None,
+                 model=None):
+    """The backend for a file by its suffix: .onnx, .engine/.trt/.plan, else a checkpoint or
+    zoo name (PyTorch). `model`: an already built torch model."""
+    from .torch_backend import TorchBackend
+    src = str(path)
+    kind = GRAPH_SUFFIXES.get(Path(src).suffix.lower())
+    if model is not None or kind is None:
+        if model is None:
+            from ..api import load
+            model = load(src, device=device)
+        return TorchBackend(model)
+    if kind == "onnxruntime":
+        from .onnxruntime_backend import OrtBackend
+        return OrtBackend(src, device, providers, threads)
+    from .tensorrt_backend import TrtBackend
+    return TrtBackend(src, device)
+
+
+class Detector:
+    """Run a detector on any backend with `RTMDet.predict`'s arguments and results.
+
+    `path`: a `.pth` checkpoint or zoo name (PyTorch), an `.onnx` file (ONNX Runtime, CPU or
+    CUDA provider), or an `.engine` file (TensorRT; needs `tensorrt` and a GPU). `device`:
+    "cpu" or "cuda[:i]". Exported graphs must come from `rtmdet export`: they carry the model
+    config, class names and test settings."""
+
+    def __init__(self, path, device: str = "cpu", providers: list[str] | None = None,
+                 threads: int | None = None, model=None):
+        self.backend = open_backend(path, device, providers, threads, model)
+        self.path, self.device = str(path), device
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def family(self):
+        return self.backend.family
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.backend.class_names
+
+    @property
+    def test_cfg(self):
+        return self.backend.test_cfg
+
+    @property
+    def num_classes(self) -> int:
+        return self.backend.model_cfg.num_classes
+
+    def __repr__(self) -> str:
+        return f"Detector({self.path!r}, backend={self.backend_name}, device={self.device!r})"
+
+    # the three stages, separately timed by `rtmdet bench`
+    def preprocess(self, images, imgsz=None):
+        return self.backend.preprocess(images, self.backend.input_size(imgsz))
+
+    def infer(self, x):
+        return self.backend.infer(x)
+
+    def postprocess(self, outputs, metas, cfg) -> list[Detections]:
+        return self.backend.postprocess(outputs, metas, cfg)
+
+    def predict(self, images, score_thr: float | None = None, nms_iou: float | None = None,
+                max_per_img: int | None = None, nms_pre: int | None = None,
+                batch_size: int = 8, imgsz: int | None = None,
+                mask_thr: float | None = None) -> list[Detections] | Detections:
+        """Same arguments and results as `RTMDet.predict` (boxes in original pixels; `masks`
+        (N,H,W) bool for RTMDet-Ins models and their graphs)."""
+        return run_inference(self.backend, images, batch_size=batch_size, score_thr=score_thr,
+                             nms_iou=nms_iou, max_per_img=max_per_img, nms_pre=nms_pre,
+                             imgsz=imgsz, mask_thr=mask_thr)

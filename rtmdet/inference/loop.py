@@ -1,0 +1,85 @@
+"""The one inference loop: read -> letterbox -> backend infer -> family post-processing ->
+`Detections`. `RTMDet.predict`, `Detector.predict`, `rtmdet predict/val/bench` all run it."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..config import TestConfig
+from ..data.images import is_single_image, read_image
+from ..data.letterbox import letterbox_batch
+from ..detections import Detections
+
+
+def check_knobs(**knobs) -> dict:
+    """Validate test-time knobs where they enter (a bad value is a ValueError naming it)."""
+    checks = {
+        "score_thr": lambda v: 0 <= v <= 1, "nms_iou": lambda v: 0 <= v <= 1,
+        "mask_thr": lambda v: 0 <= v <= 1, "max_per_img": lambda v: v >= 1,
+        "nms_pre": lambda v: v >= 1 or v == -1, "batch_size": lambda v: v >= 1,
+        "imgsz": lambda v: v >= 32 and v % 32 == 0,
+    }
+    rules = {"score_thr": "between 0 and 1", "nms_iou": "between 0 and 1",
+             "mask_thr": "between 0 and 1", "max_per_img": ">= 1", "nms_pre": ">= 1 (or -1: all)",
+             "batch_size": ">= 1", "imgsz": "a positive multiple of 32"}
+    for k, v in knobs.items():
+        if v is None or k not in checks:
+            continue
+        sizes = v if k == "imgsz" and isinstance(v, (tuple, list)) else [v]
+        for x in sizes:
+            integral = k in ("max_per_img", "nms_pre", "batch_size", "imgsz")
+            bad_type = (integral and (isinstance(x, bool) or not float(x).is_integer())) or \
+                not isinstance(x, (int, float, np.integer, np.floating)) or not math.isfinite(x)
+            if bad_type or not checks[k](x):
+                raise ValueError(f"{k}={v!r}: must be {rules[k]}")
+    return knobs
+
+
+def resolve_test_cfg(base: TestConfig, **overrides) -> TestConfig:
+    """`base` with the knobs that are given (not None), validated."""
+    given = {k: v for k, v in check_knobs(**overrides).items() if v is not None}
+    return dataclasses.replace(base, **given)
+
+
+def input_size(imgsz) -> tuple[int, int]:
+    return (imgsz, imgsz) if isinstance(imgsz, int) else tuple(int(v) for v in imgsz)
+
+
+def run_batch(backend, images: list[np.ndarray], cfg: TestConfig) -> list[Detections]:
+    """Decoded BGR images -> their detections through `backend` (one batch)."""
+    x, metas = backend.preprocess(images, backend.input_size(cfg.imgsz))
+    return backend.postprocess(backend.infer(x), metas, cfg)
+
+
+def run_inference(backend, images, batch_size: int = 8, **knobs) -> list[Detections] | Detections:
+    """Detect in a path, array, PIL image, or a list of them, batch by batch.
+
+    Returns one `Detections` per image (a single one for a single input). Unset knobs
+    (score_thr, nms_iou, max_per_img, nms_pre, imgsz, mask_thr) come from `backend.test_cfg`."""
+    check_knobs(batch_size=batch_size)
+    single = is_single_image(images)
+    items = [images] if single else list(images)
+    cfg = resolve_test_cfg(backend.test_cfg, **knobs)
+    if backend.fixed_batch:
+        batch_size = min(batch_size, backend.fixed_batch)
+    results: list[Detections] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        dets = run_batch(backend, [read_image(x) for x in chunk], cfg)
+        for d, src in zip(dets, chunk):
+            d.source = str(src) if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__") else None
+        results.extend(dets)
+    return results[0] if single else results
+
+
+def letterbox_input(images: list[np.ndarray], size: tuple[int, int], fixed_batch: int | None = None):
+    """(B,3,H,W) uint8 letterboxed batch and metas; a static-batch graph gets copies of the last
+    image appended up to its batch size (their results are dropped)."""
+    arr, metas = letterbox_batch(images, size)
+    if fixed_batch and len(images) != fixed_batch:
+        if len(images) > fixed_batch:
+            raise ValueError(f"batch of {len(images)} > the graph's static batch {fixed_batch}")
+        arr = np.concatenate([arr] + [arr[-1:]] * (fixed_batch - len(images)))
+    return arr, metas
