@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -15,7 +16,8 @@ from .files import has_image_suffix, list_images, read_image_size
 from .records import DetectionDataset, ImageRecord
 from .report import LoadReport, clip_box, finish, log
 
-__all__ = ["load_yolo", "find_split", "read_data_yaml", "class_names", "split_images", "label_path"]
+__all__ = ["load_yolo", "find_split", "read_data_yaml", "class_names", "split_images", "label_path",
+           "read_label_lines"]
 
 
 def read_data_yaml(path: Path) -> dict:
@@ -83,6 +85,25 @@ def label_path(img: Path) -> Path:
     return img.with_suffix(".txt")
 
 
+def read_label_lines(lp: Path, report: LoadReport) -> Iterator[tuple[str, float, list[float], str]]:
+    """The lines of a YOLO label file as ``(where, class (a float), numbers, line)``, ``where``
+    being ``name:line_no`` for reports. Blank lines are skipped; lines with a field that is not a
+    number are reported as malformed and skipped. A missing file has none (a background image)."""
+    lines = lp.read_text().splitlines() if lp.is_file() else []
+    for ln_no, line in enumerate(lines, 1):
+        vals = line.split()
+        if not vals:
+            continue
+        where = f"{lp.name}:{ln_no}"
+        try:
+            cls_f = float(vals[0])
+            nums = [float(v) for v in vals[1:]]
+        except ValueError:
+            report.add("malformed_annotations", where)
+            continue
+        yield where, cls_f, nums, line
+
+
 def find_split(root_or_yaml: str | os.PathLike, split: str) -> tuple[Path, Path, list[Path], list[str] | None]:
     """Where a YOLO-layout split is: ``(source, root, image paths, class names or None)``.
 
@@ -148,19 +169,7 @@ def load_yolo(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool 
             continue
         w, h = size
         anns = []
-        lp = label_path(img)
-        lines = lp.read_text().splitlines() if lp.is_file() else []  # no label file: a background image
-        for ln_no, line in enumerate(lines, 1):
-            vals = line.split()
-            if not vals:
-                continue
-            where = f"{lp.name}:{ln_no}"
-            try:
-                cls_f = float(vals[0])
-                nums = [float(v) for v in vals[1:]]
-            except ValueError:
-                report.add("malformed_annotations", where)
-                continue
+        for where, cls_f, nums, line in read_label_lines(label_path(img), report):
             if cls_f != int(cls_f) or not (len(nums) == 4 or (len(nums) >= 6 and len(nums) % 2 == 0)):
                 report.add("malformed_annotations", where)
                 continue
