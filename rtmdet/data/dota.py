@@ -22,7 +22,7 @@ import numpy as np
 from ..ops.polygons import polygon_area
 from .files import list_images, read_image_size
 from .report import LoadReport, finish
-from .yolo import find_split, label_path
+from .yolo import find_split, label_path, read_label_lines
 from .records import DetectionDataset, ImageRecord
 
 __all__ = [
@@ -289,19 +289,8 @@ def load_yolo_obb(root_or_yaml: str | os.PathLike, split: str = "val", strict: b
             report.add("unreadable_images", str(img))
             continue
         w, h = size
-        lp = label_path(img)
         objs = []
-        for ln_no, line in enumerate(lp.read_text().splitlines() if lp.is_file() else [], 1):
-            vals = line.split()
-            if not vals:
-                continue
-            where = f"{lp.name}:{ln_no}"
-            try:
-                cls_f = float(vals[0])
-                nums = [float(v) for v in vals[1:]]
-            except ValueError:
-                report.add("malformed_annotations", where)
-                continue
+        for where, cls_f, nums, _ in read_label_lines(label_path(img), report):
             if len(nums) != 8 or not math.isfinite(cls_f) or cls_f != int(cls_f):
                 report.add("malformed_annotations", where)
                 continue
