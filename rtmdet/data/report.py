@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from .files import read_image_size
 from .records import DetectionDataset
 
-__all__ = ["LoadReport", "finish", "clip_box"]
+__all__ = ["LoadReport", "finish", "clip_box", "image_size"]
 
 log = logging.getLogger("rtmdet.data.datasets")  # the name the readers have always logged under
 
@@ -93,3 +95,15 @@ def clip_box(x1, y1, x2, y2, w, h):
     if cx2 <= cx1 or cy2 <= cy1:
         return None, True
     return (cx1, cy1, cx2, cy2), (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
+
+
+def image_size(path: Path, report: LoadReport, must_exist: bool = True) -> tuple[int, int] | None:
+    """(width, height) of an image; None, reported, when the file is missing (checked here when
+    ``must_exist``) or its header cannot be read."""
+    if must_exist and not path.is_file():
+        report.add("missing_images", str(path))
+        return None
+    size = read_image_size(path)
+    if size is None:
+        report.add("unreadable_images", str(path))
+    return size

@@ -12,9 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .files import has_image_suffix, list_images, read_image_size
+from .files import has_image_suffix, list_images
 from .records import DetectionDataset, ImageRecord
-from .report import LoadReport, clip_box, finish, log
+from .report import LoadReport, clip_box, finish, image_size, log
 
 __all__ = ["load_yolo", "find_split", "read_data_yaml", "class_names", "split_images", "label_path",
            "read_label_lines"]
@@ -160,12 +160,8 @@ def load_yolo(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool 
     max_cls = -1
     has_segm = False
     for img in images:
-        if not img.is_file():
-            report.add("missing_images", str(img))
-            continue
-        size = read_image_size(img)
+        size = image_size(img, report)
         if size is None:
-            report.add("unreadable_images", str(img))
             continue
         w, h = size
         anns = []
