@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from ..ops.polygons import polygon_area
-from .files import list_images, read_image_size
-from .report import LoadReport, finish
+from .files import list_images
+from .report import LoadReport, finish, image_size
 from .yolo import find_split, label_path, read_label_lines
 from .records import DetectionDataset, ImageRecord
 
@@ -203,9 +203,8 @@ def load_dota(
         if labels_dir is not None and stem not in labels:
             report.add("unlabelled_images", img.name)
             continue
-        size = read_image_size(img)
+        size = image_size(img, report, must_exist=False)  # listed from the folder
         if size is None:
-            report.add("unreadable_images", str(img))
             continue
         w, h = size
         objs = []
@@ -281,12 +280,8 @@ def load_yolo_obb(root_or_yaml: str | os.PathLike, split: str = "val", strict: b
     parsed = []
     max_cls = -1
     for img in images:
-        if not img.is_file():
-            report.add("missing_images", str(img))
-            continue
-        size = read_image_size(img)
+        size = image_size(img, report)
         if size is None:
-            report.add("unreadable_images", str(img))
             continue
         w, h = size
         objs = []
