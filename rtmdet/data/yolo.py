@@ -17,7 +17,7 @@ from .records import DetectionDataset, ImageRecord
 from .report import LoadReport, clip_box, finish, image_size, log
 
 __all__ = ["load_yolo", "find_split", "read_data_yaml", "class_names", "split_images", "label_path",
-           "read_label_lines"]
+           "read_label_lines", "labelled_images"]
 
 
 def read_data_yaml(path: Path) -> dict:
@@ -104,6 +104,15 @@ def read_label_lines(lp: Path, report: LoadReport) -> Iterator[tuple[str, float,
         yield where, cls_f, nums, line
 
 
+def labelled_images(images: list[Path], report: LoadReport):
+    """``(image, width, height, its label lines)`` for each image of a split that exists and reads
+    (the others are reported); the lines as `read_label_lines` gives them."""
+    for img in images:
+        size = image_size(img, report)
+        if size is not None:
+            yield img, size[0], size[1], read_label_lines(label_path(img), report)
+
+
 def find_split(root_or_yaml: str | os.PathLike, split: str) -> tuple[Path, Path, list[Path], list[str] | None]:
     """Where a YOLO-layout split is: ``(source, root, image paths, class names or None)``.
 
@@ -159,13 +168,9 @@ def load_yolo(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool 
     parsed = []  # (path, w, h, [(box, label, poly)])
     max_cls = -1
     has_segm = False
-    for img in images:
-        size = image_size(img, report)
-        if size is None:
-            continue
-        w, h = size
+    for img, w, h, lines in labelled_images(images, report):
         anns = []
-        for where, cls_f, nums, line in read_label_lines(label_path(img), report):
+        for where, cls_f, nums, line in lines:
             if cls_f != int(cls_f) or not (len(nums) == 4 or (len(nums) >= 6 and len(nums) % 2 == 0)):
                 report.add("malformed_annotations", where)
                 continue
