@@ -22,7 +22,7 @@ import numpy as np
 from ..ops.polygons import polygon_area
 from .files import list_images
 from .report import LoadReport, finish, image_size
-from .yolo import find_split, label_path, read_label_lines
+from .yolo import find_split, labelled_images
 from .records import DetectionDataset, ImageRecord
 
 __all__ = [
@@ -279,13 +279,9 @@ def load_yolo_obb(root_or_yaml: str | os.PathLike, split: str = "val", strict: b
     report = PolygonLoadReport(source=str(src))
     parsed = []
     max_cls = -1
-    for img in images:
-        size = image_size(img, report)
-        if size is None:
-            continue
-        w, h = size
+    for img, w, h, lines in labelled_images(images, report):
         objs = []
-        for where, cls_f, nums, _ in read_label_lines(label_path(img), report):
+        for where, cls_f, nums, _ in lines:
             if len(nums) != 8 or not math.isfinite(cls_f) or cls_f != int(cls_f):
                 report.add("malformed_annotations", where)
                 continue
