@@ -167,8 +167,7 @@ class Trainer:
         self.record = get_record(cfg.model)
         self.family = get_family(self.record.family)
         self.train_set = TrainDataset(self.train_data, model_size=self.record.pipeline,
-                                      img_scale=cfg.imgsz, seed=cfg.seed,
-                                      with_mask="masks" in self.family.targets)
+                                      img_scale=cfg.imgsz, seed=cfg.seed, targets=self.family.targets)
         model = create(cfg.model, num_classes=self.train_data.num_classes,
                        class_names=self.train_data.class_names)
         model.test_cfg = dataclasses.replace(model.test_cfg, imgsz=cfg.imgsz)
@@ -261,7 +260,7 @@ class Trainer:
             sc = (self.cfg.imgsz, self.cfg.imgsz)
             ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
         else:
-            ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz, ds.with_mask) for s in (1, 2)}
+            ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz) for s in (1, 2)}
         ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
         sampler = None
         if self.world > 1:
