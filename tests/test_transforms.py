@@ -21,8 +21,8 @@ from rtmdet.data.records import DetectionDataset, ImageRecord
 from rtmdet.data.targets import MaskTarget
 from rtmdet.data.letterbox import letterbox
 from rtmdet.data.transforms import (
-    PIPELINE_PARAMS, CachedMixUp, CachedMosaic, Compose, FilterAnnotations, Pad, RandomCrop,
-    RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline,
+    CachedMixUp, CachedMosaic, Compose, FilterAnnotations, Pad, RandomCrop,
+    RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline, pipeline_params,
 )
 
 TOL = 2
@@ -315,10 +315,10 @@ def test_mixup_prob_zero_is_identity():
 
 # ----------------------------------------------------------------------------- pipelines
 def test_pipeline_params_match_configs():
-    assert PIPELINE_PARAMS["tiny"].resize_ratio_range == (0.5, 2.0)
-    assert PIPELINE_PARAMS["s"].resize_ratio_range == (0.5, 2.0)
+    assert pipeline_params("tiny").resize_ratio_range == (0.5, 2.0)
+    assert pipeline_params("s").resize_ratio_range == (0.5, 2.0)
     for k in "mlx":
-        assert PIPELINE_PARAMS[k].resize_ratio_range == (0.1, 2.0)
+        assert pipeline_params(k).resize_ratio_range == (0.1, 2.0)
     t = build_train_pipeline("tiny", 1).transforms
     assert [type(x).__name__ for x in t] == ["CachedMosaic", "RandomResize", "RandomCrop", "YOLOXHSVRandomAug",
                                            "RandomFlip", "Pad", "CachedMixUp"]

@@ -23,12 +23,12 @@ from __future__ import annotations
 from .geometric import FilterAnnotations, Pad, RandomCrop, RandomFlip, RandomResize, Resize, rescale_size
 from .mixing import CachedMixUp, CachedMosaic
 from .photometric import YOLOXHSVRandomAug
-from .pipelines import PIPELINE_PARAMS, PipelineParams, build_train_pipeline, pipeline_params
+from .pipelines import PipelineParams, build_train_pipeline, pipeline_params
 from .sample import PAD_VAL, Compose, Sample
 
 __all__ = [
     "Sample", "rescale_size", "Compose", "CachedMosaic", "CachedMixUp",
     "Resize", "RandomResize", "RandomCrop", "YOLOXHSVRandomAug", "RandomFlip", "Pad",
-    "FilterAnnotations", "PipelineParams", "PIPELINE_PARAMS", "pipeline_params",
+    "FilterAnnotations", "PipelineParams", "pipeline_params",
     "build_train_pipeline", "PAD_VAL",
 ]

@@ -1,20 +1,22 @@
 """The reference RTMDet training pipelines, per model (family and size) and stage."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+from ...presets import get_record, normalize_name
 
 from .geometric import FilterAnnotations, Pad, RandomCrop, RandomFlip, RandomResize
 from .mixing import CachedMixUp, CachedMosaic
 from .photometric import YOLOXHSVRandomAug
 from .sample import PAD_VAL, Compose
 
-__all__ = ["PipelineParams", "PIPELINE_PARAMS", "pipeline_params", "build_train_pipeline"]
+__all__ = ["PipelineParams", "pipeline_params", "build_train_pipeline"]
 
 
 @dataclass(frozen=True)
 class PipelineParams:
     """Training pipeline parameters of one reference config (configs/rtmdet/rtmdet_*_8xb32-300e_coco.py,
-    and rtmdet-ins_*_8xb32-300e_coco.py for the ``ins-*`` entries of `PIPELINE_PARAMS`)."""
+    and rtmdet-ins_*_8xb32-300e_coco.py for the ``rtmdet-ins-*`` records of `rtmdet.presets`)."""
 
     resize_ratio_range: tuple[float, float]
     mosaic_max_cached_images: int = 40
@@ -36,33 +38,16 @@ class PipelineParams:
     min_gt_bbox_wh: tuple[float, float] | None = None
 
 
-_DET_PARAMS: dict[str, PipelineParams] = {
-    "tiny": PipelineParams((0.5, 2.0), mosaic_max_cached_images=20, mosaic_random_pop=False,
-                           mixup_max_cached_images=10, mixup_random_pop=False, mixup_prob=0.5),
-    "s": PipelineParams((0.5, 2.0)),
-    "m": PipelineParams((0.1, 2.0)),
-    "l": PipelineParams((0.1, 2.0)),
-    "x": PipelineParams((0.1, 2.0)),
-}
-# RTMDet-Ins: the detector's pipeline, with crops that recompute boxes from the masks
-PIPELINE_PARAMS: dict[str, PipelineParams] = {
-    **_DET_PARAMS,
-    **{f"ins-{k}": replace(p, recompute_bbox=True, allow_negative_crop=True, stage1_plain_crop=k == "tiny",
-                           min_gt_bbox_wh=(1, 1)) for k, p in _DET_PARAMS.items()},
-}
-
-
 def pipeline_params(size: str | dict | PipelineParams) -> PipelineParams:
-    """Parameters by model name (``rtmdet-s``, ``rtmdet-ins-tiny``, or the bare ``s``, ``ins-tiny``),
-    or built from a dict, or passed through."""
+    """Parameters by released model name (``rtmdet-s``, ``rtmdet-ins-tiny``, or the bare ``s``,
+    ``ins-tiny``: the table is `rtmdet.presets`), or built from a dict, or passed through."""
     if isinstance(size, PipelineParams):
         return size
     if isinstance(size, dict):
         return PipelineParams(**size)
-    key = size.lower().replace("_", "-").removeprefix("rtmdet-")
-    if key not in PIPELINE_PARAMS:
-        raise KeyError(f"unknown model size {size!r}; expected one of {sorted(PIPELINE_PARAMS)}")
-    return PIPELINE_PARAMS[key]
+    key = normalize_name(size)
+    name = key if key.startswith("rtmdet-") else f"rtmdet-{key}"
+    return PipelineParams(**get_record(name).pipeline)
 
 
 def build_train_pipeline(size: str | dict | PipelineParams, stage: int, img_scale: int = 640) -> Compose:
