@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import atomic_open
 
 
 class CheckpointError(ValueError):
@@ -82,17 +82,8 @@ def check_compatible(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`
+    (`rtmdet.atomic`): a full disk or a read-only folder raises `WriteError` naming `path` and
+    leaves the previous file untouched. The file gets the user's umask (0644 typical)."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)

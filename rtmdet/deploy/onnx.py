@@ -14,6 +14,7 @@ Design choices
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import WriteError, write_bytes
 from ..config import to_dict
 from ..inference.graph_backend import META_KEY, read_onnx_metadata
 
@@ -67,14 +69,15 @@ def _size2(imgsz) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[int, int] = 640,
+def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[int, int] | None = None,
                 batch: int = 1, dynamic: bool = False, nms: bool = False, opset: int = 17,
                 half: bool = False, simplify: bool = False, score_thr: float | None = None,
                 nms_iou: float | None = None, max_det: int | None = None,
                 nms_pre: int | None = None, device: str | torch.device | None = None) -> Path:
     """Write `model` to an ONNX file and return its path (see module doc and docs/deploy.md).
 
-    Unset post-processing knobs come from `model.test_cfg`; they only matter with `nms=True`
+    `imgsz` None: the size the model carries (`model.test_cfg.imgsz`: what it was trained
+    for). Unset post-processing knobs come from `model.test_cfg`; they only matter with `nms=True`
     (and are recorded in the file's metadata either way). `half` exports float16 weights
     (input and outputs stay float32; for GPU runtimes)."""
     import onnx
@@ -87,7 +90,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
                  max_det=cfg.max_per_img if max_det is None else max_det,
                  nms_pre=cfg.nms_pre if nms_pre is None else nms_pre,
                  min_bbox_size=cfg.min_bbox_size)
-    h, w = _size2(imgsz)
+    h, w = _size2(cfg.imgsz if imgsz is None else imgsz)
     if h % 32 or w % 32:
         raise ValueError(f"imgsz {h}x{w}: height and width must be multiples of 32")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -110,13 +113,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
             if n in out_names:
                 dynamic_axes[n] = {0: "batch", 2: "mask_height", 3: "mask_width"}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # found before the (slow) export runs
+        raise WriteError(path, "it is a folder (give a file name)")
+    buf = io.BytesIO()  # the graph is built in memory and written once, atomically
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (dummy,), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(wrapper, (dummy,), buf, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=out_names,
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buf.getvalue())
     if simplify:
         import onnxslim
         proto = onnxslim.slim(proto)
@@ -129,8 +134,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return path
+    return write_bytes(path, proto.SerializeToString())
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

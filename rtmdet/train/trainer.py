@@ -409,6 +409,8 @@ def plot_results(csv_path: Path, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..eval.plots import save_figure
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     ep = [int(r["epoch"]) for r in rows]
@@ -421,7 +423,7 @@ def plot_results(csv_path: Path, out: Path) -> None:
         ax.set_title(k)
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     plt.close(fig)
 
 
