@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..inference import BACKENDS, BackendUnavailable, Detector, resolve_test_cfg
+from ..inference.loop import check_knobs
 
 
 @dataclass
@@ -72,6 +73,10 @@ def run_bench(weights: str, backends=BACKENDS, imgsz: int | None = None, batch: 
               images: list[np.ndarray] | None = None) -> list[BenchRow]:
     """Time each backend's three stages over `runs` runs after `warmup` runs (`imgsz`
     None: the size the checkpoint carries)."""
+    check_knobs(batch_size=batch, imgsz=imgsz)
+    for name, v in (("runs", runs), ("warmup", warmup)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "runs" else 0):
+            raise ValueError(f"{name}={v!r}: must be {'>= 1' if name == 'runs' else '>= 0'}")
     if imgsz is None:
         from ..api import load
         imgsz = load(weights).test_cfg.imgsz

@@ -26,6 +26,7 @@ from torch import nn
 from ..atomic import WriteError, write_bytes
 from ..config import to_dict
 from ..inference.graph_backend import META_KEY, read_onnx_metadata
+from ..inference.loop import check_knobs
 
 class ExportModule(nn.Module):
     """What the ONNX graph computes, runnable in torch too (used for parity tests).
@@ -82,8 +83,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
     (input and outputs stay float32; for GPU runtimes)."""
     import onnx
 
-    if opset < 11:
-        raise ValueError("opset >= 11 is needed (NonMaxSuppression, dynamic TopK)")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 11:
+        raise ValueError(f"opset={opset!r}: >= 11 is needed (NonMaxSuppression, dynamic TopK)")
+    check_knobs(batch_size=batch, imgsz=imgsz, score_thr=score_thr, nms_iou=nms_iou,
+                max_per_img=max_det, nms_pre=nms_pre)
     cfg = model.test_cfg
     knobs = dict(score_thr=cfg.score_thr if score_thr is None else score_thr,
                  nms_iou=cfg.nms_iou if nms_iou is None else nms_iou,
