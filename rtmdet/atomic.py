@@ -40,12 +40,35 @@ def _make_parent(path: Path) -> None:
         raise WriteError(path, f"cannot create its folder ({_reason(e)})") from None
 
 
+def check_creatable(folder: str | os.PathLike) -> Path:
+    """WriteError unless `folder` exists as a writable folder or could be created (its first
+    existing ancestor is a writable folder); creates nothing."""
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise WriteError(folder, f"{probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_fs(probe) else "permission denied"
+        raise WriteError(folder, f"{probe} is not writable ({reason})")
+    return Path(folder)
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def ensure_dir(folder: str | os.PathLike) -> Path:
     """`folder`, created if needed and checked to be writable (a file is created and removed
     there), so a run finds out before doing any work; WriteError otherwise."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise WriteError(folder, "it is a file, not a folder")
+    check_creatable(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

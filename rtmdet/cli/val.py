@@ -8,6 +8,7 @@ from .common import (UsageError, add_model_args, check_model_arg, image_size, op
 
 
 def cmd_val(args) -> int:
+    from ..atomic import ensure_dir
     from ..data.datasets import load_dataset
     from ..eval.coco import format_table, save_coco_json
     from ..eval.validate import evaluate_model
@@ -19,6 +20,9 @@ def cmd_val(args) -> int:
         raise UsageError(str(e)) from None
     if len(dataset) == 0:
         raise UsageError(f"{args.data}: no images to evaluate")
+    save_dir = Path(args.save_dir)
+    if args.save_json or args.plots:  # an unwritable folder is found before the evaluation
+        ensure_dir(save_dir)
     model = open_model(args)
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
                  imgsz=args.imgsz)
@@ -28,9 +32,6 @@ def cmd_val(args) -> int:
         raise UsageError(str(e)) from None
     for i, (kind, m) in enumerate(metrics.items()):
         print(("" if i == 0 else f"{kind}:\n") + format_table(m, per_class=i == 0))
-    save_dir = Path(args.save_dir)
-    if args.save_json or args.plots:
-        save_dir.mkdir(parents=True, exist_ok=True)
     if args.save_json:
         out = save_coco_json(dets, save_dir / "detections.json", cat_ids=dataset.cat_ids)
         print(f"detections written to {out}")
