@@ -22,7 +22,7 @@ import numpy as np
 from ..ops.polygons import polygon_area
 from .files import list_images
 from .report import LoadReport, finish, image_size
-from .yolo import find_split, labelled_images
+from .yolo import class_index, find_split, labelled_images
 from .records import DetectionDataset, ImageRecord
 
 __all__ = [
@@ -133,17 +133,9 @@ def _check_polygon(poly: np.ndarray, w: int, h: int, where: str, report: Polygon
 def _record(path: Path, w: int, h: int, iid: int, objs: list) -> ImageRecord:
     """objs: (polygon (8,), xyxy, label, difficult)."""
     n = len(objs)
-    return ImageRecord(
-        path=str(path.absolute()),
-        width=w,
-        height=h,
-        image_id=iid,
-        boxes=np.array([o[1] for o in objs], np.float32).reshape(n, 4),
-        labels=np.array([o[2] for o in objs], np.int64).reshape(n),
-        iscrowd=np.zeros(n, bool),
-        polygons=np.array([o[0] for o in objs], np.float32).reshape(n, 8),
-        difficult=np.array([o[3] for o in objs], bool).reshape(n),
-    )
+    return ImageRecord.build(path, w, h, iid, [o[1] for o in objs], [o[2] for o in objs],
+                             polygons=np.array([o[0] for o in objs], np.float32).reshape(n, 8),
+                             difficult=np.array([o[3] for o in objs], bool).reshape(n))
 
 
 def _images_by_stem(images_dir: Path, report: PolygonLoadReport) -> dict[str, Path]:
@@ -285,9 +277,8 @@ def load_yolo_obb(root_or_yaml: str | os.PathLike, split: str = "val", strict: b
             if len(nums) != 8 or not math.isfinite(cls_f) or cls_f != int(cls_f):
                 report.add("malformed_annotations", where)
                 continue
-            cls = int(cls_f)
-            if cls < 0 or (names is not None and cls >= len(names)):
-                report.add("unknown_categories", f"{where} class {cls}")
+            cls = class_index(cls_f, names, where, report)
+            if cls is None:
                 continue
             poly = np.array(nums, np.float64) * np.array([w, h] * 4, np.float64)
             box = _check_polygon(poly, w, h, where, report)
