@@ -1,0 +1,154 @@
+"""DOTA-style mAP for rotated boxes, as mmrotate's `DOTAMetric` / `eval_rbbox_map` compute it.
+
+Per class and IoU threshold (VOC style, rotated IoU from `box_iou_rotated`):
+- per image, detections are taken by descending score; each one is matched to the gt (of its
+  class, difficult ones included) with the largest IoU (first on ties, non-difficult gts first). If
+  that IoU >= thr: a difficult gt -> neither TP nor FP; a gt not yet covered -> TP; else FP (even
+  when another gt would also match). Below thr -> FP.
+- all images' detections sorted by score, cumulative TP/FP, recall = TP / max(#gts, eps),
+  precision = TP / max(TP + FP, eps); AP by '11points' (DOTAMetric's default) or 'area'.
+- mAP averages the classes with at least one (non-difficult) gt; 0 when there is none. With
+  several thresholds `mAP` is the mean of the per-threshold mAPs (e.g. `IOU_THRS_50_95`).
+The dtypes follow the reference (float32 TP/FP/precision/AP, float64 recall, numpy's default sort)
+so results are the reference's to the last bit, except where its float32 IoU kernel is inexact.
+
+Note: mmrotate's DOTADataset (diff_thr=100) flags no gt as difficult; pass `difficult=False`
+everywhere to reproduce its numbers, or DOTA's difficult flags for the official protocol.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..ops.rotated import box_iou_rotated
+
+IOU_THRS_50_95 = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+_EPS = np.finfo(np.float32).eps
+
+
+def _tpfp(boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, gt_ignore: np.ndarray,
+          iou_thrs) -> tuple[np.ndarray, np.ndarray]:
+    """(T, m) float32 TP and FP flags of one image's detections of one class, in input order.
+
+    Each detection is matched to its argmax-IoU gt regardless of earlier matches, so in score
+    order the first detection per gt is the TP and the later ones are FPs (vectorised)."""
+    m = len(scores)
+    tp = np.zeros((len(iou_thrs), m), dtype=np.float32)
+    fp = np.zeros((len(iou_thrs), m), dtype=np.float32)
+    if len(gt_boxes) == 0:
+        fp[...] = 1
+        return tp, fp
+    if m == 0:
+        return tp, fp
+    ious = box_iou_rotated(torch.from_numpy(boxes).float(), torch.from_numpy(gt_boxes).float()).numpy()
+    order = np.argsort(-scores)
+    best, which = ious.max(1)[order], ious.argmax(1)[order]
+    for t, thr in enumerate(iou_thrs):
+        hit = best >= np.float32(thr)
+        counted = hit & ~gt_ignore[which]
+        idx = np.flatnonzero(counted)
+        first = np.zeros(m, dtype=bool)
+        first[idx[np.unique(which[idx], return_index=True)[1]]] = True
+        tp[t, order] = first
+        fp[t, order] = (counted & ~first) | ~hit
+    return tp, fp
+
+
+def average_precision(recalls: np.ndarray, precisions: np.ndarray, mode: str = "11points") -> np.float32:
+    """VOC AP of one PR curve: '11points' = mean over r in {0, 0.1, .., 1} of the best precision at
+    recall >= r (0 if none); 'area' = area under the monotone precision envelope."""
+    if mode == "area":
+        mrec = np.concatenate([[0.0], recalls, [1.0]])
+        mpre = np.concatenate([[0.0], precisions, [0.0]])
+        mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+        i = np.flatnonzero(mrec[1:] != mrec[:-1])
+        return np.float32(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+    if mode != "11points":
+        raise ValueError(f"eval_mode must be '11points' or 'area', got {mode!r}")
+    ap = np.float32(0)
+    for thr in np.arange(0, 1 + 1e-3, 0.1):
+        precs = precisions[recalls >= thr]
+        ap += precs.max() if precs.size else np.float32(0)
+    return np.float32(ap / np.float32(11))
+
+
+def _split_gts(gt: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-c gt boxes with the non-difficult ones first (the reference stacks them that way,
+    which decides argmax ties) and their difficult flags."""
+    labels = np.asarray(gt["labels"]).reshape(-1)
+    boxes = np.asarray(gt["boxes"], dtype=np.float32).reshape(-1, 5)
+    diff = np.asarray(gt.get("difficult", np.zeros(len(labels), bool)), dtype=bool).reshape(-1)
+    keep, ign = (labels == c) & ~diff, (labels == c) & diff
+    return (np.concatenate([boxes[keep], boxes[ign]]),
+            np.concatenate([np.zeros(keep.sum(), bool), np.ones(ign.sum(), bool)]))
+
+
+def evaluate_rotated(gts: list[dict], dets: list[dict], num_classes: int, iou_thrs=(0.5,),
+                     eval_mode: str = "11points") -> dict:
+    """DOTA mAP over images.
+
+    gts[i]: `boxes` (n, 5), `labels` (n,), optional `difficult` (n,) bool (ignored gts).
+    dets[i]: `boxes` (k, 5), `scores` (k,), `labels` (k,) (numpy or tensors).
+    Returns {'mAP', 'AP50', 'AP55', ... (one per threshold), 'iou_thrs', 'per_class': [{'num_gts',
+    'num_dets', 'recall' (final recall per threshold), 'ap' (per threshold)}]}."""
+    if len(gts) != len(dets):
+        raise ValueError("gts and dets must have one entry per image")
+    iou_thrs = [float(t) for t in np.atleast_1d(iou_thrs)]
+    dets = [{k: np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in d.items()} for d in dets]
+    gts = [{k: np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in g.items()} for g in gts]
+    per_class = []
+    for c in range(num_classes):
+        tps, fps, scores_all, num_gts = [], [], [], 0
+        for gt, det in zip(gts, dets):
+            sel = np.asarray(det["labels"]).reshape(-1) == c
+            boxes = np.asarray(det["boxes"], dtype=np.float32).reshape(-1, 5)[sel]
+            scores = np.asarray(det["scores"], dtype=np.float32).reshape(-1)[sel]
+            gt_boxes, gt_ignore = _split_gts(gt, c)
+            num_gts += int((~gt_ignore).sum())
+            tp, fp = _tpfp(boxes, scores, gt_boxes, gt_ignore, iou_thrs)
+            tps.append(tp)
+            fps.append(fp)
+            scores_all.append(scores)
+        scores = np.concatenate(scores_all) if scores_all else np.zeros(0, np.float32)
+        order = np.argsort(-scores)
+        tp = np.cumsum(np.hstack(tps)[:, order], axis=1) if tps else np.zeros((len(iou_thrs), 0), np.float32)
+        fp = np.cumsum(np.hstack(fps)[:, order], axis=1) if fps else np.zeros((len(iou_thrs), 0), np.float32)
+        recalls = tp / np.maximum(np.float64(num_gts), np.float64(_EPS))
+        precisions = tp / np.maximum(tp + fp, _EPS)
+        aps = [average_precision(recalls[t], precisions[t], eval_mode) for t in range(len(iou_thrs))]
+        per_class.append({
+            "num_gts": num_gts,
+            "num_dets": int(len(scores)),
+            "recall": [float(r[-1]) if r.size else 0.0 for r in recalls],
+            "ap": [float(a) for a in aps],
+        })
+    result: dict = {"iou_thrs": iou_thrs, "per_class": per_class}
+    means = []
+    for t, thr in enumerate(iou_thrs):
+        aps = [np.float32(pc["ap"][t]) for pc in per_class if pc["num_gts"] > 0]
+        mean_ap = np.array(aps, dtype=np.float32).mean().item() if aps else 0.0
+        result[f"AP{round(thr * 100):02d}"] = mean_ap
+        means.append(mean_ap)
+    result["mAP"] = sum(means) / len(means)
+    return result
+
+
+def format_table(result: dict, class_names) -> str:
+    """Plain-text table: class, gts, dets, recall (first threshold), AP per threshold, mAP row."""
+    thrs = result["iou_thrs"]
+    head = ["class", "gts", "dets", "recall"] + [f"AP{round(t * 100):02d}" for t in thrs]
+    rows = [head]
+    for name, pc in zip(class_names, result["per_class"]):
+        rows.append([str(name), str(pc["num_gts"]), str(pc["num_dets"]), f"{pc['recall'][0]:.3f}"]
+                    + [f"{a:.3f}" for a in pc["ap"]])
+    rows.append(["mAP", "", "", ""] + [f"{result[f'AP{round(t * 100):02d}']:.3f}" for t in thrs])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    rule = "-" * len(fmt(head))
+    out = [fmt(head), rule] + [fmt(r) for r in rows[1:-1]] + [rule, fmt(rows[-1])]
+    if len(thrs) > 1:
+        out.append(f"mAP over IoU {thrs[0]:.2f}:{thrs[-1]:.2f} = {result['mAP']:.3f}")
+    return "\n".join(out)
+
+
+__all__ = ["IOU_THRS_50_95", "average_precision", "evaluate_rotated", "format_table"]
