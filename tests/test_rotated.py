@@ -264,3 +264,23 @@ def test_empty_input_gives_empty_detections(model):
     det = model.predict(blank, score_thr=0.999, imgsz=320)
     assert isinstance(det, Detections) and len(det) == 0 and det.rboxes.shape == (0, 5)
     assert det.polygons().shape == (0, 4, 2) and det.to_txt() == ""
+
+
+def test_evaluate_scores_dota_map50_from_polygon_records():
+    from rtmdet.data.records import DetectionDataset, ImageRecord
+    from rtmdet.ops.rotated import obb2poly
+    fam = get_family("rotated")
+    gt = torch.tensor([[100.0, 80.0, 60.0, 20.0, 0.3], [300.0, 200.0, 50.0, 30.0, -1.0]])
+    polys = obb2poly(gt).reshape(-1, 8).numpy()
+    recs = [ImageRecord("a.png", 400, 300, 1, labels=np.array([2, 5]), polygons=polys),
+            ImageRecord("b.png", 400, 300, 2, labels=np.array([2]), polygons=polys[:1])]
+    ds = DetectionDataset(recs, list(DOTA_V1_CLASSES), list(range(15)))
+    # image 1: both found (one written as the same box with w/h swapped, theta + pi/2); image 2: none
+    found = torch.tensor([[100.0, 80.0, 20.0, 60.0, 0.3 + math.pi / 2], [300.0, 200.0, 50.0, 30.0, -1.0]])
+    det = Detections(torch.zeros(2, 4), torch.tensor([0.9, 0.8]), torch.tensor([2, 5]),
+                     list(DOTA_V1_CLASSES), rboxes=found)
+    metrics = fam.evaluate(ds, [fam.result_record(1, det)])
+    pc = metrics["rbox"]["per_class"]
+    assert pc[5]["ap"][0] == pytest.approx(1.0) and pc[2]["recall"][0] == pytest.approx(0.5)
+    assert fam.summary(metrics)["mAP50"] == pytest.approx((pc[2]["ap"][0] + 1.0) / 2)
+    assert fam.fitness(fam.summary(metrics)) == fam.summary(metrics)["mAP50"]
