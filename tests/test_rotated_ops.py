@@ -487,3 +487,17 @@ def test_fixture_assigner_ious_and_bbox_loss():
         iou = diff_iou_rotated(torch.cat(pred), torch.cat(tgt)).clamp(min=1e-6)
         loss = 2.0 * ((1 - iou) * torch.cat(w)).sum() / (1.0 + torch.finfo(torch.float32).eps) / max(1.0, total_metric)
         torch.testing.assert_close(loss, fix["losses"]["loss_bbox"][lvl], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("name", ["square", "portrait", "large"])
+def test_fixture_detections_survive_their_own_nms(name):
+    """The reference's final detections passed its NMS: with our IoU no two of a class reach 0.1,
+    so running batched_nms_rotated on them again keeps every one, in score order."""
+    fix = load_fixture(ROT_FIX / f"predict_{name}.pth")
+    boxes, scores, labels = fix["bboxes"], fix["scores"], fix["labels"]
+    keep = batched_nms_rotated(boxes, scores, labels, fix["test_cfg"]["nms"]["iou_threshold"])
+    assert sorted(keep.tolist()) == list(range(len(boxes)))
+    assert bool((scores[keep][:-1] >= scores[keep][1:]).all())
+    iou = box_iou_rotated(boxes, boxes)
+    same = (labels[:, None] == labels[None]) & ~torch.eye(len(labels), dtype=torch.bool)
+    assert 0.09 < float(iou[same].max()) < 0.1

@@ -26,21 +26,20 @@ IOU_THRS_50_95 = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 _EPS = np.finfo(np.float32).eps
 
 
-def _tpfp(boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, gt_ignore: np.ndarray,
-          iou_thrs) -> tuple[np.ndarray, np.ndarray]:
-    """(T, m) float32 TP and FP flags of one image's detections of one class, in input order.
+def _tpfp(ious: np.ndarray, scores: np.ndarray, gt_ignore: np.ndarray, iou_thrs) -> tuple[np.ndarray, np.ndarray]:
+    """(T, m) float32 TP and FP flags of one image's detections of one class, in input order,
+    from their (m, n) IoUs with the class's gts (non-difficult first).
 
     Each detection is matched to its argmax-IoU gt regardless of earlier matches, so in score
     order the first detection per gt is the TP and the later ones are FPs (vectorised)."""
     m = len(scores)
     tp = np.zeros((len(iou_thrs), m), dtype=np.float32)
     fp = np.zeros((len(iou_thrs), m), dtype=np.float32)
-    if len(gt_boxes) == 0:
+    if len(gt_ignore) == 0:
         fp[...] = 1
         return tp, fp
     if m == 0:
         return tp, fp
-    ious = box_iou_rotated(torch.from_numpy(boxes).float(), torch.from_numpy(gt_boxes).float()).numpy()
     order = np.argsort(-scores)
     best, which = ious.max(1)[order], ious.argmax(1)[order]
     for t, thr in enumerate(iou_thrs):
@@ -72,15 +71,14 @@ def average_precision(recalls: np.ndarray, precisions: np.ndarray, mode: str = "
     return np.float32(ap / np.float32(11))
 
 
-def _split_gts(gt: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class-c gt boxes with the non-difficult ones first (the reference stacks them that way,
-    which decides argmax ties) and their difficult flags."""
+def _as_arrays(gt: dict, det: dict):
+    """float32 boxes/scores (as the reference's per-class arrays) and int labels / bool flags."""
     labels = np.asarray(gt["labels"]).reshape(-1)
-    boxes = np.asarray(gt["boxes"], dtype=np.float32).reshape(-1, 5)
-    diff = np.asarray(gt.get("difficult", np.zeros(len(labels), bool)), dtype=bool).reshape(-1)
-    keep, ign = (labels == c) & ~diff, (labels == c) & diff
-    return (np.concatenate([boxes[keep], boxes[ign]]),
-            np.concatenate([np.zeros(keep.sum(), bool), np.ones(ign.sum(), bool)]))
+    gt_boxes = np.asarray(gt["boxes"], dtype=np.float32).reshape(-1, 5)
+    difficult = np.asarray(gt.get("difficult", np.zeros(len(labels), bool)), dtype=bool).reshape(-1)
+    boxes = np.asarray(det["boxes"], dtype=np.float32).reshape(-1, 5)
+    scores = np.asarray(det["scores"], dtype=np.float32).reshape(-1)
+    return gt_boxes, labels, difficult, boxes, scores, np.asarray(det["labels"]).reshape(-1)
 
 
 def evaluate_rotated(gts: list[dict], dets: list[dict], num_classes: int, iou_thrs=(0.5,),
@@ -96,28 +94,35 @@ def evaluate_rotated(gts: list[dict], dets: list[dict], num_classes: int, iou_th
     iou_thrs = [float(t) for t in np.atleast_1d(iou_thrs)]
     dets = [{k: np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in d.items()} for d in dets]
     gts = [{k: np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in g.items()} for g in gts]
+    tps, fps, scores_all = ([[] for _ in range(num_classes)] for _ in range(3))
+    num_gts = [0] * num_classes
+    for gt, det in zip(gts, dets):
+        gt_boxes, gt_labels, difficult, boxes, scores, labels = _as_arrays(gt, det)
+        # one IoU matrix per image; the reference's per-class calls give the same pairwise values
+        ious = (box_iou_rotated(torch.from_numpy(boxes), torch.from_numpy(gt_boxes)).numpy()
+                if len(boxes) and len(gt_boxes) else np.zeros((len(boxes), len(gt_boxes)), np.float32))
+        for c in range(num_classes):
+            sel = np.flatnonzero(labels == c)
+            # the class's gts, non-difficult first: the reference stacks them so (argmax ties)
+            cols = np.concatenate([np.flatnonzero((gt_labels == c) & ~difficult),
+                                   np.flatnonzero((gt_labels == c) & difficult)])
+            ignore = difficult[cols]
+            num_gts[c] += int((~ignore).sum())
+            tp, fp = _tpfp(ious[np.ix_(sel, cols)], scores[sel], ignore, iou_thrs)
+            tps[c].append(tp)
+            fps[c].append(fp)
+            scores_all[c].append(scores[sel])
     per_class = []
     for c in range(num_classes):
-        tps, fps, scores_all, num_gts = [], [], [], 0
-        for gt, det in zip(gts, dets):
-            sel = np.asarray(det["labels"]).reshape(-1) == c
-            boxes = np.asarray(det["boxes"], dtype=np.float32).reshape(-1, 5)[sel]
-            scores = np.asarray(det["scores"], dtype=np.float32).reshape(-1)[sel]
-            gt_boxes, gt_ignore = _split_gts(gt, c)
-            num_gts += int((~gt_ignore).sum())
-            tp, fp = _tpfp(boxes, scores, gt_boxes, gt_ignore, iou_thrs)
-            tps.append(tp)
-            fps.append(fp)
-            scores_all.append(scores)
-        scores = np.concatenate(scores_all) if scores_all else np.zeros(0, np.float32)
+        scores = np.concatenate(scores_all[c]) if gts else np.zeros(0, np.float32)
         order = np.argsort(-scores)
-        tp = np.cumsum(np.hstack(tps)[:, order], axis=1) if tps else np.zeros((len(iou_thrs), 0), np.float32)
-        fp = np.cumsum(np.hstack(fps)[:, order], axis=1) if fps else np.zeros((len(iou_thrs), 0), np.float32)
-        recalls = tp / np.maximum(np.float64(num_gts), np.float64(_EPS))
+        tp = np.cumsum(np.hstack(tps[c])[:, order], axis=1) if gts else np.zeros((len(iou_thrs), 0), np.float32)
+        fp = np.cumsum(np.hstack(fps[c])[:, order], axis=1) if gts else np.zeros((len(iou_thrs), 0), np.float32)
+        recalls = tp / np.maximum(np.float64(num_gts[c]), np.float64(_EPS))
         precisions = tp / np.maximum(tp + fp, _EPS)
         aps = [average_precision(recalls[t], precisions[t], eval_mode) for t in range(len(iou_thrs))]
         per_class.append({
-            "num_gts": num_gts,
+            "num_gts": num_gts[c],
             "num_dets": int(len(scores)),
             "recall": [float(r[-1]) if r.size else 0.0 for r in recalls],
             "ap": [float(a) for a in aps],
@@ -143,7 +148,10 @@ def format_table(result: dict, class_names) -> str:
                     + [f"{a:.3f}" for a in pc["ap"]])
     rows.append(["mAP", "", "", ""] + [f"{result[f'AP{round(t * 100):02d}']:.3f}" for t in thrs])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def fmt(r):
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+
     rule = "-" * len(fmt(head))
     out = [fmt(head), rule] + [fmt(r) for r in rows[1:-1]] + [rule, fmt(rows[-1])]
     if len(thrs) > 1:

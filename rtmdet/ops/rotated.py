@@ -13,8 +13,6 @@ mmrotate's `RotatedBoxes` and mmcv's rotated ops with `clockwise=True`.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
