@@ -24,11 +24,11 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 60, images: int = 48,
     make_shapes_splits(data, {"train": images, "val": 16}, seed=seed, image_size=(192, 192),
                        scale_range=(0.15, 0.5))
     # settings that learn fast on a CPU (see tests/test_train_smoke.py): small images, a light
-    # pipeline, lr 0.004 at batch 8 with a short warm-up
+    # pipeline, lr 0.004 at batch 8 with a short warm-up; from scratch, so it stays offline
     cfg = TrainConfig(data=str(data), model="rtmdet-tiny", epochs=epochs, batch=8, imgsz=192,
                       workers=0, device=device, lr=0.004, warmup_iters=20, pipeline="light",
                       val_interval=max(1, epochs // 4), seed=seed, project=str(out), name="train",
-                      exist_ok=True)
+                      exist_ok=True, pretrained_backbone=False)
     trainer = Trainer(cfg)
     trainer.train()
     model = load(trainer.save_dir / "best.pth", device=trainer.device)

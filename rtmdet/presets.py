@@ -29,15 +29,16 @@ ARCH: dict[str, dict[str, Any]] = {
 SIZES = tuple(ARCH)
 
 # training pipeline parameters per size (the configs' train_pipeline / train_pipeline_stage2)
-# (rtmdet-ins_tiny's stage-1 crop keeps boxes as they are: a plain RandomCrop)
 _TINY_PIPE = dict(resize_ratio_range=(0.5, 2.0), mosaic_max_cached_images=20, mosaic_random_pop=False,
-                  mixup_max_cached_images=10, mixup_random_pop=False, mixup_prob=0.5,
-                  ins_stage1_recompute_bbox=False)
+                  mixup_max_cached_images=10, mixup_random_pop=False, mixup_prob=0.5)
 PIPELINE: dict[str, dict[str, Any]] = {
     "tiny": _TINY_PIPE, "s": dict(resize_ratio_range=(0.5, 2.0)),
     "m": dict(resize_ratio_range=(0.1, 2.0)), "l": dict(resize_ratio_range=(0.1, 2.0)),
     "x": dict(resize_ratio_range=(0.1, 2.0)),
 }
+# rtmdet-ins_*: crops recompute boxes from the masks and may leave none, FilterAnnotations after
+# them (rtmdet-ins_tiny's stage-1 crop stays a plain RandomCrop)
+_INS_PIPE = dict(recompute_bbox=True, allow_negative_crop=True, min_gt_bbox_wh=(1, 1))
 
 DET_TEST = TestConfig()
 INS_TEST = TestConfig(score_thr=0.05, nms_pre=1000, nms_iou=0.6, max_per_img=100)
@@ -101,7 +102,8 @@ def _det(size, stamp, ap, params, gmacs):
 def _ins(size, cfg_batch, stamp, ap, mask_ap, params, gmacs):
     cfg = f"rtmdet-ins_{size}_{cfg_batch}-300e_coco"
     return ModelRecord(f"rtmdet-ins-{size}", "segment", size, f"{_MM}/{cfg}/{cfg}_{stamp}.pth",
-                       params, gmacs, ap, mask_ap, test=INS_TEST, pipeline=PIPELINE[size],
+                       params, gmacs, ap, mask_ap, test=INS_TEST,
+                       pipeline={**PIPELINE[size], **_INS_PIPE, "stage1_plain_crop": size == "tiny"},
                        pretrained_backbone=BACKBONES.get(size))
 
 

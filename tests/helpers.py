@@ -1,6 +1,9 @@
-"""Shared test utilities (fixture paths, detection matching)."""
+"""Shared test utilities (fixture paths, detection matching, a local file server)."""
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +93,56 @@ def assert_assignment_equal(assign, ref_assigned) -> None:
         assert torch.equal(assign.gt_inds[i], r["gt_inds"])
         assert torch.equal(assign.labels[i], r["labels"])
         torch.testing.assert_close(assign.max_overlaps[i], r["max_overlaps"], rtol=1e-4, atol=1e-4)
+
+
+class FileHandler(http.server.BaseHTTPRequestHandler):
+    """Serves `files[name]` for any path ending in `/name` (404 otherwise), honours Range, and
+    hangs up half-way once for names in `truncate_once`; requests land in `log`."""
+    files: dict = {}
+    truncate_once: set = set()
+    log: list = []
+
+    def log_message(self, *a):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        name = self.path.rsplit("/", 1)[-1]
+        data = self.files.get(name)
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        self.log.append((name, rng))
+        if rng:
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if name in self.truncate_once:  # promise everything, send half, hang up
+            self.truncate_once.discard(name)
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def file_server():
+    """A 127.0.0.1 HTTP server on a free port for `FileHandler` (its state reset); yields the
+    base URL and shuts the server down afterwards."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FileHandler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    FileHandler.files, FileHandler.truncate_once, FileHandler.log = {}, set(), []
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join()

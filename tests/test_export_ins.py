@@ -14,6 +14,7 @@ import rtmdet  # noqa: E402
 from rtmdet.config import TestConfig as InsTestConfig  # noqa: E402
 from rtmdet.data.letterbox import letterbox_batch  # noqa: E402
 from rtmdet.inference import Detector  # noqa: E402
+from rtmdet.ops.graph_nms import graph_multiclass_nms
 from rtmdet.deploy.onnx import ExportModule, export_onnx, read_metadata  # noqa: E402
 from rtmdet.ops.boxes import grid_priors  # noqa: E402
 
@@ -108,8 +109,8 @@ def _check_nms_outputs(model, x, outs):
     wrapper = ExportModule(model, nms=True, score_thr=tc.score_thr, nms_iou=tc.nms_iou,
                            max_det=tc.max_per_img, nms_pre=tc.nms_pre).eval()
     with torch.no_grad():
-        decoded = wrapper.decode(torch.from_numpy(x))
-        prior_idx = wrapper._nms(decoded[0], decoded[1])[-1]
+        decoded = model.decode(model(model.normalize(torch.from_numpy(x))), x.shape[2:])
+        prior_idx = graph_multiclass_nms(decoded["boxes"], decoded["score_levels"], **wrapper.knobs)[-1]
         cls, _, ker, mf = model(model.normalize(torch.from_numpy(x)))
         priors = torch.cat(grid_priors([c.shape[-2:] for c in cls], model.cfg.strides,
                                        with_stride=True))

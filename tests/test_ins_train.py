@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rtmdet.data.loader import TrainDataset, collate
-from rtmdet.data.transforms import RandomCrop, _masks_to_boxes, build_train_pipeline
+from rtmdet.data.targets import masks_to_boxes as _masks_to_boxes
+from rtmdet.data.transforms import RandomCrop, build_train_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def shapes(tmp_path_factory):
 def _train_set(root, size, stage):
     from rtmdet.data.datasets import load_dataset
     data = load_dataset(str(root), "train")
-    return TrainDataset(data, model_size=size, img_scale=128, stage=stage, seed=1, with_mask=True)
+    return TrainDataset(data, model_size=f"ins-{size}", img_scale=128, stage=stage, seed=1, targets=("masks",))
 
 
 @pytest.mark.parametrize("size,stage,tol", [("tiny", 2, 0.0), ("s", 1, 2.0), ("tiny", 1, None)])
@@ -51,11 +52,11 @@ def test_masks_follow_boxes_through_ins_pipeline(shapes, size, stage, tol):
 
 
 def test_ins_pipeline_matches_reference_configs():
-    tiny1 = build_train_pipeline("tiny", 1, with_mask=True).transforms
+    tiny1 = build_train_pipeline("ins-tiny", 1).transforms
     crop = next(t for t in tiny1 if isinstance(t, RandomCrop))
     assert not crop.recompute_bbox and not crop.allow_negative_crop  # rtmdet-ins_tiny stage 1
     for size, stage in (("tiny", 2), ("s", 1), ("l", 2)):
-        crop = next(t for t in build_train_pipeline(size, stage, with_mask=True).transforms
+        crop = next(t for t in build_train_pipeline(f"ins-{size}", stage).transforms
                     if isinstance(t, RandomCrop))
         assert crop.recompute_bbox and crop.allow_negative_crop, (size, stage)
 
@@ -67,7 +68,8 @@ def test_cli_train_ins_tiny_then_val_prints_segm(shapes, tmp_path, capsys):
     torch.set_num_threads(2)
     rc = main(["train", "--model", "rtmdet-ins-tiny", "--data", str(shapes), "--epochs", "1",
                "--batch", "3", "--imgsz", "128", "--workers", "0", "--device", "cpu",
-               "--project", str(tmp_path), "--name", "ins", "plots=false", "warmup_iters=1"])
+               "--project", str(tmp_path), "--name", "ins", "plots=false", "warmup_iters=1",
+               "pretrained_backbone=false"])
     assert rc == 0
     run = tmp_path / "ins"
     ck = safe_load(run / "last.pth")

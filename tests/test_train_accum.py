@@ -49,7 +49,8 @@ def _first_step_grads(data, tmp_path, name, batch, grad_accum, monkeypatch):
     monkeypatch.setattr(losses_mod, "rtmdet_loss", _per_image_mean_loss(rtmdet_loss))
     cfg = TrainConfig(data=str(data), model="rtmdet-tiny", epochs=1, batch=batch, grad_accum=grad_accum,
                       imgsz=64, workers=0, device="cpu", lr=0.01, warmup_iters=0, stage2_epochs=1,
-                      val_interval=100, seed=5, project=str(tmp_path), name=name, plots=False)
+                      val_interval=100, seed=5, project=str(tmp_path), name=name, plots=False,
+                      pretrained_backbone=False)
     t = tr_mod.Trainer(cfg)
     t.val_data = None
     _freeze_bn(t.model)
@@ -103,6 +104,7 @@ def test_remainder_group_is_averaged_over_its_own_size(data, tmp_path, monkeypat
 
 def test_default_lr_scales_with_accumulated_batch(data, tmp_path):
     cfg = TrainConfig(data=str(data), model="rtmdet-tiny", epochs=1, batch=2, grad_accum=4, imgsz=64,
-                      workers=0, device="cpu", project=str(tmp_path), name="lr", plots=False)
+                      workers=0, device="cpu", project=str(tmp_path), name="lr", plots=False,
+                      pretrained_backbone=False)
     t = tr_mod.Trainer(cfg)
     assert t.lr == pytest.approx(0.004 * 8 / 256)

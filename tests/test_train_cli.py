@@ -21,7 +21,7 @@ def data(tmp_path_factory):
 def test_cli_train_one_epoch_writes_outputs_and_best_validates(data, tmp_path, capsys):
     rc = main(["train", "--data", str(data), "--model", "rtmdet-tiny", "--epochs", "1", "--batch", "2",
                "--imgsz", "128", "--workers", "0", "--device", "cpu", "--project", str(tmp_path),
-               "--name", "run", "warmup_iters=1", "seed=1"])
+               "--name", "run", "warmup_iters=1", "seed=1", "pretrained_backbone=false"])
     assert rc == 0
     run = tmp_path / "run"
     for f in ("last.pth", "best.pth", "config.yaml", "results.csv", "results.png"):

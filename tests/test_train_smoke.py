@@ -26,7 +26,7 @@ def test_tiny_learns_shapes_on_cpu(tmp_path):
     cfg = TrainConfig(data=str(tmp_path / "shapes"), model="rtmdet-tiny", epochs=32, batch=8, imgsz=192,
                       workers=0, device="cpu", lr=0.004, warmup_iters=20, pipeline="light",
                       val_interval=100, seed=0, project=str(tmp_path), name="smoke",
-                      plots=False)
+                      plots=False, pretrained_backbone=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -52,7 +52,7 @@ def test_pipeline_option(tmp_path):
     first epoch; light = resize + flip + pad. Outside the recipe, validation follows val_interval."""
     make_shapes_splits(tmp_path / "d", {"train": 2, "val": 1}, image_size=(64, 64), scale_range=(0.3, 0.6))
     base = TrainConfig(data=str(tmp_path / "d"), epochs=10, stage2_epochs=2, imgsz=64, workers=0, device="cpu",
-                       project=str(tmp_path), plots=False)
+                       project=str(tmp_path), plots=False, pretrained_backbone=False)
 
     def first_epoch_pipeline(pipeline):
         t = Trainer(dataclasses.replace(base, pipeline=pipeline, name=pipeline))

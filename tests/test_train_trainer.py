@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent("""
                       save_period=int(os.environ.get("SAVE_PERIOD", "0")),
                       device="cpu", warmup_iters=2, stage2_epochs=1, val_interval=1, seed=3,
                       deterministic=True, project=out, name=name, exist_ok=True, plots=False,
-                      resume=None if resume == "-" else resume)
+                      pretrained_backbone=False, resume=None if resume == "-" else resume)
     Trainer(cfg, callbacks=cbs).train()
 """)
 
@@ -110,10 +110,10 @@ def test_mid_epoch_checkpoint_resume_loses_nothing(data, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
     from rtmdet.train import losses as losses_mod
-from rtmdet.train import trainer as tr_mod
+    from rtmdet.train import trainer as tr_mod
     from rtmdet.train.config import TrainConfig
     calls = {"n": 0}
-    real = tr_mod.rtmdet_loss
+    real = losses_mod.rtmdet_loss
 
     def poisoned(*a, **k):
         out = real(*a, **k)
@@ -125,7 +125,7 @@ from rtmdet.train import trainer as tr_mod
     monkeypatch.setattr(losses_mod, "rtmdet_loss", poisoned)
     cfg = TrainConfig(data=str(data), model="rtmdet-tiny", epochs=2, batch=2, imgsz=64, workers=0,
                       device="cpu", warmup_iters=2, stage2_epochs=1, val_interval=5, project=str(tmp_path),
-                      name="nan", plots=False)
+                      name="nan", plots=False, pretrained_backbone=False)
     t = tr_mod.Trainer(cfg)
     with pytest.raises(tr_mod.NonFiniteLossError, match="not finite.*epoch 2"):
         t.train()

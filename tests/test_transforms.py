@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from rtmdet.data.loader import TrainDataset, build_train_loader, collate, decode_rle, record_masks
 from rtmdet.data.records import DetectionDataset, ImageRecord
+from rtmdet.data.targets import MaskTarget
 from rtmdet.data.letterbox import letterbox
 from rtmdet.data.transforms import (
-    PIPELINE_PARAMS, CachedMixUp, CachedMosaic, Compose, FilterAnnotations, Pad, RandomCrop,
-    RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline,
+    CachedMixUp, CachedMosaic, Compose, FilterAnnotations, Pad, RandomCrop,
+    RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline, pipeline_params,
 )
 
 TOL = 2
@@ -45,7 +46,7 @@ def make_sample(rng: np.random.Generator, h: int | None = None, w: int | None = 
         m = np.zeros((h, w), np.uint8)
         m[y1:y1 + bh, x1:x1 + bw] = 1
         masks.append(m)
-    return Sample(img, np.array(boxes, np.float32), rng.integers(0, 80, n), masks=np.stack(masks))
+    return Sample(img, np.array(boxes, np.float32), rng.integers(0, 80, n), targets={"masks": MaskTarget(np.stack(masks))})
 
 
 def assert_boxes_match_pixels(s: Sample, tol: int = TOL, min_check: float = 6.0) -> None:
@@ -182,7 +183,8 @@ def test_random_crop_consistency(seed):
 
 def test_random_crop_removes_outside_and_drops_empty():
     img = np.zeros((100, 400, 3), np.uint8)
-    s = Sample(img, [[0, 0, 20, 20], [350, 10, 390, 50]], [1, 2], masks=np.zeros((2, 100, 400), np.uint8))
+    s = Sample(img, [[0, 0, 20, 20], [350, 10, 390, 50]], [1, 2],
+               targets={"masks": MaskTarget(np.zeros((2, 100, 400), np.uint8))})
     rng = np.random.default_rng(0)
     out = RandomCrop((100, 100), allow_negative_crop=True)(s.copy(), rng)
     # the crop window is 100 wide inside a 400 wide image: at most one of the boxes survives,
@@ -201,7 +203,7 @@ def test_random_crop_recompute_bbox_from_masks():
     img = np.zeros((50, 50, 3), np.uint8)
     m = np.zeros((1, 50, 50), np.uint8)
     m[0, 10:20, 5:30] = 1
-    s = Sample(img, [[0, 0, 40, 40]], [0], masks=m)
+    s = Sample(img, [[0, 0, 40, 40]], [0], targets={"masks": MaskTarget(m)})
     out = RandomCrop((50, 50), recompute_bbox=True)(s, np.random.default_rng(0))
     np.testing.assert_array_equal(out.boxes, [[5, 10, 30, 20]])
 
@@ -313,10 +315,10 @@ def test_mixup_prob_zero_is_identity():
 
 # ----------------------------------------------------------------------------- pipelines
 def test_pipeline_params_match_configs():
-    assert PIPELINE_PARAMS["tiny"].resize_ratio_range == (0.5, 2.0)
-    assert PIPELINE_PARAMS["s"].resize_ratio_range == (0.5, 2.0)
+    assert pipeline_params("tiny").resize_ratio_range == (0.5, 2.0)
+    assert pipeline_params("s").resize_ratio_range == (0.5, 2.0)
     for k in "mlx":
-        assert PIPELINE_PARAMS[k].resize_ratio_range == (0.1, 2.0)
+        assert pipeline_params(k).resize_ratio_range == (0.1, 2.0)
     t = build_train_pipeline("tiny", 1).transforms
     assert [type(x).__name__ for x in t] == ["CachedMosaic", "RandomResize", "RandomCrop", "YOLOXHSVRandomAug",
                                            "RandomFlip", "Pad", "CachedMixUp"]
@@ -329,7 +331,7 @@ def test_pipeline_params_match_configs():
     t = build_train_pipeline("m", 2).transforms
     assert [type(x).__name__ for x in t] == ["RandomResize", "RandomCrop", "YOLOXHSVRandomAug", "RandomFlip", "Pad"]
     assert t[0].scale == (640, 640) and t[0].ratio_range == (0.1, 2.0) and t[4].size == (640, 640)
-    ins = build_train_pipeline("s", 2, with_mask=True).transforms
+    ins = build_train_pipeline("ins-s", 2).transforms
     assert ins[1].recompute_bbox and ins[1].allow_negative_crop and isinstance(ins[2], FilterAnnotations)
     with pytest.raises(KeyError):
         build_train_pipeline("huge", 1)
@@ -365,7 +367,7 @@ def test_pipeline_boxes_consistent(size, stage):
 def test_pipeline_with_masks_consistent():
     rng = np.random.default_rng(11)
     for stage in (1, 2):
-        pipe = no_hsv(build_train_pipeline("s", stage, with_mask=True))
+        pipe = no_hsv(build_train_pipeline("ins-s", stage))
         for _ in range(8):
             out = pipe(make_sample(rng, min_box=40), rng)
             if out is None:
@@ -445,7 +447,7 @@ def test_train_dataset_masks_and_crowd(tmp_path):
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x1, y1, x2, y2)
     rle = {"size": [3, 2], "counts": [1, 2, 3]}  # column-major: col0 = 0,1,1; col1 = 0,0,0
     np.testing.assert_array_equal(decode_rle(rle), [[0, 0], [1, 0], [1, 0]])
-    ds = TrainDataset(dset, pipeline=Compose([Pad((640, 640))]), pipeline_stage2=Compose([]), with_mask=True)
+    ds = TrainDataset(dset, pipeline=Compose([Pad((640, 640))]), pipeline_stage2=Compose([]), targets=("masks",))
     item = ds[3]  # record 3 has its first box marked iscrowd -> reported as ignored
     assert len(item["ignored_boxes"]) == 1 and len(item["boxes"]) == len(dset.records[3].boxes) - 1
     assert item["masks"].shape == (len(item["boxes"]), 640, 640)

@@ -1,61 +1,22 @@
 """Checkpoint download against a local HTTP server: served, truncated, resumed, wrong hash."""
 import dataclasses
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import FileHandler as _Handler
+from helpers import file_server
 
 import rtmdet
 from rtmdet import presets, zoo
 from rtmdet.checkpoint import atomic_save
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    truncate_once: set = set()
-    log: list = []
-
-    def log_message(self, *a):  # keep test output quiet
-        pass
-
-    def do_GET(self):
-        name = self.path.rsplit("/", 1)[-1]
-        data = self.files.get(name)
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        rng = self.headers.get("Range")
-        self.log.append((name, rng))
-        if rng:
-            start = int(rng.split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if name in self.truncate_once:  # promise everything, send half, hang up
-            self.truncate_once.discard(name)
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-
 @pytest.fixture()
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    _Handler.files, _Handler.truncate_once, _Handler.log = {}, set(), []
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
+    with file_server() as url:
+        yield url
 
 
 def _checkpoint_bytes(tmp_path: Path) -> bytes:

@@ -20,16 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from ..ops.polygons import polygon_area
-from .datasets import (
-    IMG_EXTS,
-    LoadReport,
-    _finish,
-    _label_path,
-    _list_images,
-    _load_yaml,
-    _names_list,
-    read_image_size,
-)
+from .files import list_images
+from .report import LoadReport, finish, image_size
+from .yolo import find_split, labelled_images
 from .records import DetectionDataset, ImageRecord
 
 __all__ = [
@@ -155,12 +148,11 @@ def _record(path: Path, w: int, h: int, iid: int, objs: list) -> ImageRecord:
 
 def _images_by_stem(images_dir: Path, report: PolygonLoadReport) -> dict[str, Path]:
     out: dict[str, Path] = {}
-    for p in sorted(images_dir.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMG_EXTS:
-            if p.stem in out:
-                report.add("duplicate_image_ids", f"{p.name} (same stem as {out[p.stem].name})")
-                continue
-            out[p.stem] = p
+    for p in list_images(images_dir, recursive=False):
+        if p.stem in out:
+            report.add("duplicate_image_ids", f"{p.name} (same stem as {out[p.stem].name})")
+            continue
+        out[p.stem] = p
     return out
 
 
@@ -211,9 +203,8 @@ def load_dota(
         if labels_dir is not None and stem not in labels:
             report.add("unlabelled_images", img.name)
             continue
-        size = read_image_size(img)
+        size = image_size(img, report, must_exist=False)  # listed from the folder
         if size is None:
-            report.add("unreadable_images", str(img))
             continue
         w, h = size
         objs = []
@@ -233,7 +224,7 @@ def load_dota(
         records.append(_record(img, w, h, len(records), objs))
     ds = DetectionDataset(records=records, class_names=list(class_names), cat_ids=list(range(len(class_names))),
                           root=str(images_dir))
-    return _finish(ds, report, strict)
+    return finish(ds, report, strict)
 
 
 def _fmt(v: float) -> str:
@@ -275,33 +266,6 @@ def save_dota_txt(
 # ------------------------------------------------------------------------------------- YOLO-OBB
 
 
-def _yolo_images(src: Path, split: str) -> tuple[Path, list[str] | None, list[Path], Path]:
-    """Resolve a YOLO dataset exactly as `load_yolo` does: (source, names, images, root)."""
-    names = None
-    if src.is_dir():
-        yamls = sorted(list(src.glob("*.yaml")) + list(src.glob("*.yml")))
-        if yamls:
-            src = yamls[0]
-    if src.is_file():
-        cfg = _load_yaml(src)
-        base = Path(cfg.get("path") or ".")
-        base = base if base.is_absolute() else (src.parent / base)
-        if "names" not in cfg:
-            raise ValueError(f"{src}: no 'names' entry")
-        names = _names_list(cfg["names"], src)
-        if split not in cfg or cfg[split] is None:
-            raise ValueError(f"{src}: no '{split}' split (has {[k for k in cfg if k not in ('path', 'names', 'nc')]})")
-        return src, names, _list_images(cfg[split], base, src), base
-    if src.is_dir():
-        for cand in (src / "images" / split, src / split / "images", src / "images"):
-            if cand.is_dir():
-                if (src / "classes.txt").is_file():
-                    names = [ln.strip() for ln in (src / "classes.txt").read_text().splitlines() if ln.strip()]
-                return src, names, _list_images(cand, src, src), src
-        raise FileNotFoundError(f"{src}: no dataset yaml and no images/{split} or images/ folder")
-    raise FileNotFoundError(f"YOLO-OBB dataset not found: {src}")
-
-
 def load_yolo_obb(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool = False) -> DetectionDataset:
     """Read an ultralytics YOLO-OBB dataset: per image a txt of ``cls x1 y1 x2 y2 x3 y3 x4 y4``
     (corners normalised to 0..1 by the image size), found as `load_yolo` finds them (a yaml with
@@ -311,32 +275,13 @@ def load_yolo_obb(root_or_yaml: str | os.PathLike, split: str = "val", strict: b
     absolute pixels; validation as in `load_dota` (ultralytics would instead drop the whole image
     when a corner is outside 0..1; here such polygons are kept and noted). ``difficult`` is all False.
     """
-    src, names, images, root = _yolo_images(Path(root_or_yaml), split)
+    src, root, images, names = find_split(root_or_yaml, split)
     report = PolygonLoadReport(source=str(src))
     parsed = []
     max_cls = -1
-    for img in images:
-        if not img.is_file():
-            report.add("missing_images", str(img))
-            continue
-        size = read_image_size(img)
-        if size is None:
-            report.add("unreadable_images", str(img))
-            continue
-        w, h = size
-        lp = _label_path(img)
+    for img, w, h, lines in labelled_images(images, report):
         objs = []
-        for ln_no, line in enumerate(lp.read_text().splitlines() if lp.is_file() else [], 1):
-            vals = line.split()
-            if not vals:
-                continue
-            where = f"{lp.name}:{ln_no}"
-            try:
-                cls_f = float(vals[0])
-                nums = [float(v) for v in vals[1:]]
-            except ValueError:
-                report.add("malformed_annotations", where)
-                continue
+        for where, cls_f, nums, _ in lines:
             if len(nums) != 8 or not math.isfinite(cls_f) or cls_f != int(cls_f):
                 report.add("malformed_annotations", where)
                 continue
@@ -354,4 +299,4 @@ def load_yolo_obb(root_or_yaml: str | os.PathLike, split: str = "val", strict: b
         names = [f"class{i}" for i in range(max_cls + 1)]
     records = [_record(img, w, h, i, objs) for i, (img, w, h, objs) in enumerate(parsed)]
     ds = DetectionDataset(records=records, class_names=names, cat_ids=list(range(len(names))), root=str(root))
-    return _finish(ds, report, strict)
+    return finish(ds, report, strict)

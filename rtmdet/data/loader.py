@@ -2,7 +2,8 @@
 
 * :class:`TrainDataset` loads an image with ``cv2.imread`` (BGR, EXIF orientation applied, as
   mmcv's ``LoadImageFromFile``), builds a :class:`~rtmdet.data.transforms.Sample` from the
-  record (iscrowd -> ignore flags; optional bitmap masks from polygons / RLE), runs the
+  record (iscrowd -> ignore flags; the per-instance targets asked for, e.g. ``"masks"``: bitmap
+  masks from polygons / RLE, see :mod:`rtmdet.data.targets`), runs the
   current stage's pipeline and returns CHW float32 tensors (0..255, BGR, *not* normalised; the
   model's preprocessor normalises with mean (103.53, 116.28, 123.675), std (57.375, 57.12, 58.395)).
 * An **unreadable image raises** ``FileNotFoundError`` naming the file: silently skipping would
@@ -20,17 +21,16 @@
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Callable
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from ..ops.masks import rle_decode
-from .records import DetectionDataset, ImageRecord
-from .transforms import Sample, build_train_pipeline
+from .records import DetectionDataset
+from .targets import TARGET_LOADERS, TargetLoader, decode_rle, record_masks
+from .transforms import PipelineParams, Sample, build_train_pipeline
 
 __all__ = ["TrainDataset", "collate", "build_train_loader", "load_image", "record_masks", "decode_rle"]
 
@@ -43,66 +43,51 @@ def load_image(path: str) -> np.ndarray:
     return img
 
 
-def decode_rle(rle: dict) -> np.ndarray:
-    """A COCO RLE dict (``size`` = [h, w], ``counts`` list or compressed string) -> HxW uint8."""
-    return rle_decode(rle).astype(np.uint8)
-
-
-def record_masks(rec: ImageRecord, h: int, w: int) -> np.ndarray:
-    """Bitmap masks (n, h, w) uint8 for a record's segmentations (polygons filled with cv2)."""
-    segs = rec.segmentations or []
-    masks = np.zeros((len(rec.boxes), h, w), np.uint8)
-    for i, seg in enumerate(segs):
-        if seg is None:
-            continue
-        if isinstance(seg, dict):
-            m = decode_rle(seg)
-            if m.shape != (h, w):
-                m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
-            masks[i] = m
-        else:
-            polys = [np.round(np.asarray(p, np.float64).reshape(-1, 2)).astype(np.int32)
-                     for p in seg if len(p) >= 6]
-            if polys:
-                cv2.fillPoly(masks[i], polys, 1)
-    return masks
-
-
 class TrainDataset(Dataset):
     """A :class:`DetectionDataset` behind the two-stage RTMDet training pipeline.
 
     Args:
         dataset: the records.
         pipeline: stage-1 pipeline (callable ``(Sample, rng) -> Sample | None``); default
-            ``build_train_pipeline(model_size, 1, img_scale, with_mask)``.
+            ``build_train_pipeline(model_size, 1, img_scale)``.
         pipeline_stage2: stage-2 pipeline; default ``build_train_pipeline(model_size, 2, ...)``.
-        model_size: 'tiny' | 's' | 'm' | 'l' | 'x' (or a PipelineParams) for the defaults.
+        model_size: the model whose reference pipelines are the defaults: 'tiny' ... 'x',
+            'ins-tiny' ... 'ins-x', a model name ('rtmdet-ins-s'), or a PipelineParams.
         seed: base seed of the per-worker generators.
-        with_mask: load segmentations as bitmap masks and return them.
+        targets: the per-instance targets to load with the boxes and return (under their names):
+            names of `rtmdet.data.targets.TARGET_LOADERS` (``("masks",)``: bitmap masks from the
+            segmentations), or a mapping name -> loader ``(record, img_h, img_w) -> Target``.
         filter_empty_gt / min_size: drop images without annotations or with min(w, h) < min_size,
             as the reference CocoDataset ``filter_cfg=dict(filter_empty_gt=True, min_size=32)``.
         max_refetch: how many other indices to try when the pipeline drops a sample.
     """
 
     def __init__(self, dataset: DetectionDataset, pipeline: Callable | None = None,
-                 pipeline_stage2: Callable | None = None, *, model_size: str = "s", img_scale: int = 640,
-                 stage: int = 1, seed: int = 0, with_mask: bool = False, filter_empty_gt: bool = True,
-                 min_size: int = 32, max_refetch: int = 1000):
+                 pipeline_stage2: Callable | None = None, *, model_size: str | PipelineParams = "s",
+                 img_scale: int = 640,
+                 stage: int = 1, seed: int = 0, targets: Sequence[str] | Mapping[str, TargetLoader] = (),
+                 filter_empty_gt: bool = True, min_size: int = 32, max_refetch: int = 1000):
         self.dataset = dataset
         self.records = [r for r in dataset.records
                         if (not filter_empty_gt or len(r.boxes) > 0) and min(r.width, r.height) >= min_size]
         if not self.records:
             raise ValueError("TrainDataset: no usable image left after filtering empty/small images")
+        self.model_size = model_size
         self.pipelines = {
-            1: pipeline if pipeline is not None else build_train_pipeline(model_size, 1, img_scale, with_mask),
-            2: pipeline_stage2 if pipeline_stage2 is not None
-            else build_train_pipeline(model_size, 2, img_scale, with_mask),
+            1: pipeline if pipeline is not None else build_train_pipeline(model_size, 1, img_scale),
+            2: pipeline_stage2 if pipeline_stage2 is not None else build_train_pipeline(model_size, 2, img_scale),
         }
         self.stage = 0
         self.set_stage(stage)
         self.seed = int(seed)
         self.epoch = 0
-        self.with_mask = with_mask
+        if isinstance(targets, Mapping):
+            self.target_loaders = dict(targets)
+        else:
+            unknown = [t for t in targets if t not in TARGET_LOADERS]
+            if unknown:
+                raise KeyError(f"unknown targets {unknown}; known: {sorted(TARGET_LOADERS)}")
+            self.target_loaders = {t: TARGET_LOADERS[t] for t in targets}
         self.max_refetch = max_refetch
         self._rng: np.random.Generator | None = None
         self._rng_key: tuple | None = None
@@ -137,8 +122,8 @@ class TrainDataset(Dataset):
         rec = self.records[index]
         img = load_image(self.dataset.image_path(rec))
         iscrowd = rec.iscrowd if len(rec.iscrowd) == len(rec.boxes) else np.zeros(len(rec.boxes), bool)
-        masks = record_masks(rec, *img.shape[:2]) if self.with_mask else None
-        return Sample(img, rec.boxes.copy(), rec.labels.copy(), iscrowd.copy(), masks,
+        targets = {name: load(rec, *img.shape[:2]) for name, load in self.target_loaders.items()}
+        return Sample(img, rec.boxes.copy(), rec.labels.copy(), iscrowd.copy(), targets,
                       {"image_id": rec.image_id, "path": rec.path})
 
     def __getitem__(self, index: int) -> dict:
@@ -161,13 +146,17 @@ class TrainDataset(Dataset):
             "ignored_boxes": torch.from_numpy(s.boxes[~keep].astype(np.float32)),
             "image_id": s.meta.get("image_id", -1),
         }
-        if s.masks is not None:
-            out["masks"] = torch.from_numpy(np.ascontiguousarray(s.masks[keep]))
+        for name, t in s.targets.items():
+            out[name] = torch.from_numpy(t.select(keep).as_array())
         return out
 
 
+_ITEM_KEYS = {"img", "boxes", "labels", "ignored_boxes", "image_id"}  # what every item has
+
+
 def collate(batch: list[dict]) -> dict:
-    """Stack images (B, 3, H, W); keep per-image boxes / labels / ignored boxes / masks as lists."""
+    """Stack images (B, 3, H, W); keep per-image boxes / labels / ignored boxes and the targets
+    (``masks``, ...) that every item has as lists."""
     out = {
         "imgs": torch.stack([b["img"] for b in batch]),
         "boxes": [b["boxes"] for b in batch],
@@ -175,8 +164,9 @@ def collate(batch: list[dict]) -> dict:
         "ignored_boxes": [b["ignored_boxes"] for b in batch],
         "image_ids": [b["image_id"] for b in batch],
     }
-    if all("masks" in b for b in batch):
-        out["masks"] = [b["masks"] for b in batch]
+    for name in batch[0]:
+        if name not in _ITEM_KEYS and all(name in b for b in batch):
+            out[name] = [b[name] for b in batch]
     return out
 
 

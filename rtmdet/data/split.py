@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..ops.polygons import clip_polygon_to_rect, polygon_area
-from .datasets import IMG_EXTS
+from .files import list_images
 from .dota import PolygonLoadReport, read_dota_txt, save_dota_txt
 
 __all__ = ["sliding_windows", "window_objects", "split_images", "SplitSummary"]
@@ -155,7 +155,7 @@ def split_images(
 
     report = PolygonLoadReport(source=str(labels_dir if labels_dir is not None else images_dir))
     summary = SplitSummary(out_dir=str(out_dir), labels=report)
-    images = sorted(p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTS)
+    images = list_images(images_dir, recursive=False)
     if labels_dir is not None:
         stems = {p.stem for p in images}
         for lp in sorted(Path(labels_dir).glob("*.txt")):

@@ -63,6 +63,8 @@ class GraphBackend(Backend):
         b, _, h, w = input_shape
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
         self.fixed_size = (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 else None
+        if self.fixed_size:  # a static graph runs at its exported size
+            self.test_cfg = dataclasses.replace(self.test_cfg, imgsz=h if h == w else (h, w))
 
     def preprocess(self, images, size):
         arr, metas = letterbox_input(images, size, self.fixed_batch)

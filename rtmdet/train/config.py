@@ -9,6 +9,9 @@ class TrainConfig:
     data: str = ""                    # dataset path (COCO json/folder or YOLO yaml/folder)
     model: str = "rtmdet-tiny"        # preset name (rtmdet-tiny ... rtmdet-x)
     weights: str | None = None        # fine-tune from this checkpoint (or zoo name)
+    pretrained_backbone: str | bool | None = None  # ImageNet backbone to start from. None/true:
+    # the recipe's (tiny and s: cspnext-{tiny,s}_imagenet_600e.pth, downloaded once; m/l/x: none),
+    # skipped with `weights` or on resume; false: from scratch; a PATH, URL or name: that file
     epochs: int = 300
     batch: int = 32                   # per process
     imgsz: int = 640

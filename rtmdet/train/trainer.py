@@ -96,6 +96,19 @@ def load_finetune_weights(model: torch.nn.Module, src: str) -> list[str]:
     return skipped
 
 
+def pretrained_backbone_source(cfg: TrainConfig, record) -> str | None:
+    """What `cfg.pretrained_backbone` asks for: None/true -> the recipe's backbone URL (tiny and
+    s; None for m/l/x), false -> None (from scratch), anything else -> that path/URL/name."""
+    v = cfg.pretrained_backbone
+    if isinstance(v, str) and v.strip().lower() in ("", "none", "null", "true", "yes", "on", "default"):
+        v = None
+    if v is False or (isinstance(v, str) and v.strip().lower() in ("false", "no", "off")):
+        return None
+    if v is None or v is True:
+        return record.pretrained_backbone
+    return str(v)
+
+
 class Trainer:
     """`Trainer(cfg).train()` runs the whole recipe; `callbacks` are called as `cb(trainer)` after
     every optimizer step (tests use them to interrupt a run)."""
@@ -154,15 +167,22 @@ class Trainer:
         self.record = get_record(cfg.model)
         self.family = get_family(self.record.family)
         self.train_set = TrainDataset(self.train_data, model_size=self.record.pipeline,
-                                      img_scale=cfg.imgsz, seed=cfg.seed,
-                                      with_mask="masks" in self.family.targets)
+                                      img_scale=cfg.imgsz, seed=cfg.seed, targets=self.family.targets)
         model = create(cfg.model, num_classes=self.train_data.num_classes,
                        class_names=self.train_data.class_names)
         model.test_cfg = dataclasses.replace(model.test_cfg, imgsz=cfg.imgsz)
+        self.backbone_report = None
         if cfg.weights and self.resume_ckpt is None:
             skipped = load_finetune_weights(model, cfg.weights)
             if skipped and self.main:
                 log.info("fine-tune: re-initialised %d classification tensors (class count differs)", len(skipped))
+            explicit = pretrained_backbone_source(cfg, self.record)
+            if self.main and explicit not in (None, self.record.pretrained_backbone):
+                log.warning("pretrained_backbone=%s ignored: fine-tuning from %s", explicit, cfg.weights)
+        elif self.resume_ckpt is None:  # a resumed run has its weights already
+            src = pretrained_backbone_source(cfg, self.record)
+            if src is not None:
+                self.backbone_report = self._load_backbone(model, src)
         model.to(self.device)
         if cfg.sync_bn and self.world > 1:
             if self.device.type == "cuda":
@@ -188,6 +208,22 @@ class Trainer:
         self.start_batch, self.resume_sums = 0, {}
         if self.resume_ckpt is not None:
             self._load_resume(self.resume_ckpt)
+
+    def _load_backbone(self, model: torch.nn.Module, src: str):
+        """ImageNet weights into `model.backbone` before the first step; rank 0 downloads first
+        (the others then read the cached file). Offline: a one-line ValueError saying what to do."""
+        from ..pretrained import backbone_url, is_url, load_pretrained_backbone, offline_message
+        from ..zoo import DownloadError
+        try:
+            if self.world > 1 and not self.main:
+                dist.barrier()
+            return load_pretrained_backbone(model, src, progress=self.main)
+        except DownloadError as e:
+            url = src if is_url(src) else backbone_url(src)
+            raise ValueError(offline_message(url, str(e).replace(f"download of {url} ", "download "))) from None
+        finally:
+            if self.world > 1 and self.main:
+                dist.barrier()
 
     def _batches_per_epoch(self) -> int:
         n = len(self.train_set)
@@ -224,7 +260,7 @@ class Trainer:
             sc = (self.cfg.imgsz, self.cfg.imgsz)
             ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
         else:
-            ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz, ds.with_mask) for s in (1, 2)}
+            ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz) for s in (1, 2)}
         ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
         sampler = None
         if self.world > 1:

@@ -1,0 +1,187 @@
+"""Geometric transforms: the image, its boxes and every per-instance target move together
+(the targets through the `rtmdet.data.targets.Target` protocol)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .sample import PAD_VAL, Sample, boxes_inside, clip_boxes, flip_boxes
+
+__all__ = ["rescale_size", "Resize", "RandomResize", "RandomCrop", "RandomFlip", "Pad", "FilterAnnotations"]
+
+
+def rescale_size(w: int, h: int, scale: float | tuple[int, int]) -> tuple[tuple[int, int], float]:
+    """mmcv ``rescale_size``: new (w, h) and the nominal factor for a keep-ratio resize.
+
+    A tuple ``scale`` is read as (long edge, short edge) limits, as mmcv does:
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w)); sizes round with +0.5.
+    """
+    if isinstance(scale, (int, float)):
+        factor = float(scale)
+    else:
+        factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return (int(w * factor + 0.5), int(h * factor + 0.5)), factor
+
+
+class Resize:
+    """mmdet ``Resize``: keep-ratio (mmcv rescale_size) or exact resize; boxes scaled by the
+    actual factors (new_w / w, new_h / h) and clipped to the new image; targets resized alike."""
+
+    def __init__(self, scale: tuple[int, int], keep_ratio: bool = True, clip_object_border: bool = True):
+        self.scale = (int(scale[0]), int(scale[1]))
+        self.keep_ratio = keep_ratio
+        self.clip_object_border = clip_object_border
+
+    def apply(self, s: Sample, scale: tuple[int, int]) -> Sample:
+        h, w = s.img.shape[:2]
+        if self.keep_ratio:
+            (nw, nh), _ = rescale_size(w, h, scale)
+        else:
+            nw, nh = scale
+        nw, nh = max(1, nw), max(1, nh)  # the reference would crash on a 0-size resize
+        s.img = cv2.resize(s.img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        ws, hs = nw / w, nh / h
+        s.boxes = (s.boxes * np.array([ws, hs, ws, hs], np.float32)).astype(np.float32)
+        if self.clip_object_border:
+            clip_boxes(s.boxes, nh, nw)
+        s.map_targets(lambda t: t.resize(ws, hs, nw, nh))
+        s.meta["scale_factor"] = (ws, hs)
+        return s
+
+    def __call__(self, s: Sample, rng: np.random.Generator | None = None) -> Sample:
+        return self.apply(s, self.scale)
+
+    def __repr__(self) -> str:
+        return f"Resize(scale={self.scale}, keep_ratio={self.keep_ratio})"
+
+
+class RandomResize:
+    """mmcv ``RandomResize`` with a (w, h) ``scale`` and ``ratio_range``:
+    ratio = U[0,1) * (max - min) + min; target = (int(w * ratio), int(h * ratio)); then Resize."""
+
+    def __init__(self, scale: tuple[int, int], ratio_range: tuple[float, float], keep_ratio: bool = True):
+        assert ratio_range[0] <= ratio_range[1]
+        self.scale = (int(scale[0]), int(scale[1]))
+        self.ratio_range = (float(ratio_range[0]), float(ratio_range[1]))
+        self.resize = Resize(self.scale, keep_ratio=keep_ratio)
+
+    def sample_scale(self, rng: np.random.Generator) -> tuple[int, int]:
+        lo, hi = self.ratio_range
+        ratio = rng.random() * (hi - lo) + lo
+        return int(self.scale[0] * ratio), int(self.scale[1] * ratio)
+
+    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
+        return self.resize.apply(s, self.sample_scale(rng))
+
+    def __repr__(self) -> str:
+        return f"RandomResize(scale={self.scale}, ratio_range={self.ratio_range}, keep_ratio={self.resize.keep_ratio})"
+
+
+class RandomCrop:
+    """mmdet ``RandomCrop`` with crop_type 'absolute': crop (min(ch, h), min(cw, w)) at offsets
+    drawn h first then w in [0, margin]; boxes translated, clipped, kept if inside; returns None
+    when no box survives and ``allow_negative_crop`` is False (also for images without boxes).
+    ``recompute_bbox``: then each box becomes the tight box of its target (the masks'); a sample
+    without a target that can tell keeps its cropped boxes."""
+
+    def __init__(self, crop_size: tuple[int, int], allow_negative_crop: bool = False,
+                 recompute_bbox: bool = False, bbox_clip_border: bool = True):
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))  # (w, h)
+        self.allow_negative_crop = allow_negative_crop
+        self.recompute_bbox = recompute_bbox
+        self.bbox_clip_border = bbox_clip_border
+
+    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample | None:
+        h, w = s.img.shape[:2]
+        ch, cw = min(self.crop_size[1], h), min(self.crop_size[0], w)
+        off_h = int(rng.integers(0, max(h - ch, 0) + 1))
+        off_w = int(rng.integers(0, max(w - cw, 0) + 1))
+        s.img = s.img[off_h:off_h + ch, off_w:off_w + cw]
+        nh, nw = s.img.shape[:2]
+        boxes = s.boxes - np.array([off_w, off_h, off_w, off_h], np.float32)
+        if self.bbox_clip_border:
+            clip_boxes(boxes, nh, nw)
+        valid = boxes_inside(boxes, nh, nw)
+        if not valid.any() and not self.allow_negative_crop:
+            return None
+        s.boxes = boxes
+        s.select(valid)
+        s.map_targets(lambda t: t.translate(-off_w, -off_h, cw, ch))
+        if self.recompute_bbox:
+            s.recompute_boxes()
+        return s
+
+    def __repr__(self) -> str:
+        return (f"RandomCrop(crop_size={self.crop_size}, allow_negative_crop={self.allow_negative_crop}, "
+                f"recompute_bbox={self.recompute_bbox})")
+
+
+class RandomFlip:
+    """Horizontal flip with probability ``prob``; x1' = w - x2, x2' = w - x1."""
+
+    def __init__(self, prob: float = 0.5):
+        self.prob = prob
+
+    @staticmethod
+    def flip(s: Sample) -> Sample:
+        w = s.img.shape[1]
+        s.img = np.ascontiguousarray(s.img[:, ::-1])
+        flip_boxes(s.boxes, w)
+        s.map_targets(lambda t: t.flip(w))
+        return s
+
+    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
+        # mmcv draws np.random.choice(['horizontal', None], p=[prob, 1 - prob]): first if u < prob
+        if rng.random() < self.prob:
+            s = self.flip(s)
+            s.meta["flip"] = True
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomFlip(prob={self.prob})"
+
+
+class Pad:
+    """Pad bottom/right to ``size`` = (w, h) with ``pad_val`` (the targets get empty padding)."""
+
+    def __init__(self, size: tuple[int, int], pad_val: int = PAD_VAL):
+        self.size = (int(size[0]), int(size[1]))
+        self.pad_val = pad_val
+
+    def __call__(self, s: Sample, rng: np.random.Generator | None = None) -> Sample:
+        tw, th = self.size
+        h, w = s.img.shape[:2]
+        if h > th or w > tw:
+            raise ValueError(f"Pad: image {w}x{h} is larger than the pad size {tw}x{th}")
+        if (h, w) != (th, tw):
+            out = np.full((th, tw) + s.img.shape[2:], self.pad_val, dtype=s.img.dtype)
+            out[:h, :w] = s.img
+            s.img = out
+            s.map_targets(lambda t: t.translate(0, 0, tw, th))
+        return s
+
+    def __repr__(self) -> str:
+        return f"Pad(size={self.size}, pad_val={self.pad_val})"
+
+
+class FilterAnnotations:
+    """mmdet ``FilterAnnotations`` by box: keep w > min_w and h > min_h. As in the reference,
+    when *no* box passes and ``keep_empty`` is True the sample is dropped (None); an image that
+    arrives with zero boxes passes through unchanged."""
+
+    def __init__(self, min_gt_bbox_wh: tuple[float, float] = (1, 1), keep_empty: bool = True):
+        self.min_gt_bbox_wh = min_gt_bbox_wh
+        self.keep_empty = keep_empty
+
+    def __call__(self, s: Sample, rng: np.random.Generator | None = None) -> Sample | None:
+        if len(s.boxes) == 0:
+            return s
+        keep = ((s.boxes[:, 2] - s.boxes[:, 0]) > self.min_gt_bbox_wh[0]) & \
+               ((s.boxes[:, 3] - s.boxes[:, 1]) > self.min_gt_bbox_wh[1])
+        if not keep.any() and self.keep_empty:
+            return None
+        s.select(keep)
+        return s
+
+    def __repr__(self) -> str:
+        return f"FilterAnnotations(min_gt_bbox_wh={self.min_gt_bbox_wh})"
