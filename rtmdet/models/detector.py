@@ -29,8 +29,9 @@ class RTMDet(nn.Module):
         self.cfg = cfg
         self.family = get_family(cfg.family)
         self.test_cfg = test_cfg or default_test_config(cfg)
-        if class_names is None:
-            class_names = COCO_CLASSES if cfg.num_classes == 80 else [str(i) for i in range(cfg.num_classes)]
+        if class_names is None:  # the family's dataset (COCO; DOTA for rotated) when the count fits
+            known = getattr(self.family, "default_class_names", COCO_CLASSES)
+            class_names = known if cfg.num_classes == len(known) else [str(i) for i in range(cfg.num_classes)]
         self.class_names = list(class_names)
         bn = dict(bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum)
         self.backbone = CSPNeXt(cfg.deepen_factor, cfg.widen_factor, cfg.expand_ratio,
