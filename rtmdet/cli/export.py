@@ -27,14 +27,18 @@ def cmd_export(args) -> int:
     stem = Path(src).stem if Path(src).suffix else src
     out = Path(args.output) if args.output else Path(f"{stem}.{args.format}")
     onnx_path = out if args.format == "onnx" else out.with_suffix(".onnx")
-    export_onnx(model, onnx_path, imgsz=args.imgsz, batch=args.batch, dynamic=args.dynamic,
-                nms=args.nms, opset=args.opset, half=args.half, simplify=args.simplify,
-                score_thr=args.score_thr, nms_iou=args.iou, max_det=args.max_det)
+    imgsz = args.imgsz or model.test_cfg.imgsz
+    try:
+        export_onnx(model, onnx_path, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic,
+                    nms=args.nms, opset=args.opset, half=args.half, simplify=args.simplify,
+                    score_thr=args.score_thr, nms_iou=args.iou, max_det=args.max_det)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.format == "engine":
         from ..deploy.trt import build_engine
         out = build_engine(onnx_path, out, half=args.half)
     print(f"exported {out} ({'dynamic' if args.dynamic else 'static'} "
-          f"{args.batch}x3x{args.imgsz}x{args.imgsz}, {'with' if args.nms else 'without'} NMS)")
+          f"{args.batch}x3x{imgsz}x{imgsz}, {'with' if args.nms else 'without'} NMS)")
     return 0
 
 
@@ -42,7 +46,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export to ONNX (or a TensorRT engine)")
     add_model_args(p, graphs=False)
     p.add_argument("--format", choices=("onnx", "engine"), default="onnx")
-    p.add_argument("--imgsz", type=image_size, default=640)
+    p.add_argument("--imgsz", type=image_size, default=None,
+                   help="input size (default: the model's, 640; 1024 for RTMDet-R)")
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--nms", action="store_true", help="post-processing and NMS inside the graph")

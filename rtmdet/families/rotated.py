@@ -96,7 +96,8 @@ class RotatedFamily(TaskFamily):
                                   "(export without NMS: rotated NMS runs after the graph)")
 
     def export_nms(self, decoded, cfg, knobs):
-        raise NotImplementedError("in-graph rotated NMS is not implemented; export without NMS")
+        raise NotImplementedError("in-graph rotated NMS is not implemented (no exact rotated NMS "
+                                  "with standard ONNX ops); export without NMS")
 
     # ------------------------------------------------------------------ training
     def loss(self, head_out, batch, img_shape, cfg, device):
