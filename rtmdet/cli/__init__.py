@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from . import bench, demo, export, models, predict, train, val
+from . import bench, demo, export, models, predict, split, train, val
 from .common import UsageError
 
 
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for verb in (predict, val, models, train, export, bench, demo):
+    for verb in (predict, val, models, train, export, bench, demo, split):
         verb.add_parser(sub)
     return parser
 
