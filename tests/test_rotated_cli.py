@@ -8,7 +8,6 @@ import re
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from rtmdet.cli import main
 from rtmdet.data.datasets import is_yolo_obb, load_dataset

@@ -163,3 +163,16 @@ def test_onnx_detector_tiles_like_pytorch(det_model, big_image, tmp_path):
     assert len(ours) == len(ref) > 0
     assert match_detections(ours.boxes, ours.scores, ours.labels, ref.boxes, ref.scores, ref.labels,
                             score_tol=1e-4, box_tol=1e-2) <= math.ceil(0.01 * len(ref))
+
+
+def test_merge_of_patches_without_detections_is_empty():
+    cfg = rtmdet.create("rtmdet-tiny").test_cfg
+    offsets = np.array([[0, 0], [500, 0]])
+    e = _dets(np.zeros((0, 4)), [], [])
+    assert len(get_family("detect").merge([e, e], offsets, (600, 1000), cfg)) == 0
+    em = Detections(e.boxes, e.scores, e.labels, ["a"], masks=torch.zeros(0, 640, 640, dtype=torch.bool))
+    m = get_family("segment").merge([em, em], offsets, (600, 1000), cfg)
+    assert len(m) == 0 and m.masks.shape == (0, 600, 1000)
+    er = Detections(e.boxes, e.scores, e.labels, ["a"], rboxes=torch.zeros(0, 5))
+    r = get_family("rotated").merge([er, er], offsets, (600, 1000), cfg)
+    assert len(r) == 0 and r.rboxes.shape == (0, 5) and r.boxes.shape == (0, 4)
