@@ -27,3 +27,210 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
             start += n
     keep = torch.cat(kept)
     return keep[scores[keep].sort(descending=True)[1]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Early-stopping exact NMS: the same kept boxes as `batched_nms`, found block by block in global
+# score order, stopping once `max_keep` boxes are kept.
+#
+# Semantics (identical to `batched_nms` run to the end, then cut to `max_keep`):
+# * boxes are visited by descending score, equal scores by ascending index (torchvision's CPU
+#   kernel sorts stably); a box is kept unless a kept box of the same label (same image) has
+#   IoU > iou_threshold with it;
+# * the IoU is torchvision's float arithmetic, inter / ((area_i + area_j) - inter), compared
+#   with the threshold as a double; with fewer than SPLIT_THR boxes it is computed on the
+#   class-offset boxes, as `batched_nms` does, otherwise on the raw boxes;
+# * the kept indices come out by descending score, equal scores by ascending index. That is
+#   `batched_nms`'s order below SPLIT_THR; above it `batched_nms` merges the per-class lists
+#   with an unstable sort, whose order among exactly equal scores is arbitrary.
+
+_MIN_BLOCK, _MAX_BLOCK = 64, 1024
+
+
+def _threshold_below(thr: float, dtype: torch.dtype) -> float:
+    """The largest `dtype` value t <= thr: for x of that dtype, `x > t` iff `double(x) > thr`."""
+    t = torch.tensor(thr, dtype=dtype)
+    if float(t) > thr:
+        t = torch.nextafter(t, torch.tensor(float("-inf"), dtype=dtype))
+    return float(t)
+
+
+def _area(b: torch.Tensor) -> torch.Tensor:
+    return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+
+
+def _iou_over(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor,
+              thr: float) -> torch.Tensor:
+    """IoU > thr with torchvision's CPU arithmetic (symmetric in the two boxes). Shapes broadcast:
+    pairwise (..., n, 1, 4) with (..., 1, m, 4), or aligned (E, 4) with (E, 4)."""
+    xx1 = torch.maximum(b1[..., 0], b2[..., 0])
+    yy1 = torch.maximum(b1[..., 1], b2[..., 1])
+    xx2 = torch.minimum(b1[..., 2], b2[..., 2])
+    yy2 = torch.minimum(b1[..., 3], b2[..., 3])
+    inter = (xx2 - xx1).clamp_(min=0) * (yy2 - yy1).clamp_(min=0)
+    return inter / ((a1 + a2) - inter) > thr
+
+
+def _pair_hits(b1, a1, l1, ok1, b2, a2, l2, ok2, thr, dense: bool, upper: bool = False) -> torch.Tensor:
+    """(B,n) x (B,m) boxes -> (B,n,m) bool: both ok and IoU > thr, and the same label unless
+    `dense` (class-offset boxes: every pair counts, as torchvision sees them); with `upper` only
+    pairs i < j. Without `dense` only same-label pairs are computed."""
+    ok = ok1[:, :, None] & ok2[:, None, :]
+    if upper:
+        ok &= torch.ones(ok.shape[1:], dtype=torch.bool, device=ok.device).triu_(1)
+    if dense:
+        return ok & _iou_over(b1[:, :, None], a1[:, :, None], b2[:, None], a2[:, None], thr)
+    bi, i, j = (ok & (l1[:, :, None] == l2[:, None, :])).nonzero(as_tuple=True)
+    out = torch.zeros_like(ok)
+    out[bi, i, j] = _iou_over(b1[bi, i], a1[bi, i], b2[bi, j], a2[bi, j], thr)
+    return out
+
+
+def _score_order(masked: torch.Tensor, t: int):
+    """The first `t` entries of each row by (score desc, index asc) and, per row, how many of
+    them are certain (all entries strictly above the t-th value; all of them when t = N)."""
+    n = masked.shape[1]
+    if t >= n:
+        return masked.sort(dim=1, descending=True, stable=True)[1], None
+    vals, idx = masked.topk(t, dim=1)
+    idx = idx.sort(dim=1)[0]  # equal scores: ascending index
+    order = idx.gather(1, masked.gather(1, idx).sort(dim=1, descending=True, stable=True)[1])
+    return order, (vals > vals[:, -1:]).sum(1).tolist()
+
+
+class _Candidates:
+    """A padded batch of NMS candidates: `valid` (B,N) marks them; entry e of image b has score
+    scores[b,e], label labels[b,e] (or labels(e)) and box boxes[b, prior_of(e)] (or boxes[b,e]).
+    `offset_mode` (B,) says which images use class-offset boxes (default: fewer than split_thr
+    candidates); `pos_limit` (B,) caps how many candidates an image may visit (see
+    `_greedy_blocks`)."""
+
+    def __init__(self, boxes, labels, scores, valid, split_thr=SPLIT_THR, prior_of=None,
+                 offset_mode=None, pos_limit=None):
+        self.boxes, self.labels, self.scores, self.valid = boxes, labels, scores, valid
+        self.prior_of, self.pos_limit = prior_of, pos_limit
+        self.count = valid.sum(1)
+        self.offset_mode = self.count < split_thr if offset_mode is None else offset_mode
+
+    def prepare(self) -> None:
+        """The ordering scores, and the class offsets of the offset-mode images."""
+        self.masked = self.scores.masked_fill(~self.valid, float("-inf"))
+        self.scale = None
+        if bool(self.offset_mode.any()):
+            # per image boxes.max() over its candidates, +1, as `batched_nms` computes it
+            boxes = self.boxes
+            used = self.valid if self.prior_of is None else \
+                self.valid.view(self.valid.shape[0], boxes.shape[1], -1).any(-1)
+            mx = boxes.masked_fill(~used[..., None], float("-inf")).amax(dim=(1, 2))
+            self.scale = torch.where(self.offset_mode, mx + torch.tensor(1).to(boxes),
+                                     torch.zeros_like(mx))
+
+    def gather(self, idx, r):
+        """Entries `idx` (b,s) of images `r` -> their NMS-frame boxes, areas and labels."""
+        prior = idx if self.prior_of is None else self.prior_of(idx)
+        b = self.boxes[r].gather(1, prior[..., None].expand(-1, -1, 4))
+        lab = self.labels(idx) if callable(self.labels) else self.labels[r].gather(1, idx)
+        if self.scale is not None:
+            off = lab.to(b) * self.scale[r, None]
+            b = torch.where(self.offset_mode[r, None, None], b + off[..., None], b)
+        return b, _area(b), lab
+
+
+def _greedy_blocks(cand: _Candidates, iou_threshold: float, max_keep: int | None):
+    """Greedy NMS of every image, block by block in score order, until `max_keep` kept or the
+    candidates run out. Returns (kept indices per image, images that hit their `pos_limit`
+    first - their result is incomplete)."""
+    count = cand.count
+    bsz, n = cand.valid.shape
+    device = count.device
+    counts = count.tolist()  # host sync: sizes the loop
+    limits = counts if cand.pos_limit is None else \
+        [min(c, p) for c, p in zip(counts, cand.pos_limit.tolist())]
+    cap = max(counts) if max_keep is None else min(max_keep, max(counts))
+    if cap <= 0:
+        return [torch.zeros((0,), dtype=torch.long, device=device) for _ in range(bsz)], []
+    cand.prepare()
+    thr = _threshold_below(float(iou_threshold), cand.boxes.dtype)
+    # kept boxes per image, in visiting order; one spare slot absorbs writes beyond `cap`
+    k_idx = torch.zeros((bsz, cap + 1), dtype=torch.long, device=device)
+    k_box = cand.boxes.new_zeros((bsz, cap + 1, 4))
+    k_area = cand.boxes.new_zeros((bsz, cap + 1))
+    k_lab = torch.full((bsz, cap + 1), -1, dtype=torch.long, device=device)
+    k_cnt = torch.zeros((bsz,), dtype=torch.long, device=device)
+    slots = torch.arange(cap + 1, device=device)
+    offset_mode = cand.offset_mode.tolist()
+
+    t = min(n, max(4 * cap, 1024))
+    order, certain = _score_order(cand.masked, t)
+    pos, overflow = 0, []
+    while True:
+        kept_now = k_cnt.tolist()  # host sync, one per block: early stop and block size
+        todo = [b for b in range(bsz) if kept_now[b] < cap and pos < counts[b]]
+        overflow += [b for b in todo if pos >= limits[b]]
+        todo = [b for b in todo if pos < limits[b]]
+        if not todo:
+            break
+        end = min(limits[b] for b in todo)
+        if certain is not None:
+            end = min(end, min(certain[b] for b in todo))
+            if end <= pos:  # the ordered prefix ran out: order a longer one (it extends this one)
+                t = min(n, 4 * t)
+                order, certain = _score_order(cand.masked, t)
+                continue
+        # block size: what is still missing, at the survival rate seen so far
+        seen = sum(min(pos, counts[b]) for b in todo)
+        rate = max(sum(kept_now[b] for b in todo) / seen, 1 / 16) if seen else 1.0
+        need = cap - min(kept_now[b] for b in todo)
+        size = min(_MAX_BLOCK, max(_MIN_BLOCK, int(need / rate * 1.25) + 16))
+        size = min(size, end - pos, max(counts[b] for b in todo) - pos)
+        r = torch.tensor(todo, device=device) if len(todo) < bsz else slice(None)
+        cnt = k_cnt[r]
+        idx = order[r, pos:pos + size]
+        alive = (pos + torch.arange(size, device=device))[None, :] < count[r, None]
+        bb, ba, bl = cand.gather(idx, r)
+        dense = any(offset_mode[b] for b in todo)
+        kmax = max(kept_now[b] for b in todo)
+        if kmax:  # suppressed by a box kept in an earlier block
+            hit = _pair_hits(bb, ba, bl, alive, k_box[r, :kmax], k_area[r, :kmax], k_lab[r, :kmax],
+                             slots[None, :kmax] < cnt[:, None], thr, dense)
+            alive &= ~hit.any(2)
+        # inside the block: m[j, i] = j visited before i and would suppress i if kept
+        m = _pair_hits(bb, ba, bl, alive, bb, ba, bl, alive, thr, dense, upper=True)
+        keep = alive
+        while True:  # greedy result = the unique fixed point, reached in <= chain length steps
+            new = alive & ~(m & keep[:, :, None]).any(1)
+            if torch.equal(new, keep):  # host sync, one per iteration (a few per block)
+                break
+            keep = new
+        slot = torch.where(keep, cnt[:, None] + keep.cumsum(1) - 1, cap).clamp_(max=cap)
+        rows = torch.arange(len(todo), device=device)[:, None]
+        for buf, val in ((k_idx, idx), (k_box, bb), (k_area, ba), (k_lab, bl)):
+            sub = buf[r]
+            sub[rows, slot] = val
+            buf[r] = sub
+        k_cnt[r] = (cnt + keep.sum(1)).clamp_(max=cap)
+        pos += size
+    return [k_idx[b, :c] for b, c in enumerate(k_cnt.tolist())], overflow
+
+
+def batched_nms_topk_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                            valid: torch.Tensor, iou_threshold: float, max_keep: int | None = None,
+                            split_thr: int = SPLIT_THR) -> list[torch.Tensor]:
+    """Per image of a padded batch: boxes (B,N,4), scores (B,N), labels (B,N), valid (B,N) bool
+    -> list of kept indices into N; image b's equal
+    `batched_nms(boxes[b][valid[b]], ...)[:max_keep]` mapped back to N (see the semantics above).
+    Images never interact."""
+    if boxes.shape[1] == 0:
+        return [torch.zeros((0,), dtype=torch.long, device=boxes.device) for _ in range(boxes.shape[0])]
+    return _greedy_blocks(_Candidates(boxes, labels, scores, valid.bool(), split_thr),
+                          iou_threshold, max_keep)[0]
+
+
+def batched_nms_topk(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                     iou_threshold: float, max_keep: int | None = None,
+                     split_thr: int = SPLIT_THR) -> torch.Tensor:
+    """`batched_nms(boxes, scores, labels, iou_threshold)[:max_keep]`, found by visiting only as
+    many boxes as it takes to keep `max_keep` (see the semantics above)."""
+    valid = torch.ones((1, boxes.shape[0]), dtype=torch.bool, device=boxes.device)
+    return batched_nms_topk_padded(boxes[None], scores[None], labels[None], valid, iou_threshold,
+                                   max_keep, split_thr)[0]

@@ -1,7 +1,15 @@
 """The reference post-processing: per-level score filter and top-k, decode, rescale, NMS.
 
-Two entry points share every step: `postprocess_single` for raw head maps (PyTorch models) and
-`postprocess_decoded` for already decoded boxes and sigmoid scores (exported graphs)."""
+Entry points: `postprocess_batch` for a batch of raw head maps, `postprocess_single` for one
+image's maps (PyTorch models) and `postprocess_decoded` for already decoded boxes and sigmoid
+scores (exported graphs). All run the same batched steps: the per-level filter and `nms_pre`
+cut as masks over the (prior, class) grid, then the early-stopping class-aware NMS
+(`ops.nms.batched_nms_topk`), which visits candidates in global score order and stops after
+`max_per_img` kept. `select_topk` + `finish` are the step-by-step original, kept for reference.
+
+Ties: wherever the reference sorts (the per-level top-k, NMS order, the final order) equal scores
+are taken by ascending flat index (level, prior, class), i.e. the reference with its sorts made
+stable. The reference's own unstable sorts leave that order to the sort implementation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +19,7 @@ import torch
 
 from ..config import TestConfig
 from .boxes import distance2bbox
-from .nms import batched_nms
+from .nms import SPLIT_THR, _Candidates, _greedy_blocks, batched_nms
 
 
 @dataclass
@@ -53,6 +61,122 @@ def finish(boxes_in: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     return RawDetections(boxes[keep], scores[keep], labels[keep], inds[keep], boxes_in[keep])
 
 
+def select_mask(scores: torch.Tensor, score_thr: float, nms_pre: int) -> torch.Tensor:
+    """(B, M) scores of one level (M = priors x classes, flattened row-major) -> (B, M) bool:
+    the entries `select_topk` keeps, ties at the `nms_pre` cut taken by ascending index."""
+    valid = scores > score_thr
+    if nms_pre <= 0 or scores.shape[1] <= nms_pre:
+        return valid
+    over = valid.sum(1) > nms_pre
+    if not bool(over.any()):  # host sync: is a cut needed at all
+        return valid
+    rows = over.nonzero().view(-1)
+    s = scores[rows]
+    kth = s.topk(nms_pre, dim=1, sorted=False)[0].amin(1, keepdim=True)  # > score_thr
+    above = s > kth
+    tied = s == kth
+    need = nms_pre - above.sum(1, keepdim=True)
+    valid[rows] = above | (tied & (tied.cumsum(1) <= need))
+    return valid
+
+
+def _cut(scores: torch.Tensor, sizes: Sequence[int], ok: torch.Tensor | None,
+         cfg: TestConfig) -> torch.Tensor:
+    """scores (b,P,C) -> (b,P,C) bool: the exact candidates (per-level filter and cut, then the
+    box-size filter)."""
+    bsz, _, num_classes = scores.shape
+    cand = torch.cat([select_mask(s.reshape(bsz, -1), cfg.score_thr, cfg.nms_pre).view(bsz, -1, num_classes)
+                      for s in scores.split(list(sizes), dim=1)], 1)
+    return cand if ok is None else cand & ok[..., None]
+
+
+def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, pos_limit=None):
+    """NMS over the (prior, class) grid: entry p*C + c is prior p's box with label c."""
+    bsz, _, num_classes = scores.shape
+    grid = _Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand.view(bsz, -1),
+                       SPLIT_THR, prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
+                       pos_limit=pos_limit)
+    return _greedy_blocks(grid, iou_threshold, max_keep)
+
+
+def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in: torch.Tensor,
+                      scale_factors: Sequence[tuple[float, float]], cfg: TestConfig) -> list[RawDetections]:
+    """scores (B,P,C) sigmoid, boxes_in (B,P,4) decoded input-pixel boxes of all P priors (levels
+    of `sizes` concatenated) -> per image the kept detections, as `finish` would return them.
+
+    The `nms_pre` cut (a top-k over up to 512000 scores per level) is only computed where it
+    can change something: with at least SPLIT_THR candidates left after it whatever it cuts,
+    the NMS first runs on all candidates while visiting no more than `nms_pre` minus the
+    too-small boxes of a level - every box visited then is one the cut keeps - and an image
+    that needs to visit more is redone with the exact cut."""
+    bsz, num_priors, num_classes = scores.shape
+    factor = torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
+                          dtype=boxes_in.dtype, device=boxes_in.device)
+    boxes = boxes_in * factor[:, None, :]
+    ok = None
+    if cfg.min_bbox_size >= 0:
+        w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
+    valid = scores > cfg.score_thr
+    cand = valid if ok is None else valid & ok[..., None]
+    offset_mode = pos_limit = None
+    k = cfg.nms_pre
+    if k > 0 and max(sizes) * num_classes > k:
+        n = torch.stack([v.sum((1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
+        over = n > k
+        if bool(over.any()):  # host sync
+            bad = torch.zeros_like(n) if ok is None else torch.stack(
+                [(v & ~o[..., None]).sum((1, 2)) for v, o in zip(valid.split(list(sizes), 1),
+                                                                ok.split(list(sizes), 1))], 1)
+            lazy = (n.clamp(max=k) - bad).sum(1) >= SPLIT_THR  # split mode whatever the cut
+            exact = over.any(1) & ~lazy
+            if bool(exact.any()):
+                rows = exact.nonzero().view(-1)
+                cand = cand.clone()
+                cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
+            offset_mode = (cand.sum((1, 2)) < SPLIT_THR) & ~lazy
+            pos_limit = torch.where(lazy & over.any(1), k - bad.amax(1), cand.numel())
+    max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
+    if max_keep == 0:
+        keeps = [torch.zeros((0,), dtype=torch.long, device=scores.device) for _ in range(bsz)]
+    else:
+        keeps, overflow = _nms_grid(boxes, scores, cand, cfg.nms_iou, max_keep, offset_mode, pos_limit)
+        if overflow:  # visited more than the deferred cut allows: redo these with the exact cut
+            rows = torch.tensor(overflow, device=scores.device)
+            exact = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
+            redo, _ = _nms_grid(boxes[rows], scores[rows], exact, cfg.nms_iou, max_keep)
+            for b, keep in zip(overflow, redo):
+                keeps[b] = keep
+    out = []
+    for b, keep in enumerate(keeps):
+        if cfg.max_per_img < 0:
+            keep = keep[: cfg.max_per_img]
+        prior = keep // num_classes
+        out.append(RawDetections(boxes[b, prior], scores[b].view(-1)[keep], keep % num_classes,
+                                 prior, boxes_in[b, prior]))
+    return out
+
+
+def postprocess_batch(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
+                      priors: list[torch.Tensor], img_shapes: Sequence[tuple[int, int]],
+                      scale_factors: Sequence[tuple[float, float]], cfg: TestConfig) -> list[RawDetections]:
+    """A batch: cls (B,C,H,W) logits and reg (B,4,H,W) distances per level -> per image the kept
+    detections (what `postprocess_single` gives image by image)."""
+    bsz = cls_scores[0].shape[0]
+    num_classes = cls_scores[0].shape[1]
+    sizes = [p.shape[0] for p in priors]
+    scores = torch.cat([c.permute(0, 2, 3, 1).reshape(bsz, -1, num_classes) for c in cls_scores],
+                       1).sigmoid()
+    reg = torch.cat([r.permute(0, 2, 3, 1).reshape(bsz, -1, 4) for r in bbox_preds], 1)
+    points = torch.cat(list(priors))
+    shapes = [tuple(s) for s in img_shapes]
+    if len(set(shapes)) == 1:
+        boxes_in = distance2bbox(points, reg, max_shape=shapes[0])
+    else:
+        boxes_in = torch.stack([distance2bbox(points, reg[i], max_shape=s) for i, s in enumerate(shapes)])
+    return _postprocess_grid(scores, sizes, boxes_in, scale_factors, cfg)
+
+
 def postprocess_single(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
                        priors: list[torch.Tensor], img_shape: tuple[int, int],
                        scale_factor: tuple[float, float], cfg: TestConfig) -> RawDetections:
@@ -60,6 +184,21 @@ def postprocess_single(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Te
 
     `img_shape` is the (h, w) decoded boxes are clamped to (the reference uses the padded input
     shape); `scale_factor` (w, h) maps original pixels to input pixels."""
+    return postprocess_batch([c[None] for c in cls_scores], [b[None] for b in bbox_preds], priors,
+                             [img_shape], [scale_factor], cfg)[0]
+
+
+def postprocess_decoded(boxes: torch.Tensor, scores: torch.Tensor, sizes: Sequence[int],
+                        scale_factor: tuple[float, float], cfg: TestConfig) -> RawDetections:
+    """The same steps on one image's decoded outputs: boxes (N,4) xyxy in input pixels, already
+    clamped; scores (N,C) sigmoid; `sizes` the number of points per level."""
+    return _postprocess_grid(scores[None], [int(n) for n in sizes], boxes[None], [scale_factor], cfg)[0]
+
+
+def postprocess_single_reference(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
+                                 priors: list[torch.Tensor], img_shape: tuple[int, int],
+                                 scale_factor: tuple[float, float], cfg: TestConfig) -> RawDetections:
+    """The original step-by-step path (`select_topk` per level, `finish`): slow, for comparison."""
     sel_reg, sel_priors, sel_scores, sel_labels, sel_inds = [], [], [], [], []
     offset = 0
     for cls, reg, pri in zip(cls_scores, bbox_preds, priors):
@@ -74,20 +213,3 @@ def postprocess_single(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Te
     boxes_in = distance2bbox(torch.cat(sel_priors), torch.cat(sel_reg), max_shape=img_shape)
     return finish(boxes_in, torch.cat(sel_scores), torch.cat(sel_labels), torch.cat(sel_inds),
                   scale_factor, cfg)
-
-
-def postprocess_decoded(boxes: torch.Tensor, scores: torch.Tensor, sizes: Sequence[int],
-                        scale_factor: tuple[float, float], cfg: TestConfig) -> RawDetections:
-    """The same steps on one image's decoded outputs: boxes (N,4) xyxy in input pixels, already
-    clamped; scores (N,C) sigmoid; `sizes` the number of points per level."""
-    sel_boxes, sel_scores, sel_labels, sel_inds = [], [], [], []
-    offset = 0
-    for b, s in zip(boxes.split(list(sizes)), scores.split(list(sizes))):
-        vals, keep, labels = select_topk(s, cfg.score_thr, cfg.nms_pre)
-        sel_scores.append(vals)
-        sel_labels.append(labels)
-        sel_boxes.append(b[keep])
-        sel_inds.append(keep + offset)
-        offset += b.shape[0]
-    return finish(torch.cat(sel_boxes), torch.cat(sel_scores), torch.cat(sel_labels),
-                  torch.cat(sel_inds), scale_factor, cfg)
