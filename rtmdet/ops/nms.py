@@ -44,7 +44,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
 #   `batched_nms`'s order below SPLIT_THR; above it `batched_nms` merges the per-class lists
 #   with an unstable sort, whose order among exactly equal scores is arbitrary.
 
-_MIN_BLOCK, _MAX_BLOCK = 64, 1024
+_MIN_BLOCK, _MAX_BLOCK = 64, 2048
 
 
 def _threshold_below(thr: float, dtype: torch.dtype) -> float:
@@ -71,19 +71,15 @@ def _iou_over(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Te
     return inter / ((a1 + a2) - inter) > thr
 
 
-def _pair_hits(b1, a1, l1, ok1, b2, a2, l2, ok2, thr, dense: bool, upper: bool = False) -> torch.Tensor:
-    """(B,n) x (B,m) boxes -> (B,n,m) bool: both ok and IoU > thr, and the same label unless
-    `dense` (class-offset boxes: every pair counts, as torchvision sees them); with `upper` only
-    pairs i < j. Without `dense` only same-label pairs are computed."""
-    ok = ok1[:, :, None] & ok2[:, None, :]
-    if upper:
-        ok &= torch.ones(ok.shape[1:], dtype=torch.bool, device=ok.device).triu_(1)
-    if dense:
-        return ok & _iou_over(b1[:, :, None], a1[:, :, None], b2[:, None], a2[:, None], thr)
-    bi, i, j = (ok & (l1[:, :, None] == l2[:, None, :])).nonzero(as_tuple=True)
-    out = torch.zeros_like(ok)
-    out[bi, i, j] = _iou_over(b1[bi, i], a1[bi, i], b2[bi, j], a2[bi, j], thr)
-    return out
+def _same_key_pairs(ka: torch.Tensor, kb: torch.Tensor):
+    """All (i, j) with ka[i] == kb[j], without forming the len(ka) x len(kb) matrix."""
+    kb_sorted, ob = kb.sort()
+    lo = torch.searchsorted(kb_sorted, ka)
+    cnt = torch.searchsorted(kb_sorted, ka, right=True) - lo
+    total = int(cnt.sum())  # host sync: the number of pairs
+    ia = torch.repeat_interleave(torch.arange(len(ka), device=ka.device), cnt, output_size=total)
+    first = torch.repeat_interleave(lo - (cnt.cumsum(0) - cnt), cnt, output_size=total)
+    return ia, ob[first + torch.arange(total, device=ka.device)]
 
 
 def _score_order(masked: torch.Tensor, t: int):
@@ -100,21 +96,27 @@ def _score_order(masked: torch.Tensor, t: int):
 
 class _Candidates:
     """A padded batch of NMS candidates: `valid` (B,N) marks them; entry e of image b has score
-    scores[b,e], label labels[b,e] (or labels(e)) and box boxes[b, prior_of(e)] (or boxes[b,e]).
-    `offset_mode` (B,) says which images use class-offset boxes (default: fewer than split_thr
-    candidates); `pos_limit` (B,) caps how many candidates an image may visit (see
-    `_greedy_blocks`)."""
+    scores[b,e], label labels[b,e] (or labels(e), then in [0, num_labels)) and box
+    boxes[b, prior_of(e)] (or boxes[b,e]). `offset_mode` (B,) says which images use class-offset
+    boxes (default: fewer than split_thr candidates); `pos_limit` (B,) caps how many candidates
+    an image may visit (see `_greedy_blocks`)."""
 
     def __init__(self, boxes, labels, scores, valid, split_thr=SPLIT_THR, prior_of=None,
-                 offset_mode=None, pos_limit=None):
+                 offset_mode=None, pos_limit=None, num_labels=None):
         self.boxes, self.labels, self.scores, self.valid = boxes, labels, scores, valid
-        self.prior_of, self.pos_limit = prior_of, pos_limit
+        self.prior_of, self.pos_limit, self.num_labels = prior_of, pos_limit, num_labels
         self.count = valid.sum(1)
         self.offset_mode = self.count < split_thr if offset_mode is None else offset_mode
 
     def prepare(self) -> None:
-        """The ordering scores, and the class offsets of the offset-mode images."""
+        """Ordering scores, label range (for grouping keys), class offsets of offset-mode images."""
         self.masked = self.scores.masked_fill(~self.valid, float("-inf"))
+        if callable(self.labels):
+            self.label_min, self.label_span = 0, self.num_labels
+        else:
+            lab = self.labels[self.valid]
+            self.label_min = int(lab.min())
+            self.label_span = int(lab.max()) - self.label_min + 1
         self.scale = None
         if bool(self.offset_mode.any()):
             # per image boxes.max() over its candidates, +1, as `batched_nms` computes it
@@ -134,6 +136,15 @@ class _Candidates:
             off = lab.to(b) * self.scale[r, None]
             b = torch.where(self.offset_mode[r, None, None], b + off[..., None], b)
         return b, _area(b), lab
+
+    def group_key(self, lab, r):
+        """Which pairs may interact: same image and label; in offset-mode images every pair (the
+        offset boxes are all torchvision sees). `lab` (b,s) of images `r` -> (b,s) int64."""
+        rows = torch.arange(lab.shape[0], device=lab.device)[:, None] * self.label_span
+        key = lab - self.label_min
+        if self.scale is not None:
+            key = key.masked_fill(self.offset_mode[r, None], 0)
+        return rows + key
 
 
 def _greedy_blocks(cand: _Candidates, iou_threshold: float, max_keep: int | None):
@@ -155,10 +166,9 @@ def _greedy_blocks(cand: _Candidates, iou_threshold: float, max_keep: int | None
     k_idx = torch.zeros((bsz, cap + 1), dtype=torch.long, device=device)
     k_box = cand.boxes.new_zeros((bsz, cap + 1, 4))
     k_area = cand.boxes.new_zeros((bsz, cap + 1))
-    k_lab = torch.full((bsz, cap + 1), -1, dtype=torch.long, device=device)
+    k_lab = torch.zeros((bsz, cap + 1), dtype=torch.long, device=device)
     k_cnt = torch.zeros((bsz,), dtype=torch.long, device=device)
     slots = torch.arange(cap + 1, device=device)
-    offset_mode = cand.offset_mode.tolist()
 
     t = min(n, max(4 * cap, 1024))
     order, certain = _score_order(cand.masked, t)
@@ -179,7 +189,7 @@ def _greedy_blocks(cand: _Candidates, iou_threshold: float, max_keep: int | None
                 continue
         # block size: what is still missing, at the survival rate seen so far
         seen = sum(min(pos, counts[b]) for b in todo)
-        rate = max(sum(kept_now[b] for b in todo) / seen, 1 / 16) if seen else 1.0
+        rate = max(sum(kept_now[b] for b in todo) / seen, 1 / 64) if seen else 1.0
         need = cap - min(kept_now[b] for b in todo)
         size = min(_MAX_BLOCK, max(_MIN_BLOCK, int(need / rate * 1.25) + 16))
         size = min(size, end - pos, max(counts[b] for b in todo) - pos)
@@ -188,27 +198,41 @@ def _greedy_blocks(cand: _Candidates, iou_threshold: float, max_keep: int | None
         idx = order[r, pos:pos + size]
         alive = (pos + torch.arange(size, device=device))[None, :] < count[r, None]
         bb, ba, bl = cand.gather(idx, r)
-        dense = any(offset_mode[b] for b in todo)
+        # the block's live entries as a flat list (row-major: visiting order within an image)
+        item = alive.view(-1).nonzero().view(-1)
+        i_key = cand.group_key(bl, r).view(-1)[item]
+        i_box, i_area = bb.view(-1, 4)[item], ba.view(-1)[item]
         kmax = max(kept_now[b] for b in todo)
-        if kmax:  # suppressed by a box kept in an earlier block
-            hit = _pair_hits(bb, ba, bl, alive, k_box[r, :kmax], k_area[r, :kmax], k_lab[r, :kmax],
-                             slots[None, :kmax] < cnt[:, None], thr, dense)
-            alive &= ~hit.any(2)
-        # inside the block: m[j, i] = j visited before i and would suppress i if kept
-        m = _pair_hits(bb, ba, bl, alive, bb, ba, bl, alive, thr, dense, upper=True)
-        keep = alive
+        if kmax:  # drop entries suppressed by a box kept in an earlier block
+            k_ok = (slots[None, :kmax] < cnt[:, None]).view(-1).nonzero().view(-1)
+            k_key = cand.group_key(k_lab[r, :kmax], r).view(-1)[k_ok]
+            ia, ib = _same_key_pairs(i_key, k_key)
+            hit = _iou_over(i_box[ia], i_area[ia], k_box[r, :kmax].reshape(-1, 4)[k_ok[ib]],
+                            k_area[r, :kmax].reshape(-1)[k_ok[ib]], thr)
+            live = torch.ones_like(item, dtype=torch.bool)
+            live[ia[hit]] = False
+            item, i_key, i_box, i_area = item[live], i_key[live], i_box[live], i_area[live]
+        # inside the block: edges j -> i, j visited first and suppressing i if j is kept
+        ia, ib = _same_key_pairs(i_key, i_key)
+        ia, ib = ia[ia < ib], ib[ia < ib]
+        hit = _iou_over(i_box[ia], i_area[ia], i_box[ib], i_area[ib], thr)
+        src, dst = ia[hit], ib[hit]
+        keep = torch.ones_like(item, dtype=torch.bool)
         while True:  # greedy result = the unique fixed point, reached in <= chain length steps
-            new = alive & ~(m & keep[:, :, None]).any(1)
+            new = torch.ones_like(keep)
+            new[dst[keep[src]]] = False
             if torch.equal(new, keep):  # host sync, one per iteration (a few per block)
                 break
             keep = new
-        slot = torch.where(keep, cnt[:, None] + keep.cumsum(1) - 1, cap).clamp_(max=cap)
+        kmask = torch.zeros_like(alive)
+        kmask.view(-1)[item[keep]] = True
+        slot = torch.where(kmask, cnt[:, None] + kmask.cumsum(1) - 1, cap).clamp_(max=cap)
         rows = torch.arange(len(todo), device=device)[:, None]
         for buf, val in ((k_idx, idx), (k_box, bb), (k_area, ba), (k_lab, bl)):
             sub = buf[r]
             sub[rows, slot] = val
             buf[r] = sub
-        k_cnt[r] = (cnt + keep.sum(1)).clamp_(max=cap)
+        k_cnt[r] = (cnt + kmask.sum(1)).clamp_(max=cap)
         pos += size
     return [k_idx[b, :c] for b, c in enumerate(k_cnt.tolist())], overflow
 

@@ -95,7 +95,7 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
     bsz, _, num_classes = scores.shape
     grid = _Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand.view(bsz, -1),
                        SPLIT_THR, prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
-                       pos_limit=pos_limit)
+                       pos_limit=pos_limit, num_labels=num_classes)
     return _greedy_blocks(grid, iou_threshold, max_keep)
 
 
