@@ -82,16 +82,34 @@ def _same_key_pairs(ka: torch.Tensor, kb: torch.Tensor):
     return ia, ob[first + torch.arange(total, device=ka.device)]
 
 
-def _score_order(masked: torch.Tensor, t: int):
-    """The first `t` entries of each row by (score desc, index asc) and, per row, how many of
-    them are certain (all entries strictly above the t-th value; all of them when t = N)."""
-    n = masked.shape[1]
-    if t >= n:
-        return masked.sort(dim=1, descending=True, stable=True)[1], None
-    vals, idx = masked.topk(t, dim=1)
-    idx = idx.sort(dim=1)[0]  # equal scores: ascending index
-    order = idx.gather(1, masked.gather(1, idx).sort(dim=1, descending=True, stable=True)[1])
-    return order, (vals > vals[:, -1:]).sum(1).tolist()
+def _score_order(cand: "_Candidates", t: int):
+    """An exact prefix of each image's visiting order (score desc, index asc) covering at least
+    its best `t` candidates where possible: (order (B, m), per image how many of its m entries
+    are certain). Not a top-k over all N entries: a threshold `est` taken from a strided
+    sample, then every candidate >= est, sorted - which is exactly the start of the order."""
+    scores, valid = cand.scores, cand.valid
+    bsz, n = scores.shape
+    if 4 * t >= n:
+        masked = scores.masked_fill(~valid, float("-inf"))
+        return masked.sort(dim=1, descending=True, stable=True)[1], cand.count.tolist()
+    step = max(1, t // 128)
+    sample = scores[:, ::step].masked_fill(~valid[:, ::step], float("-inf"))
+    est = sample.topk(min(sample.shape[1], 2 * t // step + 8), dim=1)[0][:, -1:]
+    mask = (scores >= est) & valid
+    cnt = mask.sum(1)
+    if int(cnt.max()) > 16 * t:  # a poor estimate: plain top-k (its last value may be tied)
+        masked = scores.masked_fill(~valid, float("-inf"))
+        vals, idx = masked.topk(t, dim=1)
+        idx = idx.sort(dim=1)[0]
+        order = idx.gather(1, masked.gather(1, idx).sort(dim=1, descending=True, stable=True)[1])
+        return order, torch.minimum((vals > vals[:, -1:]).sum(1), cand.count).tolist()
+    rows, cols = mask.nonzero(as_tuple=True)  # row-major, ascending index within a row
+    at = torch.arange(len(rows), device=rows.device) - (cnt.cumsum(0) - cnt)[rows]
+    vals = scores.new_full((bsz, int(cnt.max())), float("-inf"))
+    idx = torch.zeros(vals.shape, dtype=torch.long, device=vals.device)
+    vals[rows, at] = scores[rows, cols]
+    idx[rows, at] = cols
+    return idx.gather(1, vals.sort(dim=1, descending=True, stable=True)[1]), cnt.tolist()
 
 
 class _Candidates:
@@ -99,18 +117,17 @@ class _Candidates:
     scores[b,e], label labels[b,e] (or labels(e), then in [0, num_labels)) and box
     boxes[b, prior_of(e)] (or boxes[b,e]). `offset_mode` (B,) says which images use class-offset
     boxes (default: fewer than split_thr candidates); `pos_limit` (B,) caps how many candidates
-    an image may visit (see `_greedy_blocks`)."""
+    an image may visit (see `_greedy_blocks`); `count` (B,) = valid.sum(1) if known."""
 
     def __init__(self, boxes, labels, scores, valid, split_thr=SPLIT_THR, prior_of=None,
-                 offset_mode=None, pos_limit=None, num_labels=None):
+                 offset_mode=None, pos_limit=None, num_labels=None, count=None):
         self.boxes, self.labels, self.scores, self.valid = boxes, labels, scores, valid
         self.prior_of, self.pos_limit, self.num_labels = prior_of, pos_limit, num_labels
-        self.count = valid.sum(1)
+        self.count = valid.sum(1) if count is None else count
         self.offset_mode = self.count < split_thr if offset_mode is None else offset_mode
 
     def prepare(self) -> None:
-        """Ordering scores, label range (for grouping keys), class offsets of offset-mode images."""
-        self.masked = self.scores.masked_fill(~self.valid, float("-inf"))
+        """Label range (for grouping keys), class offsets of offset-mode images."""
         if callable(self.labels):
             self.label_min, self.label_span = 0, self.num_labels
         else:
@@ -171,7 +188,7 @@ def _greedy_blocks(cand: _Candidates, iou_threshold: float, max_keep: int | None
     slots = torch.arange(cap + 1, device=device)
 
     t = min(n, max(4 * cap, 1024))
-    order, certain = _score_order(cand.masked, t)
+    order, certain = _score_order(cand, t)
     pos, overflow = 0, []
     while True:
         kept_now = k_cnt.tolist()  # host sync, one per block: early stop and block size
@@ -180,13 +197,11 @@ def _greedy_blocks(cand: _Candidates, iou_threshold: float, max_keep: int | None
         todo = [b for b in todo if pos < limits[b]]
         if not todo:
             break
-        end = min(limits[b] for b in todo)
-        if certain is not None:
-            end = min(end, min(certain[b] for b in todo))
-            if end <= pos:  # the ordered prefix ran out: order a longer one (it extends this one)
-                t = min(n, 4 * t)
-                order, certain = _score_order(cand.masked, t)
-                continue
+        end = min(min(limits[b] for b in todo), min(certain[b] for b in todo))
+        if end <= pos:  # the ordered prefix ran out: order a longer one (it extends this one)
+            t = min(n, 4 * t)
+            order, certain = _score_order(cand, t)
+            continue
         # block size: what is still missing, at the survival rate seen so far
         seen = sum(min(pos, counts[b]) for b in todo)
         rate = max(sum(kept_now[b] for b in todo) / seen, 1 / 64) if seen else 1.0

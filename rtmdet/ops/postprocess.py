@@ -90,12 +90,12 @@ def _cut(scores: torch.Tensor, sizes: Sequence[int], ok: torch.Tensor | None,
     return cand if ok is None else cand & ok[..., None]
 
 
-def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, pos_limit=None):
+def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, pos_limit=None, count=None):
     """NMS over the (prior, class) grid: entry p*C + c is prior p's box with label c."""
     bsz, _, num_classes = scores.shape
     grid = _Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand.view(bsz, -1),
                        SPLIT_THR, prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
-                       pos_limit=pos_limit, num_labels=num_classes)
+                       pos_limit=pos_limit, num_labels=num_classes, count=count)
     return _greedy_blocks(grid, iou_threshold, max_keep)
 
 
@@ -113,16 +113,26 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in: torc
     factor = torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
                           dtype=boxes_in.dtype, device=boxes_in.device)
     boxes = boxes_in * factor[:, None, :]
+    max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
+    valid = scores > cfg.score_thr
+    n = torch.stack([v.sum((1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
+    total = n.sum(1)
+    most = int(total.max())  # host sync
+    if most == 0 or max_keep == 0:
+        empty = torch.zeros((0,), dtype=torch.long, device=scores.device)
+        return [RawDetections(boxes[b, empty], scores.new_zeros((0,)), empty, empty, boxes_in[b, empty])
+                for b in range(bsz)]
     ok = None
     if cfg.min_bbox_size >= 0:
         w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
         ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
-    valid = scores > cfg.score_thr
+        if bool(ok.all()):
+            ok = None
     cand = valid if ok is None else valid & ok[..., None]
+    count = total if ok is None else None
     offset_mode = pos_limit = None
     k = cfg.nms_pre
-    if k > 0 and max(sizes) * num_classes > k:
-        n = torch.stack([v.sum((1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
+    if 0 < k < most:
         over = n > k
         if bool(over.any()):  # host sync
             bad = torch.zeros_like(n) if ok is None else torch.stack(
@@ -134,19 +144,18 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in: torc
                 rows = exact.nonzero().view(-1)
                 cand = cand.clone()
                 cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
-            offset_mode = (cand.sum((1, 2)) < SPLIT_THR) & ~lazy
+                count = None
+            if count is None:
+                count = cand.sum((1, 2))
+            offset_mode = (count < SPLIT_THR) & ~lazy
             pos_limit = torch.where(lazy & over.any(1), k - bad.amax(1), cand.numel())
-    max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
-    if max_keep == 0:
-        keeps = [torch.zeros((0,), dtype=torch.long, device=scores.device) for _ in range(bsz)]
-    else:
-        keeps, overflow = _nms_grid(boxes, scores, cand, cfg.nms_iou, max_keep, offset_mode, pos_limit)
-        if overflow:  # visited more than the deferred cut allows: redo these with the exact cut
-            rows = torch.tensor(overflow, device=scores.device)
-            exact = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
-            redo, _ = _nms_grid(boxes[rows], scores[rows], exact, cfg.nms_iou, max_keep)
-            for b, keep in zip(overflow, redo):
-                keeps[b] = keep
+    keeps, overflow = _nms_grid(boxes, scores, cand, cfg.nms_iou, max_keep, offset_mode, pos_limit, count)
+    if overflow:  # visited more than the deferred cut allows: redo these with the exact cut
+        rows = torch.tensor(overflow, device=scores.device)
+        exact = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
+        redo, _ = _nms_grid(boxes[rows], scores[rows], exact, cfg.nms_iou, max_keep)
+        for b, keep in zip(overflow, redo):
+            keeps[b] = keep
     out = []
     for b, keep in enumerate(keeps):
         if cfg.max_per_img < 0:
