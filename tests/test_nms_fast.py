@@ -182,6 +182,12 @@ def test_nms_90000_candidates_80_classes():
     check_nms(boxes, scores, labels, 0.65, 300)
 
 
+def test_nms_many_ties_many_candidates():
+    """So many equal scores that the sampled visiting-order threshold is useless (top-k path)."""
+    boxes, scores, labels = random_boxes(40000, 80, 12, span=600, ties=2)
+    check_nms(boxes, scores, labels, 0.5, 50)
+
+
 def test_nms_one_class_many_candidates():
     boxes, scores, labels = random_boxes(30000, 1, 8, span=2000, size=30)
     check_nms(boxes, scores, labels, 0.65, 300)
@@ -244,9 +250,12 @@ def synthetic_decoded(seed, sizes, num_classes, ties=0, span=160.0):
     dict(max_per_img=0), dict(max_per_img=-1), dict(nms_pre=-1, nms_iou=0.0), dict(nms_iou=1.0),
     dict(max_per_img=2000, nms_pre=300)])
 @pytest.mark.parametrize("ties", [0, 40])
-def test_postprocess_decoded_equals_old(monkeypatch, split_thr, over, ties):
+@pytest.mark.parametrize("grid", [False, True])  # NMS on a gathered candidate list / on the grid
+def test_postprocess_decoded_equals_old(monkeypatch, split_thr, over, ties, grid):
     monkeypatch.setattr(nms_mod, "SPLIT_THR", split_thr)
     monkeypatch.setattr(pp_mod, "SPLIT_THR", split_thr)
+    if grid:
+        monkeypatch.setattr(pp_mod, "_COMPACT", 0)
     sizes = [400, 100, 25]
     boxes, scores = synthetic_decoded(3, sizes, 6, ties)
     cfg = dataclasses.replace(rcfg.TestConfig(), **over)
@@ -256,11 +265,14 @@ def test_postprocess_decoded_equals_old(monkeypatch, split_thr, over, ties):
         assert_same_detections(raw, old_postprocess_decoded(boxes, scores, sizes, (1.25, 0.8), cfg))
 
 
-def test_deferred_cut_redo(monkeypatch):
+@pytest.mark.parametrize("grid", [False, True])
+def test_deferred_cut_redo(monkeypatch, grid):
     """Split mode whatever the nms_pre cut removes, but NMS must visit more than nms_pre boxes
     (iou 0 suppresses almost everything): the image is redone with the exact cut."""
     monkeypatch.setattr(nms_mod, "SPLIT_THR", 40)
     monkeypatch.setattr(pp_mod, "SPLIT_THR", 40)
+    if grid:
+        monkeypatch.setattr(pp_mod, "_COMPACT", 0)
     sizes = [400, 100, 25]
     boxes, scores = synthetic_decoded(4, sizes, 3, ties=30)
     calls = []

@@ -19,7 +19,7 @@ import torch
 
 from ..config import TestConfig
 from .boxes import distance2bbox
-from .nms import SPLIT_THR, _Candidates, _greedy_blocks, batched_nms
+from .nms import SPLIT_THR, _Candidates, _count, _greedy_blocks, batched_nms
 
 
 @dataclass
@@ -61,22 +61,37 @@ def finish(boxes_in: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     return RawDetections(boxes[keep], scores[keep], labels[keep], inds[keep], boxes_in[keep])
 
 
+def _kth_largest(s: torch.Tensor, k: int) -> torch.Tensor:
+    """(R, M) -> (R, 1): each row's k-th largest value (k <= M). A threshold from a strided
+    sample, then a top-k over the (few) entries above it; a plain top-k where that misses."""
+    step = max(1, k // 128)
+    est = s[:, ::step].topk(min(s.shape[1] // step, 2 * k // step + 8), dim=1)[0][:, -1]
+    out = []
+    for row, e in zip(s, est):
+        sel = row.masked_select(row >= e)
+        if sel.numel() < k or sel.numel() > 16 * k:
+            sel = row
+        out.append(sel.topk(k, sorted=False)[0].amin())
+    return torch.stack(out)[:, None]
+
+
 def select_mask(scores: torch.Tensor, score_thr: float, nms_pre: int) -> torch.Tensor:
     """(B, M) scores of one level (M = priors x classes, flattened row-major) -> (B, M) bool:
     the entries `select_topk` keeps, ties at the `nms_pre` cut taken by ascending index."""
     valid = scores > score_thr
     if nms_pre <= 0 or scores.shape[1] <= nms_pre:
         return valid
-    over = valid.sum(1) > nms_pre
+    over = _count(valid, 1) > nms_pre
     if not bool(over.any()):  # host sync: is a cut needed at all
         return valid
     rows = over.nonzero().view(-1)
-    s = scores[rows]
-    kth = s.topk(nms_pre, dim=1, sorted=False)[0].amin(1, keepdim=True)  # > score_thr
-    above = s > kth
-    tied = s == kth
-    need = nms_pre - above.sum(1, keepdim=True)
-    valid[rows] = above | (tied & (tied.cumsum(1) <= need))
+    s = scores if len(rows) == len(scores) else scores[rows]
+    kth = _kth_largest(s, nms_pre)  # > score_thr
+    take = s >= kth
+    if bool((_count(take, 1) > nms_pre).any()):  # ties straddle the cut: the lowest indices
+        tied = s == kth
+        take = (s > kth) | (tied & (tied.cumsum(1) <= nms_pre - _count(s > kth, 1)[:, None]))
+    valid[rows] = take
     return valid
 
 
@@ -90,19 +105,40 @@ def _cut(scores: torch.Tensor, sizes: Sequence[int], ok: torch.Tensor | None,
     return cand if ok is None else cand & ok[..., None]
 
 
+_COMPACT = 32768  # at most this many candidates per image: NMS on a gathered list, not the grid
+
+
 def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, pos_limit=None, count=None):
-    """NMS over the (prior, class) grid: entry p*C + c is prior p's box with label c."""
+    """NMS over the (prior, class) grid, entry p*C + c = prior p's box with label c; returns
+    (kept grid entries per image, images to redo - see `_greedy_blocks`)."""
     bsz, _, num_classes = scores.shape
-    grid = _Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand.view(bsz, -1),
-                       SPLIT_THR, prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
-                       pos_limit=pos_limit, num_labels=num_classes, count=count)
-    return _greedy_blocks(grid, iou_threshold, max_keep)
+    cand = cand.view(bsz, -1)
+    count = _count(cand, 1) if count is None else count
+    most = int(count.max())  # host sync
+    if most > _COMPACT:
+        grid = _Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand, SPLIT_THR,
+                           prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
+                           pos_limit=pos_limit, num_labels=num_classes, count=count)
+        return _greedy_blocks(grid, iou_threshold, max_keep)
+    # few candidates: gather them (ascending grid index, the tie order) into a padded list
+    rows, cols = cand.nonzero(as_tuple=True)
+    at = torch.arange(len(rows), device=rows.device) - (count.cumsum(0) - count)[rows]
+    entry = torch.zeros((bsz, most), dtype=torch.long, device=rows.device)
+    entry[rows, at] = cols
+    valid = torch.arange(most, device=rows.device)[None, :] < count[:, None]
+    prior = entry // num_classes
+    lst = _Candidates(boxes.gather(1, prior[..., None].expand(-1, -1, 4)), entry % num_classes,
+                      scores.view(bsz, -1).gather(1, entry), valid, SPLIT_THR,
+                      offset_mode=offset_mode, pos_limit=pos_limit, count=count)
+    keeps, overflow = _greedy_blocks(lst, iou_threshold, max_keep)
+    return [entry[b, k] for b, k in enumerate(keeps)], overflow
 
 
-def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in: torch.Tensor,
+def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
                       scale_factors: Sequence[tuple[float, float]], cfg: TestConfig) -> list[RawDetections]:
     """scores (B,P,C) sigmoid, boxes_in (B,P,4) decoded input-pixel boxes of all P priors (levels
-    of `sizes` concatenated) -> per image the kept detections, as `finish` would return them.
+    of `sizes` concatenated; or a function giving them, called only if there are candidates)
+    -> per image the kept detections, as `finish` would return them.
 
     The `nms_pre` cut (a top-k over up to 512000 scores per level) is only computed where it
     can change something: with at least SPLIT_THR candidates left after it whatever it cuts,
@@ -110,18 +146,20 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in: torc
     too-small boxes of a level - every box visited then is one the cut keeps - and an image
     that needs to visit more is redone with the exact cut."""
     bsz, num_priors, num_classes = scores.shape
-    factor = torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
-                          dtype=boxes_in.dtype, device=boxes_in.device)
-    boxes = boxes_in * factor[:, None, :]
     max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
     valid = scores > cfg.score_thr
-    n = torch.stack([v.sum((1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
+    n = torch.stack([_count(v, (1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
     total = n.sum(1)
     most = int(total.max())  # host sync
     if most == 0 or max_keep == 0:
         empty = torch.zeros((0,), dtype=torch.long, device=scores.device)
-        return [RawDetections(boxes[b, empty], scores.new_zeros((0,)), empty, empty, boxes_in[b, empty])
-                for b in range(bsz)]
+        box = scores.new_zeros((0, 4))
+        return [RawDetections(box, scores.new_zeros((0,)), empty, empty, box) for _ in range(bsz)]
+    if callable(boxes_in):
+        boxes_in = boxes_in()
+    factor = torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
+                          dtype=boxes_in.dtype, device=boxes_in.device)
+    boxes = boxes_in * factor[:, None, :]
     ok = None
     if cfg.min_bbox_size >= 0:
         w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
@@ -136,7 +174,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in: torc
         over = n > k
         if bool(over.any()):  # host sync
             bad = torch.zeros_like(n) if ok is None else torch.stack(
-                [(v & ~o[..., None]).sum((1, 2)) for v, o in zip(valid.split(list(sizes), 1),
+                [_count(v & ~o[..., None], (1, 2)) for v, o in zip(valid.split(list(sizes), 1),
                                                                 ok.split(list(sizes), 1))], 1)
             lazy = (n.clamp(max=k) - bad).sum(1) >= SPLIT_THR  # split mode whatever the cut
             exact = over.any(1) & ~lazy
@@ -146,7 +184,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in: torc
                 cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
                 count = None
             if count is None:
-                count = cand.sum((1, 2))
+                count = _count(cand, (1, 2))
             offset_mode = (count < SPLIT_THR) & ~lazy
             pos_limit = torch.where(lazy & over.any(1), k - bad.amax(1), cand.numel())
     keeps, overflow = _nms_grid(boxes, scores, cand, cfg.nms_iou, max_keep, offset_mode, pos_limit, count)
@@ -174,16 +212,20 @@ def postprocess_batch(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Ten
     bsz = cls_scores[0].shape[0]
     num_classes = cls_scores[0].shape[1]
     sizes = [p.shape[0] for p in priors]
+    # sigmoid on a contiguous copy: on a strided view it takes another (non-vectorized) path
+    # whose values differ in the last bit from the reference's
     scores = torch.cat([c.permute(0, 2, 3, 1).reshape(bsz, -1, num_classes) for c in cls_scores],
-                       1).sigmoid()
-    reg = torch.cat([r.permute(0, 2, 3, 1).reshape(bsz, -1, 4) for r in bbox_preds], 1)
-    points = torch.cat(list(priors))
-    shapes = [tuple(s) for s in img_shapes]
-    if len(set(shapes)) == 1:
-        boxes_in = distance2bbox(points, reg, max_shape=shapes[0])
-    else:
-        boxes_in = torch.stack([distance2bbox(points, reg[i], max_shape=s) for i, s in enumerate(shapes)])
-    return _postprocess_grid(scores, sizes, boxes_in, scale_factors, cfg)
+                       1).sigmoid_()
+
+    def decode():
+        reg = torch.cat([r.permute(0, 2, 3, 1).reshape(bsz, -1, 4) for r in bbox_preds], 1)
+        points = torch.cat(list(priors))
+        shapes = [tuple(s) for s in img_shapes]
+        if len(set(shapes)) == 1:
+            return distance2bbox(points, reg, max_shape=shapes[0])
+        return torch.stack([distance2bbox(points, reg[i], max_shape=s) for i, s in enumerate(shapes)])
+
+    return _postprocess_grid(scores, sizes, decode, scale_factors, cfg)
 
 
 def postprocess_single(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
