@@ -135,10 +135,12 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
 
 
 def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
-                      scale_factors: Sequence[tuple[float, float]], cfg: TestConfig) -> list[RawDetections]:
+                      scale_factors: Sequence[tuple[float, float]], cfg: TestConfig,
+                      valid_counts=None) -> list[RawDetections]:
     """scores (B,P,C) sigmoid, boxes_in (B,P,4) decoded input-pixel boxes of all P priors (levels
     of `sizes` concatenated; or a function giving them, called only if there are candidates)
-    -> per image the kept detections, as `finish` would return them.
+    -> per image the kept detections, as `finish` would return them. `valid_counts`: the
+    (scores > score_thr) mask and its (B, levels) counts, if already computed.
 
     The `nms_pre` cut (a top-k over up to 512000 scores per level) is only computed where it
     can change something: with at least SPLIT_THR candidates left after it whatever it cuts,
@@ -147,8 +149,11 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     that needs to visit more is redone with the exact cut."""
     bsz, num_priors, num_classes = scores.shape
     max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
-    valid = scores > cfg.score_thr
-    n = torch.stack([_count(v, (1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
+    if valid_counts is None:
+        valid = scores > cfg.score_thr
+        n = torch.stack([_count(v, (1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
+    else:
+        valid, n = valid_counts
     total = n.sum(1)
     most = int(total.max())  # host sync
     if most == 0 or max_keep == 0:
@@ -209,13 +214,23 @@ def postprocess_batch(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Ten
                       scale_factors: Sequence[tuple[float, float]], cfg: TestConfig) -> list[RawDetections]:
     """A batch: cls (B,C,H,W) logits and reg (B,4,H,W) distances per level -> per image the kept
     detections (what `postprocess_single` gives image by image)."""
-    bsz = cls_scores[0].shape[0]
-    num_classes = cls_scores[0].shape[1]
+    bsz, num_classes = cls_scores[0].shape[:2]
     sizes = [p.shape[0] for p in priors]
-    # sigmoid on a contiguous copy: on a strided view it takes another (non-vectorized) path
-    # whose values differ in the last bit from the reference's
-    scores = torch.cat([c.permute(0, 2, 3, 1).reshape(bsz, -1, num_classes) for c in cls_scores],
-                       1).sigmoid_()
+    ref = cls_scores[0]
+    scores = ref.new_empty((bsz, sum(sizes), num_classes))
+    valid = torch.empty(scores.shape, dtype=torch.bool, device=ref.device)
+    counts = torch.empty((bsz, len(sizes)), dtype=torch.long, device=ref.device)
+    for b in range(bsz):  # image by image: each step's data is still in cache for the next
+        start = 0
+        for c in cls_scores:
+            h, w = c.shape[-2:]
+            scores[b, start:start + h * w].view(h, w, num_classes).copy_(c[b].permute(1, 2, 0))
+            start += h * w
+        # sigmoid on the contiguous copy: on a strided view it takes another (non-vectorized)
+        # path whose values differ in the last bit from the reference's
+        scores[b].sigmoid_()
+        torch.gt(scores[b], cfg.score_thr, out=valid[b])
+        counts[b] = torch.stack([_count(v, (0, 1)) for v in valid[b].split(sizes, 0)])
 
     def decode():
         reg = torch.cat([r.permute(0, 2, 3, 1).reshape(bsz, -1, 4) for r in bbox_preds], 1)
@@ -225,7 +240,7 @@ def postprocess_batch(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Ten
             return distance2bbox(points, reg, max_shape=shapes[0])
         return torch.stack([distance2bbox(points, reg[i], max_shape=s) for i, s in enumerate(shapes)])
 
-    return _postprocess_grid(scores, sizes, decode, scale_factors, cfg)
+    return _postprocess_grid(scores, sizes, decode, scale_factors, cfg, (valid, counts))
 
 
 def postprocess_single(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
