@@ -6,8 +6,10 @@ Fixture tiny weights (random, so every score lies in (0.001, 0.3): ~90000 candid
 reach NMS at the reference settings), the three fixture images (cycled to fill batch 8), input
 640x640. For batch 1 and batch 8 at score_thr 0.001 (reference settings) and 0.3: network
 forward, old post-processing (the original algorithm, copied below as the baseline), new
-post-processing (`ops.postprocess.postprocess_batch`), and the ratios. Times are the median of
-the runs (min in brackets); the machine may be shared, so absolute numbers are noisy.
+post-processing (`ops.postprocess.postprocess_batch` on the batch; and `postprocess_single` image
+by image, as `RTMDet.postprocess` calls it), and the ratios. "whole/fwd" = (forward + post) /
+forward. Times are the median of the runs (min in brackets); the machine may be shared, so
+absolute numbers are noisy.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import torchvision
 
 import rtmdet
 from rtmdet.ops.boxes import distance2bbox, grid_priors
-from rtmdet.ops.postprocess import postprocess_batch
+from rtmdet.ops.postprocess import postprocess_batch, postprocess_single
 
 FIX = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "rtmdet_tiny_8xb32-300e_coco"
 
@@ -114,7 +116,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fixture tiny weights; "
           f"median [min] ms of {args.runs} runs ({args.old_runs} for the old path)")
     print(f"{'batch':>5} {'score_thr':>9} {'forward':>15} {'old post':>17} {'new post':>15} "
-          f"{'old/new':>8} {'old whole/fwd':>13} {'new whole/fwd':>13} {'new post/whole':>14}")
+          f"{'new per-image':>15} {'old/new':>8} {'old whole/fwd':>13} {'new whole/fwd':>13} "
+          f"{'new post/whole':>14}")
     for bsz in args.batches:
         chunk = [imgs[i % len(imgs)] for i in range(bsz)]
         with torch.inference_mode():
@@ -129,11 +132,15 @@ def main() -> None:
                 old = lambda: [old_postprocess_single([c[i] for c in cls], [b[i] for b in reg], priors,
                                                       shapes[i], factors[i], cfg) for i in range(bsz)]
                 new = lambda: postprocess_batch(cls, reg, priors, shapes, factors, cfg)
+                loop = lambda: [postprocess_single([c[i] for c in cls], [b[i] for b in reg], priors,
+                                                   shapes[i], factors[i], cfg) for i in range(bsz)]
                 old_med, old_min, old_out = timed(old, args.old_runs, warmup=0 if thr < 0.01 else 1)
                 new_med, new_min, new_out = timed(new, args.runs)
+                loop_med, loop_min, _ = timed(loop, args.runs)
                 note = compare(old_out, new_out)
                 print(f"{bsz:>5} {thr:>9} {fwd_med:>8.1f} [{fwd_min:>4.0f}] {old_med:>9.1f} [{old_min:>5.0f}] "
-                      f"{new_med:>7.1f} [{new_min:>4.1f}] {old_med / new_med:>7.1f}x "
+                      f"{new_med:>7.1f} [{new_min:>5.1f}] {loop_med:>7.1f} [{loop_min:>5.1f}] "
+                      f"{old_med / new_med:>7.1f}x "
                       f"{(fwd_med + old_med) / fwd_med:>12.2f}x {(fwd_med + new_med) / fwd_med:>12.2f}x "
                       f"{new_med / (fwd_med + new_med):>13.1%}  {note}")
 

@@ -30,19 +30,27 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
 
 
 # ---------------------------------------------------------------------------------------------
-# Early-stopping exact NMS: the same kept boxes as `batched_nms`, found block by block in global
-# score order, stopping once `max_keep` boxes are kept.
+# Early-stopping exact NMS: the boxes `batched_nms` keeps, found block by block in global score
+# order, stopping once `max_keep` boxes are kept.
 #
-# Semantics (identical to `batched_nms` run to the end, then cut to `max_keep`):
-# * boxes are visited by descending score, equal scores by ascending index (torchvision's CPU
-#   kernel sorts stably); a box is kept unless a kept box of the same label (same image) has
-#   IoU > iou_threshold with it;
+# Semantics (those of `batched_nms` on torchvision's CPU kernel):
+# * boxes are visited by descending score, equal scores by ascending index (torchvision 0.29's
+#   CPU kernel sorts stably); a box is kept unless a kept box of the same label (same image)
+#   has IoU > iou_threshold with it;
 # * the IoU is torchvision's float arithmetic, inter / ((area_i + area_j) - inter), compared
 #   with the threshold as a double; with fewer than SPLIT_THR boxes it is computed on the
-#   class-offset boxes, as `batched_nms` does, otherwise on the raw boxes;
-# * the kept indices come out by descending score, equal scores by ascending index. That is
-#   `batched_nms`'s order below SPLIT_THR; above it `batched_nms` merges the per-class lists
-#   with an unstable sort, whose order among exactly equal scores is arbitrary.
+#   class-offset boxes (mmcv's trick, as `batched_nms` does - it rounds small boxes at large
+#   offsets, and with negative coordinates lets labels meet), otherwise on the raw boxes;
+# * the kept indices come out by descending score, equal scores by ascending index: exactly
+#   `batched_nms`'s list below SPLIT_THR; above it `batched_nms` merges its per-class lists with
+#   an unstable sort, so only the order among exactly equal scores can differ (and, through
+#   `[:max_keep]`, which of equal scores straddling the cut is kept).
+# Blocks: each block of the visiting order is checked against the boxes kept so far (only
+# same-image, same-label pairs are formed, by sort + searchsorted), then resolved exactly
+# inside: keep[i] = not any(keep[j] and j suppresses i, j < i) is iterated to its fixed point,
+# which is unique (j < i) and reached in at most the longest suppression chain's length.
+# Host syncs (CUDA): a few per block (progress, pair counts, nonzero, one per fixed-point
+# iteration) and a few per call; none per box.
 
 _MIN_BLOCK, _MAX_BLOCK = 64, 2048
 

@@ -7,9 +7,12 @@ cut as masks over the (prior, class) grid, then the early-stopping class-aware N
 (`ops.nms.batched_nms_topk`), which visits candidates in global score order and stops after
 `max_per_img` kept. `select_topk` + `finish` are the step-by-step original, kept for reference.
 
-Ties: wherever the reference sorts (the per-level top-k, NMS order, the final order) equal scores
-are taken by ascending flat index (level, prior, class), i.e. the reference with its sorts made
-stable. The reference's own unstable sorts leave that order to the sort implementation."""
+Ties: wherever the reference sorts (the per-level top-k, the NMS visiting order, the final
+order) equal scores are taken by ascending flat index (level, prior, class): the reference with
+its sorts made stable. The reference (mmdet `filter_scores_and_topk`, mmcv `nms` and its split
+loop) and the original code here (`select_topk`, `batched_nms` above SPLIT_THR) sort unstably,
+which leaves that order to the sort implementation (std::sort / x86-simd-sort / CUDA); with no
+exactly equal scores involved the results are identical."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +39,8 @@ class RawDetections:
 
 def select_topk(scores: torch.Tensor, score_thr: float, nms_pre: int):
     """One level's (N,C) scores -> the (prior, class) pairs above `score_thr`, best `nms_pre`
-    first: (scores, prior indices, labels)."""
+    first: (scores, prior indices, labels). The original step (unstable sort, as the reference);
+    the pipeline uses `select_mask`."""
     valid = scores > score_thr
     vals = scores[valid]
     idxs = valid.nonzero()
