@@ -10,7 +10,7 @@ from ..detections import Detections
 from ..ops.boxes import distance2bbox, feature_sizes, grid_priors, level_sizes
 from ..ops.graph_nms import graph_multiclass_nms
 from ..ops.nms import batched_nms
-from ..ops.postprocess import RawDetections, postprocess_decoded
+from ..ops.postprocess import RawDetections, postprocess_decoded_batch
 from .base import TaskFamily
 
 
@@ -44,12 +44,10 @@ class DetectFamily(TaskFamily):
 
     def select(self, outs, metas, test_cfg, cfg) -> list[RawDetections]:
         """The reference post-processing of every image of a decoded batch."""
-        raws = []
-        for i, meta in enumerate(metas):
-            sizes = level_sizes(*meta.img_shape, cfg.strides)
-            raws.append(postprocess_decoded(outs["boxes"][i].float(), outs["scores"][i].float(),
-                                            sizes, meta.scale_factor, test_cfg))
-        return raws
+        n = len(metas)  # a static-batch graph may return padding images after them
+        sizes = level_sizes(*metas[0].img_shape, cfg.strides)
+        return postprocess_decoded_batch(outs["boxes"][:n].float(), outs["scores"][:n].float(), sizes,
+                                         [m.scale_factor for m in metas], test_cfg)
 
     def postprocess(self, outs, metas, test_cfg, cfg, class_names):
         return [Detections(r.boxes, r.scores, r.labels, list(class_names), image_shape=m.ori_shape)

@@ -63,7 +63,7 @@ def _threshold_below(thr: float, dtype: torch.dtype) -> float:
     return float(t)
 
 
-def _count(mask: torch.Tensor, dim) -> torch.Tensor:
+def count_true(mask: torch.Tensor, dim) -> torch.Tensor:
     """mask.sum(dim) as int64, summed as uint8 -> int32 (a bool sum first converts the whole mask
     to int64, 25x slower on CPU)."""
     return mask.view(torch.uint8).sum(dim, dtype=torch.int32).long()
@@ -96,7 +96,7 @@ def _same_key_pairs(ka: torch.Tensor, kb: torch.Tensor):
     return ia, ob[first + torch.arange(total, device=ka.device)]
 
 
-def _score_order(cand: "_Candidates", t: int):
+def _score_order(cand: "Candidates", t: int):
     """An exact prefix of each image's visiting order (score desc, index asc) covering at least
     its best `t` candidates where possible: (order (B, m), per image how many of its m entries
     are certain). Not a top-k over all N entries: a threshold `est` taken from a strided
@@ -110,13 +110,13 @@ def _score_order(cand: "_Candidates", t: int):
     sample = scores[:, ::step].masked_fill(~valid[:, ::step], float("-inf"))
     est = sample.topk(min(sample.shape[1], 2 * t // step + 8), dim=1)[0][:, -1:]
     mask = (scores >= est) & valid
-    cnt = _count(mask, 1)
+    cnt = count_true(mask, 1)
     if int(cnt.max()) > 16 * t:  # a poor estimate: plain top-k (its last value may be tied)
         masked = scores.masked_fill(~valid, float("-inf"))
         vals, idx = masked.topk(t, dim=1)
         idx = idx.sort(dim=1)[0]
         order = idx.gather(1, masked.gather(1, idx).sort(dim=1, descending=True, stable=True)[1])
-        return order, torch.minimum(_count(vals > vals[:, -1:], 1), cand.count).tolist()
+        return order, torch.minimum(count_true(vals > vals[:, -1:], 1), cand.count).tolist()
     rows, cols = mask.nonzero(as_tuple=True)  # row-major, ascending index within a row
     at = torch.arange(len(rows), device=rows.device) - (cnt.cumsum(0) - cnt)[rows]
     vals = scores.new_full((bsz, int(cnt.max())), float("-inf"))
@@ -126,18 +126,18 @@ def _score_order(cand: "_Candidates", t: int):
     return idx.gather(1, vals.sort(dim=1, descending=True, stable=True)[1]), cnt.tolist()
 
 
-class _Candidates:
+class Candidates:
     """A padded batch of NMS candidates: `valid` (B,N) marks them; entry e of image b has score
     scores[b,e], label labels[b,e] (or labels(e), then in [0, num_labels)) and box
     boxes[b, prior_of(e)] (or boxes[b,e]). `offset_mode` (B,) says which images use class-offset
     boxes (default: fewer than split_thr candidates); `pos_limit` (B,) caps how many candidates
-    an image may visit (see `_greedy_blocks`); `count` (B,) = valid.sum(1) if known."""
+    an image may visit (see `greedy_blocks`); `count` (B,) = valid.sum(1) if known."""
 
     def __init__(self, boxes, labels, scores, valid, split_thr=SPLIT_THR, prior_of=None,
                  offset_mode=None, pos_limit=None, num_labels=None, count=None):
         self.boxes, self.labels, self.scores, self.valid = boxes, labels, scores, valid
         self.prior_of, self.pos_limit, self.num_labels = prior_of, pos_limit, num_labels
-        self.count = _count(valid, 1) if count is None else count
+        self.count = count_true(valid, 1) if count is None else count
         self.offset_mode = self.count < split_thr if offset_mode is None else offset_mode
 
     def prepare(self, thr: float) -> None:
@@ -190,7 +190,7 @@ class _Candidates:
         return rows + key
 
 
-def _greedy_blocks(cand: _Candidates, iou_threshold: float, max_keep: int | None):
+def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
     """Greedy NMS of every image, block by block in score order, until `max_keep` kept or the
     candidates run out. Returns (kept indices per image, images that hit their `pos_limit`
     first - their result is incomplete)."""
@@ -287,7 +287,7 @@ def batched_nms_topk_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: t
     Images never interact."""
     if boxes.shape[1] == 0:
         return [torch.zeros((0,), dtype=torch.long, device=boxes.device) for _ in range(boxes.shape[0])]
-    return _greedy_blocks(_Candidates(boxes, labels, scores, valid.bool(), split_thr),
+    return greedy_blocks(Candidates(boxes, labels, scores, valid.bool(), split_thr),
                           iou_threshold, max_keep)[0]
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..config import TestConfig
 from .boxes import distance2bbox
-from .nms import SPLIT_THR, _Candidates, _count, _greedy_blocks, batched_nms
+from .nms import SPLIT_THR, Candidates, count_true, greedy_blocks, batched_nms
 
 
 @dataclass
@@ -85,16 +85,16 @@ def select_mask(scores: torch.Tensor, score_thr: float, nms_pre: int) -> torch.T
     valid = scores > score_thr
     if nms_pre <= 0 or scores.shape[1] <= nms_pre:
         return valid
-    over = _count(valid, 1) > nms_pre
+    over = count_true(valid, 1) > nms_pre
     if not bool(over.any()):  # host sync: is a cut needed at all
         return valid
     rows = over.nonzero().view(-1)
     s = scores if len(rows) == len(scores) else scores[rows]
     kth = _kth_largest(s, nms_pre)  # > score_thr
     take = s >= kth
-    if bool((_count(take, 1) > nms_pre).any()):  # ties straddle the cut: the lowest indices
+    if bool((count_true(take, 1) > nms_pre).any()):  # ties straddle the cut: the lowest indices
         tied = s == kth
-        take = (s > kth) | (tied & (tied.cumsum(1) <= nms_pre - _count(s > kth, 1)[:, None]))
+        take = (s > kth) | (tied & (tied.cumsum(1) <= nms_pre - count_true(s > kth, 1)[:, None]))
     valid[rows] = take
     return valid
 
@@ -114,16 +114,16 @@ _COMPACT = 32768  # at most this many candidates per image: NMS on a gathered li
 
 def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, pos_limit=None, count=None):
     """NMS over the (prior, class) grid, entry p*C + c = prior p's box with label c; returns
-    (kept grid entries per image, images to redo - see `_greedy_blocks`)."""
+    (kept grid entries per image, images to redo - see `greedy_blocks`)."""
     bsz, _, num_classes = scores.shape
     cand = cand.view(bsz, -1)
-    count = _count(cand, 1) if count is None else count
+    count = count_true(cand, 1) if count is None else count
     most = int(count.max())  # host sync
     if most > _COMPACT:
-        grid = _Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand, SPLIT_THR,
+        grid = Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand, SPLIT_THR,
                            prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
                            pos_limit=pos_limit, num_labels=num_classes, count=count)
-        return _greedy_blocks(grid, iou_threshold, max_keep)
+        return greedy_blocks(grid, iou_threshold, max_keep)
     # few candidates: gather them (ascending grid index, the tie order) into a padded list
     rows, cols = cand.nonzero(as_tuple=True)
     at = torch.arange(len(rows), device=rows.device) - (count.cumsum(0) - count)[rows]
@@ -131,10 +131,10 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
     entry[rows, at] = cols
     valid = torch.arange(most, device=rows.device)[None, :] < count[:, None]
     prior = entry // num_classes
-    lst = _Candidates(boxes.gather(1, prior[..., None].expand(-1, -1, 4)), entry % num_classes,
+    lst = Candidates(boxes.gather(1, prior[..., None].expand(-1, -1, 4)), entry % num_classes,
                       scores.view(bsz, -1).gather(1, entry), valid, SPLIT_THR,
                       offset_mode=offset_mode, pos_limit=pos_limit, count=count)
-    keeps, overflow = _greedy_blocks(lst, iou_threshold, max_keep)
+    keeps, overflow = greedy_blocks(lst, iou_threshold, max_keep)
     return [entry[b, k] for b, k in enumerate(keeps)], overflow
 
 
@@ -155,7 +155,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
     if valid_counts is None:
         valid = scores > cfg.score_thr
-        n = torch.stack([_count(v, (1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
+        n = torch.stack([count_true(v, (1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
     else:
         valid, n = valid_counts
     total = n.sum(1)
@@ -183,7 +183,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
         over = n > k
         if bool(over.any()):  # host sync
             bad = torch.zeros_like(n) if ok is None else torch.stack(
-                [_count(v & ~o[..., None], (1, 2)) for v, o in zip(valid.split(list(sizes), 1),
+                [count_true(v & ~o[..., None], (1, 2)) for v, o in zip(valid.split(list(sizes), 1),
                                                                 ok.split(list(sizes), 1))], 1)
             lazy = (n.clamp(max=k) - bad).sum(1) >= SPLIT_THR  # split mode whatever the cut
             exact = over.any(1) & ~lazy
@@ -193,7 +193,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
                 cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
                 count = None
             if count is None:
-                count = _count(cand, (1, 2))
+                count = count_true(cand, (1, 2))
             offset_mode = (count < SPLIT_THR) & ~lazy
             pos_limit = torch.where(lazy & over.any(1), k - bad.amax(1), cand.numel())
     keeps, overflow = _nms_grid(boxes, scores, cand, cfg.nms_iou, max_keep, offset_mode, pos_limit, count)
@@ -234,7 +234,7 @@ def postprocess_batch(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Ten
         # path whose values differ in the last bit from the reference's
         scores[b].sigmoid_()
         torch.gt(scores[b], cfg.score_thr, out=valid[b])
-        counts[b] = torch.stack([_count(v, (0, 1)) for v in valid[b].split(sizes, 0)])
+        counts[b] = torch.stack([count_true(v, (0, 1)) for v in valid[b].split(sizes, 0)])
 
     def decode():
         reg = torch.cat([r.permute(0, 2, 3, 1).reshape(bsz, -1, 4) for r in bbox_preds], 1)
@@ -263,6 +263,14 @@ def postprocess_decoded(boxes: torch.Tensor, scores: torch.Tensor, sizes: Sequen
     """The same steps on one image's decoded outputs: boxes (N,4) xyxy in input pixels, already
     clamped; scores (N,C) sigmoid; `sizes` the number of points per level."""
     return _postprocess_grid(scores[None], [int(n) for n in sizes], boxes[None], [scale_factor], cfg)[0]
+
+
+def postprocess_decoded_batch(boxes: torch.Tensor, scores: torch.Tensor, sizes: Sequence[int],
+                              scale_factors: Sequence[tuple[float, float]],
+                              cfg: TestConfig) -> list[RawDetections]:
+    """`postprocess_decoded` for a batch at once: boxes (B,N,4), scores (B,N,C) of images that
+    share one input size (a letterboxed batch) -> per image the kept detections."""
+    return _postprocess_grid(scores, [int(n) for n in sizes], boxes, scale_factors, cfg)
 
 
 def postprocess_single_reference(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
