@@ -233,7 +233,8 @@ class Detector:
     """Run a detector on any backend with `RTMDet.predict`'s arguments and results.
 
     `path`: a `.pth` checkpoint or zoo name (PyTorch), an `.onnx` file (ONNX Runtime, CPU or
-    CUDA provider), or an `.engine` file (TensorRT; needs `tensorrt` and a GPU). `device`:
+    CUDA provider), an `.engine` file (TensorRT; needs `tensorrt` and a GPU) or an OpenVINO
+    `.xml` IR (`export_openvino`; CPU). `device`:
     "cpu" or "cuda[:i]". Exported graphs must come from `export_onnx` (`rtmdet export`): they
     carry the class names, strides and test settings."""
 
@@ -247,6 +248,9 @@ class Detector:
             self.backend = _OrtBackend(src, device, providers, threads)
         elif suffix in (".engine", ".trt", ".plan"):
             self.backend = _TrtBackend(src, device)
+        elif suffix == ".xml":  # OpenVINO IR
+            from .openvino_backend import OpenVINOBackend
+            self.backend = OpenVINOBackend(src, device, threads)
         else:
             self.backend = _TorchBackend(src, device)
         self.path, self.device = src, device
