@@ -9,9 +9,12 @@ from ..cli import UsageError, _model_args, check_model_arg, load_model_arg
 
 def cmd_export(args) -> int:
     from .backends import BackendUnavailable, import_tensorrt
+    from .cli_cpu import check_cpu_args, cpu_export_paths, finish_cpu_export, wants_cpu_export
     from .onnx import export_onnx
 
     src = check_model_arg(args)
+    if wants_cpu_export(args):
+        check_cpu_args(args)
     if args.format == "engine":
         import torch
         try:
@@ -28,12 +31,17 @@ def cmd_export(args) -> int:
     stem = Path(src).stem if Path(src).suffix else src
     out = Path(args.output) if args.output else Path(f"{stem}.{args.format}")
     onnx_path = out if args.format == "onnx" else out.with_suffix(".onnx")
+    if wants_cpu_export(args):
+        out, onnx_path = cpu_export_paths(args, stem)
     export_onnx(model, onnx_path, imgsz=args.imgsz, batch=args.batch, dynamic=args.dynamic,
-                nms=args.nms, opset=args.opset, half=args.half, simplify=args.simplify,
+                nms=args.nms, opset=args.opset, half=args.half and args.format != "openvino",
+                simplify=args.simplify,
                 score_thr=args.score_thr, nms_iou=args.iou, max_det=args.max_det)
     if args.format == "engine":
         from .trt import build_engine
         out = build_engine(onnx_path, out, half=args.half)
+    elif wants_cpu_export(args):
+        out = finish_cpu_export(args, onnx_path, out)
     print(f"exported {out} ({'dynamic' if args.dynamic else 'static'} "
           f"{args.batch}x3x{args.imgsz}x{args.imgsz}, {'with' if args.nms else 'without'} NMS)")
     return 0
@@ -60,20 +68,23 @@ def cmd_bench(args) -> int:
 
 
 def add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="export to ONNX (or a TensorRT engine)")
+    from .cli_cpu import FORMATS, add_cpu_export_args
+    p = sub.add_parser("export", help="export to ONNX (or a TensorRT engine, an OpenVINO IR)")
     _model_args(p)
-    p.add_argument("--format", choices=("onnx", "engine"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "engine") + FORMATS, default="onnx")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--nms", action="store_true", help="post-processing and NMS inside the graph")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--half", action="store_true", help="float16 weights (GPU runtimes)")
+    p.add_argument("--half", action="store_true",
+                   help="float16 weights (GPU runtimes; openvino: f16-compressed IR)")
     p.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
     p.add_argument("--score-thr", type=float, default=None, help="in-graph NMS: score threshold")
     p.add_argument("--iou", type=float, default=None, help="in-graph NMS: IoU threshold")
     p.add_argument("--max-det", type=int, default=None, help="in-graph NMS: detections per image")
     p.add_argument("--output", default=None, help="output file (default: <model>.onnx|.engine)")
+    add_cpu_export_args(p)
     p.set_defaults(func=cmd_export)
 
 
