@@ -12,7 +12,7 @@ ov = pytest.importorskip("openvino")
 pytest.importorskip("onnx")
 
 import rtmdet  # noqa: E402
-from rtmdet.config import TestConfig  # noqa: E402
+from rtmdet.config import TestConfig as InsTestConfig  # noqa: E402
 from rtmdet.data.letterbox import letterbox_batch  # noqa: E402
 from rtmdet.deploy.backends import BackendUnavailable, Detector  # noqa: E402
 from rtmdet.deploy.onnx import ExportModule, export_onnx, read_metadata  # noqa: E402
@@ -178,9 +178,9 @@ def ins_model():
     give 100 instances)."""
     m = rtmdet.load(need(INS_FIX / "weights.pth"))
     tc = load_fixture(INS_FIX / "predict_square.pth")["test_cfg"]
-    m.test_cfg = TestConfig(score_thr=tc["score_thr"], nms_pre=tc["nms_pre"],
-                            nms_iou=tc["nms"]["iou_threshold"], max_per_img=tc["max_per_img"],
-                            min_bbox_size=tc["min_bbox_size"], mask_thr=tc["mask_thr_binary"])
+    m.test_cfg = InsTestConfig(score_thr=tc["score_thr"], nms_pre=tc["nms_pre"],
+                               nms_iou=tc["nms"]["iou_threshold"], max_per_img=tc["max_per_img"],
+                               min_bbox_size=tc["min_bbox_size"], mask_thr=tc["mask_thr_binary"])
     return m
 
 
@@ -192,8 +192,8 @@ def ins_ir(ins_model, tmp_path_factory):
                                                dynamic=True, nms=True)}
 
 
-def test_ins_raw_outputs_match_torch(ins_model, ins_ir):
-    x = letterbox_batch(_images(INS_FIX)[1:2], (SIZE, SIZE))[0].astype(np.float32)
+def test_ins_raw_outputs_match_torch(ins_model, ins_images, ins_ir):
+    x = letterbox_batch(ins_images[1:2], (SIZE, SIZE))[0].astype(np.float32)
     det = Detector(ins_ir[("static", False)])
     outs = det.infer(x)
     assert det.backend.output_names == ["boxes", "scores", "kernels", "mask_feat"]
@@ -204,15 +204,24 @@ def test_ins_raw_outputs_match_torch(ins_model, ins_ir):
         np.testing.assert_allclose(o, r, atol=1e-4, rtol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def ins_images():
+    return _images(INS_FIX)[:2]  # square and portrait: full-resolution masks of "large" are slow
+
+
+@pytest.fixture(scope="module")
+def ins_ref(ins_model, ins_images):
+    return ins_model.predict(ins_images, imgsz=SIZE)
+
+
 @pytest.mark.parametrize("kind,nms", [("static", False), ("dynamic", True)],
                          ids=["static-no_nms", "dynamic-nms"])
-def test_ins_detector_end_to_end(ins_model, ins_ir, kind, nms):
+def test_ins_detector_end_to_end(ins_images, ins_ref, ins_ir, kind, nms):
     """Detections and masks (IoU >= 0.99 per instance) equal PyTorch's."""
-    images = _images(INS_FIX)
-    ref = ins_model.predict(images, imgsz=SIZE)
-    dets = Detector(ins_ir[(kind, nms)]).predict(images, batch_size=1 if kind == "static" else 3,
+    dets = Detector(ins_ir[(kind, nms)]).predict(ins_images,
+                                                 batch_size=1 if kind == "static" else 2,
                                                  imgsz=SIZE)
-    for d, r in zip(dets, ref):
+    for d, r in zip(dets, ins_ref):
         assert len(d) == len(r) == 100
         assert match_detections(d.boxes, d.scores, d.labels, r.boxes, r.scores, r.labels) == 0
         assert d.masks.shape == r.masks.shape
