@@ -97,10 +97,10 @@ def speed_table(times) -> str:
     for m in med.values():
         m["total"] = m["pre"] + m["infer"] + m["post"]
     ref = med[REF]
-    lines = [f"{'backend':28s} {'pre':>6s} {'infer':>7s} {'post':>6s} {'total':>7s}  "
+    lines = [f"{'backend':32s} {'pre':>6s} {'infer':>7s} {'post':>6s} {'total':>7s}  "
              f"{'total vs ORT fp32':>17s}  {'infer vs ORT fp32':>17s}"]
     for n, m in med.items():
-        lines.append(f"{n:28s} {m['pre']:6.1f} {m['infer']:7.1f} {m['post']:6.1f} "
+        lines.append(f"{n:32s} {m['pre']:6.1f} {m['infer']:7.1f} {m['post']:6.1f} "
                      f"{m['total']:7.1f}  {ref['total'] / m['total']:16.2f}x  "
                      f"{ref['infer'] / m['infer']:16.2f}x")
     return "\n".join(lines)
@@ -151,12 +151,12 @@ def fixture_accuracy(imgsz: int, work: Path, data: Path, calib: int, keep_float)
     ref = dets.pop("torch fp32").predict(imgs, imgsz=imgsz)
     lines = [f"fixture tiny weights (random), 3 images at {imgsz}, vs PyTorch fp32 "
              f"({sum(len(r) for r in ref)} detections):",
-             f"{'backend':28s} {'exact unmatched':>15s} {'top-100 found':>13s} {'median drift':>12s}"]
+             f"{'backend':32s} {'exact unmatched':>15s} {'top-100 found':>13s} {'median drift':>12s}"]
     for name, det in dets.items():
         out = det.predict(imgs, imgsz=imgsz)
         miss = sum(exact_unmatched(d, r) for d, r in zip(out, ref))
         found, drift = agreement(ref, out)
-        lines.append(f"{name:28s} {miss:15d} {100 * found:12.1f}% {drift:12.5f}")
+        lines.append(f"{name:32s} {miss:15d} {100 * found:12.1f}% {drift:12.5f}")
     return "\n".join(lines)
 
 
@@ -186,12 +186,12 @@ def shapes_ap(run: Path, work: Path, calib: int, keep_float, max_val: int | None
     dets = build_backends(model, ckpt, imgsz, work, data, calib, keep_float, extra=False)
     lines = [f"COCO AP on {len(val)} val images of {run} (trained rtmdet-tiny, {imgsz}px; INT8 "
              f"calibrated on {calib} train images):",
-             f"{'backend':28s} {'AP':>6s} {'AP50':>6s} {'dAP vs torch':>12s}"]
+             f"{'backend':32s} {'AP':>6s} {'AP50':>6s} {'dAP vs torch':>12s}"]
     ref = None
     for name, det in dets.items():
         m, _ = evaluate_model(_AsModel(det, imgsz), val, batch_size=1, progress=False)
         ref = m["AP"] if ref is None else ref
-        lines.append(f"{name:28s} {100 * m['AP']:6.2f} {100 * m['AP50']:6.2f} "
+        lines.append(f"{name:32s} {100 * m['AP']:6.2f} {100 * m['AP50']:6.2f} "
                      f"{100 * (m['AP'] - ref):+12.2f}")
     return "\n".join(lines)
 

@@ -17,6 +17,8 @@ What stays in float (`keep_float`):
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -132,7 +134,12 @@ def quantize_onnx(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike,
                   split: str = "train") -> Path:
     """ONNX Runtime static INT8 quantization (QDQ format, uint8 activations / int8 per-channel
     weights: the fast kernels on x86 with VNNI and on ARM) of an `export_onnx` file, calibrated
-    on `calib` images of `data`. The rtmdet metadata is kept (plus `int8` details)."""
+    on `calib` images of `data`. The rtmdet metadata is kept (plus `int8` details).
+
+    `method`: activation ranges from "minmax" (default), "percentile" (99.999th) or "entropy".
+    On the 640 fixture model calibrated on 32 shapes images "percentile" kept 58% of fp32's top
+    detections against 34% for "minmax" (3.5x slower to calibrate), but onnxruntime 1.32's
+    histogram calibrator fails on some graphs ("Too many bins for data range"), so it is opt-in."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
@@ -167,12 +174,14 @@ def quantize_onnx(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike,
             src = Path(onnx_in)
         proto = onnx.load(str(src))
         exclude = onnx_float_nodes(proto, keep_float)
-        quantize_static(str(src), str(onnx_out), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                        calibrate_method=methods[method],
-                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-                        calibration_providers=["CPUExecutionProvider"])
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
+            quantize_static(str(src), str(onnx_out), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                            calibrate_method=methods[method],
+                            extra_options={"WeightSymmetric": True,
+                                           "ActivationSymmetric": False},
+                            calibration_providers=["CPUExecutionProvider"])
     out = onnx.load(str(onnx_out))
     meta["int8"] = {"tool": "onnxruntime", "calib_images": len(paths), "keep_float": keep_float,
                     "method": method, "per_channel": per_channel}
