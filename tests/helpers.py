@@ -146,3 +146,8 @@ def file_server():
         srv.shutdown()
         srv.server_close()
         t.join()
+
+
+def infer_arrays(detector, x):
+    """A Detector's raw graph outputs for input `x`, as numpy arrays in output order."""
+    return [np.asarray(v) for v in detector.infer(x).values()]

@@ -6,15 +6,15 @@ from pathlib import Path
 from ..detections import Detections
 from .loop import run_inference
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".trt": "tensorrt",
-                  ".plan": "tensorrt"}
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
+                  ".trt": "tensorrt", ".plan": "tensorrt"}
 
 
 def open_backend(path, device: str = "cpu", providers=None, threads: int | None = None,
                  model=None):
-    """The backend for a file by its suffix: .onnx, .engine/.trt/.plan, else a checkpoint or
-    zoo name (PyTorch). `model`: an already built torch model."""
+    """The backend for a file by its suffix: .onnx (ONNX Runtime), .xml (OpenVINO IR),
+    .engine/.trt/.plan (TensorRT), else a checkpoint or zoo name (PyTorch). `model`: an already built torch model."""
     from .torch_backend import TorchBackend
     src = str(path)
     kind = GRAPH_SUFFIXES.get(Path(src).suffix.lower())
@@ -26,6 +26,9 @@ def open_backend(path, device: str = "cpu", providers=None, threads: int | None 
     if kind == "onnxruntime":
         from .onnxruntime_backend import OrtBackend
         return OrtBackend(src, device, providers, threads)
+    if kind == "openvino":
+        from .openvino_backend import OpenVINOBackend
+        return OpenVINOBackend(src, device, threads)
     from .tensorrt_backend import TrtBackend
     return TrtBackend(src, device)
 
@@ -34,7 +37,8 @@ class Detector:
     """Run a detector on any backend with `RTMDet.predict`'s arguments and results.
 
     `path`: a `.pth` checkpoint or zoo name (PyTorch), an `.onnx` file (ONNX Runtime, CPU or
-    CUDA provider), or an `.engine` file (TensorRT; needs `tensorrt` and a GPU). `device`:
+    CUDA provider), an OpenVINO `.xml` IR (CPU), or an `.engine` file (TensorRT; needs
+    `tensorrt` and a GPU). `device`:
     "cpu" or "cuda[:i]". Exported graphs must come from `rtmdet export`: they carry the model
     config, class names and test settings."""
 
