@@ -125,8 +125,8 @@ def main() -> None:
             fwd_med, fwd_min, out = timed(lambda: model(x), args.runs)
             cls, reg = out[0], out[1]
             priors = grid_priors([c.shape[-2:] for c in cls], model.cfg.strides, cls[0].dtype)
-            shapes = [m["img_shape"] for m in metas]
-            factors = [m["scale_factor"] for m in metas]
+            shapes = [m.img_shape for m in metas]
+            factors = [m.scale_factor for m in metas]
             for thr in (0.001, 0.3):
                 cfg = dataclasses.replace(model.test_cfg, score_thr=thr)
                 old = lambda: [old_postprocess_single([c[i] for c in cls], [b[i] for b in reg], priors,

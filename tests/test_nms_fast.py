@@ -328,13 +328,13 @@ def test_fixture_whole_path_equals_old(heads, over):
     the same detections as the original, in the same order up to exactly equal scores."""
     model, cls, reg, priors, metas = heads
     cfg = dataclasses.replace(model.test_cfg, **over)
-    new = postprocess_batch(cls, reg, priors, [m["img_shape"] for m in metas],
-                            [m["scale_factor"] for m in metas], cfg)
+    new = postprocess_batch(cls, reg, priors, [m.img_shape for m in metas],
+                            [m.scale_factor for m in metas], cfg)
     for i, m in enumerate(metas):
         old = old_postprocess_single([c[i] for c in cls], [b[i] for b in reg], priors,
-                                     m["img_shape"], m["scale_factor"], cfg)
+                                     m.img_shape, m.scale_factor, cfg)
         assert_same_detections(new[i], old, exact_order=False)
         single = postprocess_single([c[i] for c in cls], [b[i] for b in reg], priors,
-                                    m["img_shape"], m["scale_factor"], cfg)
+                                    m.img_shape, m.scale_factor, cfg)
         assert_same_detections(single, (new[i].boxes, new[i].scores, new[i].labels, new[i].prior_inds,
                                         new[i].boxes_input))
