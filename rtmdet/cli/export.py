@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (UsageError, add_model_args, check_model_arg, image_size, open_model,
+from .common import (UsageError, add_model_args, check_model_arg, image_size, open_model, opset_version,
                      positive_int, unit_float)
 
 
 def cmd_export(args) -> int:
+    from ..atomic import ensure_dir
     from ..deploy.onnx import export_onnx
     from ..inference import BackendUnavailable
     from ..inference.tensorrt_backend import import_tensorrt
@@ -24,15 +25,18 @@ def cmd_export(args) -> int:
             raise UsageError(f"--format engine: {e}") from None
         if not torch.cuda.is_available():
             raise UsageError("--format engine: TensorRT needs a CUDA GPU; none is available")
+    stem = Path(src).stem if Path(src).suffix else src
+    out = Path(args.output) if args.output else Path(f"{stem}.{args.format}")
+    if out.is_dir():  # a folder: the file goes inside it
+        out = out / f"{stem}.{args.format}"
+    ensure_dir(out.parent)  # an unwritable place is found before the export runs
     model = open_model(args)
     if not hasattr(model, "cfg"):
         raise UsageError(f"{src} is already an exported model; export from a checkpoint (.pth)")
-    stem = Path(src).stem if Path(src).suffix else src
-    out = Path(args.output) if args.output else Path(f"{stem}.{args.format}")
+    imgsz = args.imgsz or model.test_cfg.imgsz  # the size the checkpoint was trained for
     onnx_path = out if args.format == "onnx" else out.with_suffix(".onnx")
     if wants_cpu_export(args):
         out, onnx_path = cpu_export_paths(args, stem)
-    imgsz = args.imgsz or model.test_cfg.imgsz
     try:
         export_onnx(model, onnx_path, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic,
                     nms=args.nms, opset=args.opset, half=args.half and args.format != "openvino",
@@ -45,8 +49,9 @@ def cmd_export(args) -> int:
         out = build_engine(onnx_path, out, half=args.half)
     elif wants_cpu_export(args):
         out = finish_cpu_export(args, onnx_path, out)
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     print(f"exported {out} ({'dynamic' if args.dynamic else 'static'} "
-          f"{args.batch}x3x{imgsz}x{imgsz}, {'with' if args.nms else 'without'} NMS)")
+          f"{args.batch}x3x{h}x{w}, {'with' if args.nms else 'without'} NMS)")
     return 0
 
 
@@ -55,18 +60,20 @@ def add_parser(sub) -> None:
     add_model_args(p, graphs=False)
     p.add_argument("--format", choices=("onnx", "openvino", "engine"), default="onnx")
     p.add_argument("--imgsz", type=image_size, default=None,
-                   help="input size (default: the model's, 640; 1024 for RTMDet-R)")
+                   help="input size (default: the checkpoint's test size: 640 for COCO zoo "
+                        "models, 1024 for RTMDet-R)")
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--nms", action="store_true", help="post-processing and NMS inside the graph")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=opset_version, default=17)
     p.add_argument("--half", action="store_true",
                    help="float16 weights (GPU runtimes; openvino: f16-compressed IR)")
     p.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
     p.add_argument("--score-thr", type=unit_float, default=None, help="in-graph NMS: score threshold")
     p.add_argument("--iou", type=unit_float, default=None, help="in-graph NMS: IoU threshold")
     p.add_argument("--max-det", type=positive_int, default=None, help="in-graph NMS: detections per image")
-    p.add_argument("--output", default=None, help="output file (default: <model>.onnx|.xml|.engine)")
+    p.add_argument("--output", default=None,
+                   help="output file (default: ./<model>.onnx|.xml|.engine; a folder: the file goes in it)")
     p.add_argument("--int8", action="store_true",
                    help="INT8 post-training quantization (onnx: ONNX Runtime QDQ; openvino: "
                         "NNCF), calibrated on --data")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..inference import BACKENDS, BackendUnavailable, Detector, resolve_test_cfg
+from ..inference.loop import check_knobs
 
 
 @dataclass
@@ -73,10 +74,18 @@ def make_detector(backend: str, weights: str, imgsz: int, batch: int, device: st
     return Detector(onnx_path, device=device)
 
 
-def run_bench(weights: str, backends=BACKENDS, imgsz: int = 640, batch: int = 1, runs: int = 20,
+def run_bench(weights: str, backends=BACKENDS, imgsz: int | None = None, batch: int = 1, runs: int = 20,
               warmup: int = 3, device: str = "cpu", nms: bool = False,
               images: list[np.ndarray] | None = None) -> list[BenchRow]:
-    """Time each backend's three stages over `runs` runs after `warmup` runs."""
+    """Time each backend's three stages over `runs` runs after `warmup` runs (`imgsz`
+    None: the size the checkpoint carries)."""
+    check_knobs(batch_size=batch, imgsz=imgsz)
+    for name, v in (("runs", runs), ("warmup", warmup)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "runs" else 0):
+            raise ValueError(f"{name}={v!r}: must be {'>= 1' if name == 'runs' else '>= 0'}")
+    if imgsz is None:
+        from ..api import load
+        imgsz = load(weights).test_cfg.imgsz
     images = images or bench_images(batch)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
