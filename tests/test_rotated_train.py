@@ -172,3 +172,193 @@ def test_rotated_iou_loss_modes_and_zero_weights():
     assert float(zero.detach()) == 0.0 and zero.requires_grad
     with pytest.raises(ValueError):
         RotatedIoULoss("cube")
+
+
+# ---------------------------------------------------------------------------- training data
+
+import cv2  # noqa: E402
+
+from rtmdet.data.datasets import load_dataset  # noqa: E402
+from rtmdet.data.loader import TrainDataset, build_train_loader  # noqa: E402
+from rtmdet.data.synthetic_rotated import make_rotated_shapes_splits, rbox_corners  # noqa: E402
+from rtmdet.data.targets import TARGET_LOADERS, RBoxTarget  # noqa: E402
+from rtmdet.data.transforms import (Pad, RandomFlip, RandomRotate, Resize, Sample,  # noqa: E402
+                                    build_train_pipeline, pipeline_params)
+from rtmdet.ops.polygons import poly2obb_le90  # noqa: E402
+
+
+def _render(rbox, h, w):
+    """The box's pixels (pixel i spans [i, i + 1]: cv2 draws with pixel centres at integers)."""
+    m = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(m, [np.round((rbox_corners(*rbox) - 0.5) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+    return m.astype(bool)
+
+
+def _one_box_sample(rng, h=90, w=130):
+    """A white rotated rectangle on black, with its RBoxTarget and hull box."""
+    box = (rng.uniform(40, w - 40), rng.uniform(35, h - 35), rng.uniform(20, 40), rng.uniform(10, 18),
+           rng.uniform(-3, 3))
+    img = np.repeat(_render(box, h, w)[..., None].astype(np.uint8) * 255, 3, 2)
+    t = RBoxTarget(np.array([box], np.float32))
+    return Sample(img, t.boxes(), [0], targets={"rboxes": t})
+
+
+def _assert_follows_image(s):
+    h, w = s.img.shape[:2]
+    drawn = s.img[..., 0] > 127
+    assert len(s.targets["rboxes"]) == len(s.boxes) == 1
+    box = s.targets["rboxes"].data[0]
+    mine = _render(box, h, w)
+    iou = (drawn & mine).sum() / max((drawn | mine).sum(), 1)
+    assert iou > 0.85, (iou, box)
+    hull = s.targets["rboxes"].boxes()[0]
+    np.testing.assert_allclose(s.boxes[0], [max(hull[0], 0), max(hull[1], 0), min(hull[2], w), min(hull[3], h)],
+                               atol=0.05)  # a resize scales the hull, not quite the box's new hull
+
+
+@pytest.mark.parametrize("op", ["resize", "flip_h", "flip_v", "flip_d", "rotate30", "rotate-90", "pad"])
+def test_rbox_target_follows_the_image(op):
+    """Every geometric step moves the rotated box exactly as the pixels move (mask IoU > 0.85)."""
+    rng = np.random.default_rng(hash(op) % 1000)
+    for _ in range(5):
+        s = _one_box_sample(rng)
+        if op == "resize":
+            s = Resize((230, 170), keep_ratio=True)(s)
+        elif op.startswith("flip"):
+            s = RandomFlip.flip(s, {"h": "horizontal", "v": "vertical", "d": "diagonal"}[op[-1]])
+        elif op.startswith("rotate"):
+            s = RandomRotate.rotate(s, float(op[len("rotate"):]))
+        else:
+            s = Pad((160, 100))(s)
+        _assert_follows_image(s)
+
+
+def test_rbox_target_geometry_is_the_reference_formulas():
+    t = RBoxTarget(np.array([[10, 20, 8, 4, 0.3], [50, 5, 6, 6, -1.2]], np.float32))
+    f = t.flip(100, 60, "horizontal").data
+    np.testing.assert_allclose(f[:, [0, 1, 4]], [[90, 20, -0.3], [50, 5, 1.2]], atol=1e-6)
+    f = t.flip(100, 60, "vertical").data
+    np.testing.assert_allclose(f[:, [0, 1, 4]], [[10, 40, -0.3], [50, 55, 1.2]], atol=1e-6)
+    f = t.flip(100, 60, "diagonal").data
+    np.testing.assert_allclose(f[:, [0, 1, 4]], [[90, 40, 0.3], [50, 55, -1.2]], atol=1e-6)
+    r = t.rotate(90, 100, 60).data  # about (50, 30): (x, y) -> (80 - y, x - 20), theta + pi/2
+    np.testing.assert_allclose(r[:, :2], [[60, -10], [75, 30]], atol=1e-4)
+    np.testing.assert_allclose(r[:, 4], t.data[:, 4] + np.pi / 2, atol=1e-6)
+    z = t.resize(2.0, 2.0, 200, 120).data  # isotropic: sizes scale, angle kept
+    np.testing.assert_allclose(z, t.data * [2, 2, 2, 2, 1], atol=1e-5)
+    assert len(RBoxTarget.concat([t, t.blank(2, 100, 60)])) == 4
+    np.testing.assert_allclose(t.translate(-3, 4, 50, 50).data[:, :2], t.data[:, :2] + [-3, 4])
+
+
+def test_random_flip_three_directions_and_rotate_draws():
+    rng = np.random.default_rng(0)
+    s = _one_box_sample(rng)
+    flip = RandomFlip(0.75, ("horizontal", "vertical", "diagonal"))
+    seen = [flip(s.copy(), rng).meta.get("flip_direction") for _ in range(800)]
+    for d in ("horizontal", "vertical", "diagonal", None):
+        assert 150 < seen.count(d) < 250, (d, seen.count(d))
+    with pytest.raises(ValueError):
+        RandomFlip(0.5, ("sideways",))
+    rot = RandomRotate(prob=1.0, angle_range=180, rect_obj_labels=(3,))
+    angles = [rot(s.copy(), rng).meta["rotate"] for _ in range(30)]
+    assert all(-180 <= a < 180 for a in angles) and len(set(angles)) == 30
+    s3 = Sample(s.img, s.boxes, [3], targets=s.targets)
+    assert {rot(s3.copy(), rng).meta["rotate"] for _ in range(40)} == {90.0, 180.0, -90.0, -180.0}
+    assert "rotate" not in RandomRotate(prob=0.0)(s.copy(), rng).meta
+
+
+def test_rotate_drops_instances_whose_centre_leaves_the_image():
+    h, w = 60, 200
+    t = RBoxTarget(np.array([[10, 30, 12, 6, 0.0], [100, 30, 12, 6, 0.5]], np.float32))
+    s = Sample(np.zeros((h, w, 3), np.uint8), t.boxes(), [0, 1], targets={"rboxes": t})
+    out = RandomRotate.rotate(s, 90.0)  # (10, 30) -> (130 - 30, 10 - 70) is above the image
+    assert out.labels.tolist() == [1] and len(out.targets["rboxes"]) == 1
+    assert (out.boxes[:, [0, 2]] >= 0).all() and (out.boxes[:, [0, 2]] <= w).all()
+
+
+def test_rotated_records_pipeline_is_the_mmrotate_one():
+    p = pipeline_params("rtmdet-r-tiny")
+    assert p.recipe == "rotated" and p.flip_prob == 0.75
+    assert p.flip_directions == ("horizontal", "vertical", "diagonal")
+    for stage in (1, 2):
+        rep = repr(build_train_pipeline("rtmdet-r-s", stage, 1024))
+        assert rep == ("Compose(Resize(scale=(1024, 1024), keep_ratio=True), RandomFlip(prob=0.75, "
+                       "direction=['horizontal', 'vertical', 'diagonal']), RandomRotate(prob=0.5, "
+                       "angle_range=180.0, rect_obj_labels=(9, 11)), Pad(size=(1024, 1024), pad_val=114))")
+    # rect classes by name: none among other datasets' classes
+    assert "rect_obj_labels=None" in repr(build_train_pipeline("r-tiny", 1, 256, ["bar", "ellipse"]))
+    assert "rect_obj_labels=(0,)" in repr(build_train_pipeline("r-tiny", 1, 256, ["roundabout"]))
+    assert rtmdet.presets.get_record("rtmdet-r-tiny").base_lr == (0.004 / 16, 8)
+
+
+@pytest.fixture(scope="module")
+def rot_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rot")
+    make_rotated_shapes_splits(root / "dota", {"train": 6, "val": 3}, image_size=(96, 128))
+    make_rotated_shapes_splits(root / "obb", {"train": 6, "val": 3}, image_size=(96, 128), fmt="yolo-obb")
+    return root
+
+
+def test_synthetic_rotated_dataset_both_formats(rot_data):
+    for split, n in (("train", 6), ("val", 3)):
+        dota = load_dataset(rot_data / "dota", split, strict=True)  # a DOTA folder needs no kind
+        obb = load_dataset(rot_data / "obb", split, kind="rotated", strict=True)
+        assert len(dota) == len(obb) == n
+        assert dota.class_names == obb.class_names == ["rectangle", "ellipse", "bar"]
+        for a, b in zip(dota.records, obb.records):
+            assert len(a.labels) > 0 and a.labels.tolist() == b.labels.tolist()
+            np.testing.assert_allclose(a.polygons, b.polygons, atol=2e-3)
+            rb = poly2obb_le90(a.polygons)
+            assert (rb[:, 2] >= rb[:, 3]).all() and (rb[:, 3] >= 5).all()
+            inside = (a.polygons[:, 0::2] >= 0) & (a.polygons[:, 0::2] <= a.width) & \
+                     (a.polygons[:, 1::2] >= 0) & (a.polygons[:, 1::2] <= a.height)
+            assert inside.all()
+    with pytest.raises(ValueError):
+        load_dataset(rot_data / "dota", "train", kind="round")
+
+
+def test_drawn_shapes_match_their_boxes(rot_data):
+    """Each annotated box covers a region that differs from the background around it: the
+    shape's pixels lie inside its box (the box of a rectangle is the rectangle itself)."""
+    ds = load_dataset(rot_data / "dota", "train")
+    rec = ds.records[0]
+    img = cv2.imread(ds.image_path(rec))
+    for rb in poly2obb_le90(rec.polygons):
+        inner = _render((rb[0], rb[1], rb[2] * 0.5, rb[3] * 0.5, rb[4]), *img.shape[:2])
+        ring = _render((rb[0], rb[1], rb[2] + 8, rb[3] + 8, rb[4]), *img.shape[:2]) & \
+            ~_render((rb[0], rb[1], rb[2] + 2, rb[3] + 2, rb[4]), *img.shape[:2])
+        inner_px = img[inner].astype(float)
+        assert inner_px.std(0).max() < 40  # a flat fill (plus an outline for rectangles)
+        assert np.abs(inner_px.mean(0) - img[ring].astype(float).mean(0)).max() > 5
+
+
+def test_train_batch_carries_rboxes_and_the_family_loss_runs(rot_data):
+    assert "rboxes" in TARGET_LOADERS
+    ds = load_dataset(rot_data / "dota", "train", kind="rotated")
+    fam = get_family("rotated")
+    tds = TrainDataset(ds, model_size="rtmdet-r-tiny", img_scale=128, targets=fam.targets, seed=3)
+    batch = next(iter(build_train_loader(tds, 3)))
+    assert batch["imgs"].shape == (3, 3, 128, 128)
+    for rb, lab, box in zip(batch["rboxes"], batch["labels"], batch["boxes"]):
+        assert rb.shape == (len(lab), 5) and box.shape == (len(lab), 4) and rb.dtype == torch.float32
+    model = rtmdet.create("rtmdet-r-tiny", num_classes=3).train()
+    parts = fam.loss(model(model.normalize(batch["imgs"])), batch, (128, 128), model.cfg, torch.device("cpu"))
+    total = sum(parts.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.bbox_head.rtm_ang[0].weight.grad is not None
+
+
+def test_trainer_runs_a_rotated_epoch_and_scores_dota_map(rot_data, tmp_path):
+    from rtmdet.train.config import TrainConfig
+    from rtmdet.train.trainer import Trainer
+    cfg = TrainConfig(data=str(rot_data / "obb"), model="rtmdet-r-tiny", epochs=1, batch=3, imgsz=96,
+                      workers=0, device="cpu", project=str(tmp_path), name="r", plots=False,
+                      pretrained_backbone=False)
+    tr = Trainer(cfg)
+    assert tr.lr == pytest.approx(0.004 / 16 * 3 / 8)  # RTMDet-R's base lr, scaled to batch 3
+    assert "RandomRotate" in repr(tr._loader(0).dataset.pipeline)
+    metrics = tr.train()
+    assert set(metrics) == {"mAP50"} and 0.0 <= metrics["mAP50"] <= 1.0
+    assert (tr.save_dir / "best.pth").is_file()
+    assert rtmdet.load(tr.save_dir / "best.pth").family.name == "rotated"

@@ -1,5 +1,6 @@
-"""Dataset readers, one import away: `load_dataset` tells the format (COCO json or YOLO txt) and
-calls the reader (`rtmdet.data.coco.load_coco`, `rtmdet.data.yolo.load_yolo`).
+"""Dataset readers, one import away: `load_dataset` tells the format (COCO json, YOLO txt, DOTA
+txt or YOLO-OBB txt) and calls the reader (`rtmdet.data.coco.load_coco`,
+`rtmdet.data.yolo.load_yolo`, `rtmdet.data.dota.load_dota_folder`, `rtmdet.data.dota.load_yolo_obb`).
 
 Every reader validates what it loads and says what it skipped or fixed in a `LoadReport`
 (`rtmdet.data.report`); ``strict=True`` turns any problem into a ``ValueError``.
@@ -10,6 +11,7 @@ import os
 from pathlib import Path
 
 from .coco import load_coco
+from .dota import is_dota_folder, load_dota_folder, load_yolo_obb
 from .files import IMG_EXTS, read_image_size
 from .records import DetectionDataset
 from .report import LoadReport, log
@@ -31,15 +33,31 @@ def _coco_img_dir(ann_file: Path, split: str | None) -> Path:
     return root
 
 
-def load_dataset(path: str | os.PathLike, split: str = "val", strict: bool = False, **kw) -> DetectionDataset:
+KINDS = ("boxes", "rotated")
+
+
+def load_dataset(path: str | os.PathLike, split: str = "val", strict: bool = False, kind: str = "boxes",
+                 **kw) -> DetectionDataset:
     """Open a dataset in whatever form it has.
 
+    - a folder with the DOTA layout (``<split>/images`` + ``<split>/annfiles`` or ``labelTxt``,
+      see `rtmdet.data.dota.find_dota_split`): DOTA txt, whatever ``kind``;
+    - ``kind="rotated"`` (what a rotated-box model trains on, `TaskFamily.dataset_kind`):
+      otherwise YOLO-OBB (a yaml or a YOLO folder whose lines are ``cls x1 y1 ... x4 y4``);
     - a ``.json`` file: COCO (images looked up next to it, see `_coco_img_dir`);
     - a ``.yaml``/``.yml`` file: YOLO;
     - a folder with ``annotations/instances_<split>*.json``: COCO;
     - a folder with a yaml or ``images/`` + ``labels/``: YOLO.
     """
+    if kind not in KINDS:
+        raise ValueError(f"dataset kind must be one of {KINDS}, got {kind!r}")
     p = Path(path)
+    if is_dota_folder(p):
+        return load_dota_folder(p, split, strict=strict)
+    if kind == "rotated":
+        if p.is_file() and p.suffix.lower() not in (".yaml", ".yml"):
+            raise ValueError(f"{p}: a rotated-box dataset is a DOTA folder or a YOLO-OBB yaml/folder")
+        return load_yolo_obb(p, split=split, strict=strict)
     if p.is_file():
         if p.suffix.lower() == ".json":
             return load_coco(p, kw.pop("img_dir", None) or _coco_img_dir(p, split), strict=strict, **kw)
