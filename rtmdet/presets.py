@@ -39,6 +39,11 @@ PIPELINE: dict[str, dict[str, Any]] = {
 # rtmdet-ins_*: crops recompute boxes from the masks and may leave none, FilterAnnotations after
 # them (rtmdet-ins_tiny's stage-1 crop stays a plain RandomCrop)
 _INS_PIPE = dict(recompute_bbox=True, allow_negative_crop=True, min_gt_bbox_wh=(1, 1))
+# mmrotate configs/rotated_rtmdet/_base_/dota_rr.py (every RTMDet-R size): Resize(1024, keep ratio),
+# RandomFlip(0.75, horizontal/vertical/diagonal), RandomRotate(0.5, 180, rect_obj_labels=[9, 11]:
+# storage-tank, roundabout), Pad(1024); no mosaic/mixup (rtmdet.data.transforms.pipelines)
+_ROT_PIPE = dict(recipe="rotated", flip_prob=0.75, flip_directions=("horizontal", "vertical", "diagonal"),
+                 rotate_prob=0.5, rotate_range=180.0, rect_obj_classes=("storage-tank", "roundabout"))
 
 DET_TEST = TestConfig()
 INS_TEST = TestConfig(score_thr=0.05, nms_pre=1000, nms_iou=0.6, max_per_img=100)
@@ -78,6 +83,9 @@ class ModelRecord:
     pipeline: Mapping[str, Any] = field(default_factory=dict)
     pretrained_backbone: str | None = None
     arch: Mapping[str, Any] = field(default_factory=dict)  # extra ModelConfig fields
+    # AdamW lr of the recipe and the total batch it is given for (scaled linearly to the actual
+    # total batch): RTMDet 0.004 at 256 (8x32); RTMDet-R 0.004 / 16 at 8 (schedule_3x.py)
+    base_lr: tuple[float, int] = (0.004, 256)
 
     @property
     def filename(self) -> str | None:
@@ -112,8 +120,8 @@ def _rot(size, cfg, stamp, map50, params, gmacs, backbone=None):
     too), 15 classes, 1024 input. `map50`: the metafile's DOTA v1.0 test mAP (IoU 0.5)."""
     return ModelRecord(f"rtmdet-r-{size}" if cfg.endswith("3x-dota") else f"rtmdet-r-{size}-coco",
                        "rotated", size, f"{_MMR}/{cfg}/{cfg}-{stamp}.pth", params, gmacs, map50,
-                       imgsz=1024, num_classes=15, test=ROT_TEST,
-                       pretrained_backbone=backbone or ROT_BACKBONES[size])
+                       imgsz=1024, num_classes=15, test=ROT_TEST, pipeline=_ROT_PIPE,
+                       pretrained_backbone=backbone or ROT_BACKBONES[size], base_lr=(0.004 / 16, 8))
 
 
 RECORDS: dict[str, ModelRecord] = {r.name: r for r in [

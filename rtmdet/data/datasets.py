@@ -1,6 +1,6 @@
 """Dataset readers, one import away: `load_dataset` tells the format (COCO json, YOLO txt, DOTA
 txt or YOLO-OBB txt) and calls the reader (`rtmdet.data.coco.load_coco`,
-`rtmdet.data.yolo.load_yolo`, `rtmdet.data.dota.load_dota` / `load_yolo_obb`).
+`rtmdet.data.yolo.load_yolo`, `rtmdet.data.dota.load_dota_folder`, `rtmdet.data.dota.load_yolo_obb`).
 
 Every reader validates what it loads and says what it skipped or fixed in a `LoadReport`
 (`rtmdet.data.report`); ``strict=True`` turns any problem into a ``ValueError``.
@@ -11,16 +11,14 @@ import os
 from pathlib import Path
 
 from .coco import load_coco
-from .dota import load_dota, load_yolo_obb
+from .dota import is_dota_folder, load_dota, load_dota_folder, load_yolo_obb
 from .files import IMG_EXTS, read_image_size
 from .records import DetectionDataset
 from .report import LoadReport, log
 from .yolo import find_split, label_path, load_yolo
 
-__all__ = ["LoadReport", "load_coco", "load_yolo", "load_dota", "load_yolo_obb", "load_dataset",
-           "read_image_size", "IMG_EXTS"]
-
-DOTA_LABEL_DIRS = ("labelTxt", "annfiles")  # DOTA's own name, and what `rtmdet split` writes
+__all__ = ["LoadReport", "load_coco", "load_yolo", "load_dota", "load_dota_folder", "load_yolo_obb",
+           "load_dataset", "is_yolo_obb", "read_image_size", "IMG_EXTS"]
 
 
 def _coco_img_dir(ann_file: Path, split: str | None) -> Path:
@@ -34,16 +32,6 @@ def _coco_img_dir(ann_file: Path, split: str | None) -> Path:
         if c.is_dir():
             return c
     return root
-
-
-def _dota_folders(root: Path, split: str | None) -> tuple[Path, Path] | None:
-    """(images, labels) of a DOTA layout: ``<root>[/<split>]/images`` + ``labelTxt/`` or ``annfiles/``."""
-    for base in ([root / split] if split else []) + [root]:
-        if (base / "images").is_dir():
-            for name in DOTA_LABEL_DIRS:
-                if (base / name).is_dir():
-                    return base / "images", base / name
-    return None
 
 
 def is_yolo_obb(path: str | os.PathLike, split: str, max_files: int = 20) -> bool:
@@ -69,9 +57,17 @@ def is_yolo_obb(path: str | os.PathLike, split: str, max_files: int = 20) -> boo
     return seen > 0
 
 
-def load_dataset(path: str | os.PathLike, split: str = "val", strict: bool = False, **kw) -> DetectionDataset:
+KINDS = ("boxes", "rotated")
+
+
+def load_dataset(path: str | os.PathLike, split: str = "val", strict: bool = False, kind: str = "boxes",
+                 **kw) -> DetectionDataset:
     """Open a dataset in whatever form it has.
 
+    - a folder with the DOTA layout (``<split>/images`` + ``<split>/annfiles`` or ``labelTxt``,
+      see `rtmdet.data.dota.find_dota_split`): DOTA txt, whatever ``kind``;
+    - ``kind="rotated"`` (what a rotated-box model trains on, `TaskFamily.dataset_kind`):
+      otherwise YOLO-OBB (a yaml or a YOLO folder whose lines are ``cls x1 y1 ... x4 y4``);
     - a ``.json`` file: COCO (images looked up next to it, see `_coco_img_dir`);
     - a ``.yaml``/``.yml`` file: YOLO;
     - a folder with ``annotations/instances_<split>*.json``: COCO;
@@ -80,7 +76,15 @@ def load_dataset(path: str | os.PathLike, split: str = "val", strict: bool = Fal
     - a folder with a yaml or ``images/`` + ``labels/``: YOLO, or YOLO-OBB when its label lines
       are ``cls x1 y1 ... x4 y4`` (`is_yolo_obb`).
     """
+    if kind not in KINDS:
+        raise ValueError(f"dataset kind must be one of {KINDS}, got {kind!r}")
     p = Path(path)
+    if is_dota_folder(p):
+        return load_dota_folder(p, split, strict=strict)
+    if kind == "rotated":
+        if p.is_file() and p.suffix.lower() not in (".yaml", ".yml"):
+            raise ValueError(f"{p}: a rotated-box dataset is a DOTA folder or a YOLO-OBB yaml/folder")
+        return load_yolo_obb(p, split=split, strict=strict)
     if p.is_file():
         if p.suffix.lower() == ".json":
             return load_coco(p, kw.pop("img_dir", None) or _coco_img_dir(p, split), strict=strict, **kw)
@@ -96,9 +100,6 @@ def load_dataset(path: str | os.PathLike, split: str = "val", strict: bool = Fal
         if len(anns) > 1:
             log.info("%s: several annotation files for split %r, using %s", p, split, anns[0].name)
         return load_coco(anns[0], kw.pop("img_dir", None) or _coco_img_dir(anns[0], split), strict=strict, **kw)
-    dota = _dota_folders(p, split)
-    if dota:
-        return load_dota(*dota, strict=strict, **kw)
     if list(p.glob("*.yaml")) + list(p.glob("*.yml")) or (p / "labels").is_dir():
         if is_yolo_obb(p, split):
             return load_yolo_obb(p, split=split, strict=strict)

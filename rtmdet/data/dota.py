@@ -33,6 +33,9 @@ __all__ = [
     "DotaObjects",
     "read_dota_txt",
     "load_dota",
+    "find_dota_split",
+    "is_dota_folder",
+    "load_dota_folder",
     "load_yolo_obb",
     "save_dota_txt",
 ]
@@ -218,6 +221,48 @@ def load_dota(
     ds = DetectionDataset(records=records, class_names=list(class_names), cat_ids=list(range(len(class_names))),
                           root=str(images_dir))
     return finish(ds, report, strict)
+
+
+DOTA_LABEL_DIRS = ("annfiles", "labelTxt")  # mmrotate's split tool / the original DOTA release
+
+
+def _dota_pair(folder: Path) -> tuple[Path, Path] | None:
+    if not (folder / "images").is_dir():
+        return None
+    labels = next((folder / d for d in DOTA_LABEL_DIRS if (folder / d).is_dir()), None)
+    return None if labels is None else (folder / "images", labels)
+
+
+def find_dota_split(root: str | os.PathLike, split: str) -> tuple[Path, Path] | None:
+    """(images, labels) folders of split ``split`` of a DOTA-layout folder, or None when ``root``
+    is none: ``root/<split>/images`` + ``root/<split>/{annfiles,labelTxt}`` (DOTA's
+    ``train/``, ``val/``, mmrotate's ``split_ss_dota/trainval/``), else ``root/images`` +
+    ``root/{annfiles,labelTxt}`` (a single split, e.g. `rtmdet.data.split.split_images`' output:
+    every split name reads it)."""
+    root = Path(root)
+    return _dota_pair(root / split) or _dota_pair(root)
+
+
+def is_dota_folder(root: str | os.PathLike) -> bool:
+    """Whether ``root`` has the DOTA layout for some split (see `find_dota_split`)."""
+    root = Path(root)
+    return root.is_dir() and (_dota_pair(root) is not None
+                              or any(_dota_pair(d) is not None for d in root.iterdir() if d.is_dir()))
+
+
+def load_dota_folder(root: str | os.PathLike, split: str = "val", strict: bool = False) -> DetectionDataset:
+    """`load_dota` on split ``split`` of a DOTA-layout folder (`find_dota_split`). Class names:
+    ``root/classes.txt`` (one per line, label = line index) when present, else DOTA v1.0's."""
+    root = Path(root)
+    pair = find_dota_split(root, split)
+    if pair is None:
+        raise FileNotFoundError(f"{root}: no DOTA split {split!r} (looked for {split}/images + "
+                                f"{split}/annfiles or labelTxt, and images/ + annfiles/ or labelTxt/)")
+    names_file = root / "classes.txt"
+    names = DOTA_V1_CLASSES
+    if names_file.is_file():
+        names = tuple(ln.strip() for ln in names_file.read_text().splitlines() if ln.strip())
+    return load_dota(*pair, class_names=names, strict=strict)
 
 
 def _fmt(v: float) -> str:

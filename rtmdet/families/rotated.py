@@ -30,6 +30,8 @@ class RotatedFamily(TaskFamily):
     name = "rotated"
     loss_keys = ("loss_cls", "loss_bbox")
     metric_keys = ("mAP50",)
+    targets = ("rboxes",)  # (n,5) rotated boxes from the records' polygons (rtmdet.data.targets)
+    dataset_kind = "rotated"  # DOTA txt or YOLO-OBB (rtmdet.data.datasets.load_dataset)
     outputs = ("boxes", "scores")
 
     @property
@@ -114,8 +116,15 @@ class RotatedFamily(TaskFamily):
 
     # ------------------------------------------------------------------ training
     def loss(self, head_out, batch, img_shape, cfg, device):
-        raise NotImplementedError("training RTMDet-R (rotated assigner + rotated IoU loss) is not "
-                                  "implemented yet")
+        """QFL + rotated IoU loss (`rtmdet.train.losses_rotated`) against `batch["rboxes"]`."""
+        from ..train.losses_rotated import rotated_rtmdet_loss
+        if "rboxes" not in batch:
+            raise ValueError("a rotated-box model needs training data with rotated boxes "
+                             "(a DOTA or YOLO-OBB dataset)")
+        ld = rotated_rtmdet_loss(head_out, [b.to(device) for b in batch["rboxes"]],
+                                 [lb.to(device) for lb in batch["labels"]], img_shape,
+                                 strides=cfg.strides, angle_version=cfg.angle_version)
+        return {"loss_cls": sum(ld["loss_cls"]), "loss_bbox": sum(ld["loss_bbox"])}
 
     # ------------------------------------------------------------------ evaluation
     def result_record(self, image_id, det):
