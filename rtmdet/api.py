@@ -21,8 +21,9 @@ def build_model(cfg: ModelConfig, class_names=None, test_cfg: TestConfig | None 
     return RTMDet(cfg, test_cfg, class_names)
 
 
-def create(name: str, num_classes: int = 80, class_names=None) -> RTMDet:
-    """A randomly initialised model of a released preset (`rtmdet-tiny` ... `rtmdet-ins-x`)."""
+def create(name: str, num_classes: int | None = None, class_names=None) -> RTMDet:
+    """A randomly initialised model of a released preset (`rtmdet-tiny` ... `rtmdet-ins-x`,
+    `rtmdet-r-tiny` ...); `num_classes` defaults to the preset's (80 COCO, 15 DOTA)."""
     return build_model(presets.model_config(name, num_classes), class_names)
 
 

@@ -144,6 +144,25 @@ class AtomicFile:
 
 
 @contextlib.contextmanager
+def _discard_on_error(tmp: Path, path: Path, pending_error=lambda: None):
+    """Remove `tmp` when the block fails; OSErrors (and an error `pending_error()` recorded by
+    the writer) become one `WriteError` naming `path`; other exceptions pass through."""
+    try:
+        yield
+    except WriteError:
+        _discard(tmp)
+        raise
+    except OSError as e:
+        _discard(tmp)
+        raise WriteError(path, _reason(e)) from None
+    except BaseException:
+        _discard(tmp)
+        if pending_error() is not None:
+            raise WriteError(path, _reason(pending_error())) from None
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike):
     """`with atomic_open(p) as f: f.write(b"...")`: the bytes land under `p` only when the
     block finishes (after fsync); any error removes the temporary file. OSErrors become
@@ -151,7 +170,8 @@ def atomic_open(path: str | os.PathLike):
     path = Path(path)
     tmp, fd = _create(path)
     f = AtomicFile(fd, path)
-    try:
+    # e.g. torch.save's RuntimeError after a failed write: report the write's OSError
+    with _discard_on_error(tmp, path, lambda: f.error):
         try:
             yield f
             if f.error is not None:
@@ -159,17 +179,6 @@ def atomic_open(path: str | os.PathLike):
             os.fsync(fd)
         finally:
             os.close(fd)
-    except WriteError:
-        _discard(tmp)
-        raise
-    except OSError as e:
-        _discard(tmp)
-        raise WriteError(path, _reason(e)) from None
-    except BaseException as e:
-        _discard(tmp)
-        if f.error is not None:  # e.g. torch.save's RuntimeError after a failed write
-            raise WriteError(path, _reason(f.error)) from None
-        raise e
     _commit(tmp, path)
 
 
@@ -209,7 +218,7 @@ def atomic_path(path: str | os.PathLike, check=None):
     path = Path(path)
     tmp, fd = _create(path)
     os.close(fd)
-    try:
+    with _discard_on_error(tmp, path):
         yield tmp
         size = tmp.stat().st_size if tmp.exists() else 0
         if size == 0:
@@ -222,13 +231,4 @@ def atomic_path(path: str | os.PathLike, check=None):
             os.fsync(fd)
         finally:
             os.close(fd)
-    except WriteError:
-        _discard(tmp)
-        raise
-    except OSError as e:
-        _discard(tmp)
-        raise WriteError(path, _reason(e)) from None
-    except BaseException:
-        _discard(tmp)
-        raise
     _commit(tmp, path)

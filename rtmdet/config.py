@@ -41,6 +41,8 @@ class ModelConfig:
     num_prototypes: int = 8
     dyconv_channels: int = 8
     num_dyconvs: int = 3
+    # RTMDet-R: angle representation of the decoded boxes (mmrotate's `angle_version`)
+    angle_version: str = "le90"
 
     @classmethod
     def from_saved(cls, data: dict) -> "ModelConfig":

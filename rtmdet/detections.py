@@ -12,7 +12,9 @@ class Detections:
     """Detections of one image in original-image pixels.
 
     boxes (N,4) xyxy, scores (N,), labels (N,) as torch tensors (or numpy after `.numpy()`);
-    masks (N,H,W) bool for instance segmentation models, else None."""
+    masks (N,H,W) bool for instance segmentation models, else None; rboxes (N,5)
+    (cx, cy, w, h, theta) for rotated-box models (RTMDet-R, theta in radians, positive turns
+    clockwise on screen), else None: then `boxes` is each rotated box's axis-aligned hull."""
 
     boxes: torch.Tensor | np.ndarray
     scores: torch.Tensor | np.ndarray
@@ -21,6 +23,7 @@ class Detections:
     masks: torch.Tensor | np.ndarray | None = None
     image_shape: tuple[int, int] | None = None  # (h, w) of the original image
     source: str | None = None  # path of the image, when known
+    rboxes: torch.Tensor | np.ndarray | None = None  # (N,5) rotated boxes (RTMDet-R)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -29,7 +32,7 @@ class Detections:
         def cv(t):
             return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
         return replace(self, boxes=cv(self.boxes), scores=cv(self.scores), labels=cv(self.labels),
-                       masks=cv(self.masks))
+                       masks=cv(self.masks), rboxes=cv(self.rboxes))
 
     def names(self) -> list[str]:
         labels = np.asarray(self.numpy().labels).tolist()
@@ -39,13 +42,26 @@ class Detections:
         keep = self.scores > score_thr
         return replace(self, boxes=self.boxes[keep], scores=self.scores[keep],
                        labels=self.labels[keep],
-                       masks=None if self.masks is None else self.masks[keep])
+                       masks=None if self.masks is None else self.masks[keep],
+                       rboxes=None if self.rboxes is None else self.rboxes[keep])
+
+    def polygons(self) -> torch.Tensor | np.ndarray:
+        """(N,4,2) corners of the rotated boxes (mmrotate's `rbox2qbox` order), same array type
+        as `rboxes`."""
+        from .ops.rotated import obb2poly
+        if self.rboxes is None:
+            raise ValueError("these detections have no rotated boxes")
+        if isinstance(self.rboxes, np.ndarray):
+            return obb2poly(torch.from_numpy(self.rboxes)).numpy()
+        return obb2poly(self.rboxes)
 
     def to_dict(self) -> dict:
         """JSON-ready: one entry per detection with box, score, label and class name; with masks,
-        also `mask` as a COCO RLE `{'size': [H, W], 'counts': str}` (see `masks_rle`)."""
+        also `mask` as a COCO RLE `{'size': [H, W], 'counts': str}` (see `masks_rle`); with
+        rotated boxes, also `rbox` (cx, cy, w, h, theta) and `poly` (DOTA's 8 numbers x1 y1 ... y4)."""
         d = self.numpy()
         rles = self.masks_rle() if d.masks is not None else None
+        polys = np.asarray(self.polygons()).reshape(-1, 8).tolist() if d.rboxes is not None else None
         out = {"source": self.source, "image_shape": list(self.image_shape or []), "detections": []}
         for i, (box, score, label, name) in enumerate(zip(d.boxes.tolist(), d.scores.tolist(),
                                                           d.labels.tolist(), self.names())):
@@ -53,6 +69,10 @@ class Detections:
                                       "label": int(label), "name": name})
             if rles is not None:
                 out["detections"][-1]["mask"] = rles[i]
+            if polys is not None:
+                out["detections"][-1]["rbox"] = [round(float(v), 3) for v in d.rboxes[i][:4]] + \
+                    [round(float(d.rboxes[i][4]), 6)]
+                out["detections"][-1]["poly"] = [round(v, 3) for v in polys[i]]
         return out
 
     def to_coco(self, image_id: int, cat_ids: list[int] | None = None) -> list[dict]:
@@ -86,8 +106,13 @@ class Detections:
         return [mask_to_polygons(m) for m in np.asarray(self.numpy().masks, dtype=bool)]
 
     def to_txt(self) -> str:
-        """One line per detection: `label score x1 y1 x2 y2` (original pixels)."""
+        """One line per detection: `label score x1 y1 x2 y2` (original pixels); with rotated
+        boxes DOTA-style instead: `x1 y1 x2 y2 x3 y3 x4 y4 class_name score` (the polygon)."""
         d = self.numpy()
+        if d.rboxes is not None:
+            polys = np.asarray(self.polygons()).reshape(-1, 8).tolist()
+            return "".join(" ".join(f"{v:.2f}" for v in p) + f" {n} {s:.5f}\n"
+                           for p, n, s in zip(polys, self.names(), d.scores.tolist()))
         return "".join(f"{int(l)} {s:.5f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
                        for b, s, l in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()))
 

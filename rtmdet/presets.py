@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from .config import MEAN_BGR, STD_BGR, ModelConfig, TestConfig
 
 _MM = "https://download.openmmlab.com/mmdetection/v3.0/rtmdet"
+_MMR = "https://download.openmmlab.com/mmrotate/v1.0/rotated_rtmdet"
 
 # architecture factors per size (configs/rtmdet/rtmdet_{size}_8xb32-300e_coco.py)
 ARCH: dict[str, dict[str, Any]] = {
@@ -38,14 +39,27 @@ PIPELINE: dict[str, dict[str, Any]] = {
 # rtmdet-ins_*: crops recompute boxes from the masks and may leave none, FilterAnnotations after
 # them (rtmdet-ins_tiny's stage-1 crop stays a plain RandomCrop)
 _INS_PIPE = dict(recompute_bbox=True, allow_negative_crop=True, min_gt_bbox_wh=(1, 1))
+# mmrotate configs/rotated_rtmdet/_base_/dota_rr.py (every RTMDet-R size): Resize(1024, keep ratio),
+# RandomFlip(0.75, horizontal/vertical/diagonal), RandomRotate(0.5, 180, rect_obj_labels=[9, 11]:
+# storage-tank, roundabout), Pad(1024); no mosaic/mixup (rtmdet.data.transforms.pipelines)
+_ROT_PIPE = dict(recipe="rotated", flip_prob=0.75, flip_directions=("horizontal", "vertical", "diagonal"),
+                 rotate_prob=0.5, rotate_range=180.0, rect_obj_classes=("storage-tank", "roundabout"))
 
 DET_TEST = TestConfig()
 INS_TEST = TestConfig(score_thr=0.05, nms_pre=1000, nms_iou=0.6, max_per_img=100)
+# mmrotate configs/rotated_rtmdet/*-3x-dota.py test_cfg (nms_rotated, iou_threshold 0.1), 1024 input
+ROT_TEST = TestConfig(score_thr=0.05, nms_pre=2000, nms_iou=0.1, max_per_img=2000, min_bbox_size=0)
 
 # ImageNet-pretrained CSPNeXt backbones the tiny/s recipes start from (m/l/x train from scratch)
 BACKBONES = {
     "tiny": f"{_MM}/cspnext_rsb_pretrain/cspnext-tiny_imagenet_600e.pth",
     "s": f"{_MM}/cspnext_rsb_pretrain/cspnext-s_imagenet_600e.pth",
+}
+# RTMDet-R starts every size from an ImageNet backbone (m/l: the RSB-A1 ones)
+ROT_BACKBONES = {
+    **BACKBONES,
+    "m": f"{_MM}/cspnext_rsb_pretrain/cspnext-m_8xb256-rsb-a1-600e_in1k-ecb3bbd9.pth",
+    "l": f"{_MM}/cspnext_rsb_pretrain/cspnext-l_8xb256-rsb-a1-600e_in1k-6a760974.pth",
 }
 
 
@@ -54,7 +68,7 @@ class ModelRecord:
     """One released model: everything that differs between two entries of the zoo."""
 
     name: str
-    family: str  # "detect" | "segment" (| "rotated")
+    family: str  # "detect" | "segment" | "rotated"
     size: str
     url: str | None  # official checkpoint; the sha256 prefix is the file name's suffix
     params_m: float
@@ -69,6 +83,9 @@ class ModelRecord:
     pipeline: Mapping[str, Any] = field(default_factory=dict)
     pretrained_backbone: str | None = None
     arch: Mapping[str, Any] = field(default_factory=dict)  # extra ModelConfig fields
+    # AdamW lr of the recipe and the total batch it is given for (scaled linearly to the actual
+    # total batch): RTMDet 0.004 at 256 (8x32); RTMDet-R 0.004 / 16 at 8 (schedule_3x.py)
+    base_lr: tuple[float, int] = (0.004, 256)
 
     @property
     def filename(self) -> str | None:
@@ -98,6 +115,15 @@ def _ins(size, cfg_batch, stamp, ap, mask_ap, params, gmacs):
                        pretrained_backbone=BACKBONES.get(size))
 
 
+def _rot(size, cfg, stamp, map50, params, gmacs, backbone=None):
+    """RTMDet-R on DOTA v1.0 (mmrotate 1.x): architecture factors as detection's (exp_on_reg
+    too), 15 classes, 1024 input. `map50`: the metafile's DOTA v1.0 test mAP (IoU 0.5)."""
+    return ModelRecord(f"rtmdet-r-{size}" if cfg.endswith("3x-dota") else f"rtmdet-r-{size}-coco",
+                       "rotated", size, f"{_MMR}/{cfg}/{cfg}-{stamp}.pth", params, gmacs, map50,
+                       imgsz=1024, num_classes=15, test=ROT_TEST, pipeline=_ROT_PIPE,
+                       pretrained_backbone=backbone or ROT_BACKBONES[size], base_lr=(0.004 / 16, 8))
+
+
 RECORDS: dict[str, ModelRecord] = {r.name: r for r in [
     _det("tiny", "20220902_112414-78e30dcc", 41.1, 4.896, 8.04),
     _det("s", "20220905_161602-387a891e", 44.6, 8.887, 14.76),
@@ -109,6 +135,16 @@ RECORDS: dict[str, ModelRecord] = {r.name: r for r in [
     _ins("m", "8xb32", "20221123_001039-6eba602e", 48.8, 42.1, 27.575, 48.55),
     _ins("l", "8xb32", "20221124_103237-78d1d652", 51.2, 43.7, 57.366, 96.63),
     _ins("x", "8xb16", "20221124_111313-33d4595b", 52.4, 44.6, 102.704, 167.22),
+    # mmrotate configs/rotated_rtmdet/metafile.yml (single-scale 3x models; the README's later
+    # table gives mAP50 75.36 for tiny) and README (params, FLOPs at 1024)
+    _rot("tiny", "rotated_rtmdet_tiny-3x-dota", "9d821076", 75.60, 4.878, 20.45),
+    _rot("s", "rotated_rtmdet_s-3x-dota", "11f6ccf5", 76.93, 8.862, 37.62),
+    _rot("m", "rotated_rtmdet_m-3x-dota", "beeadda6", 78.24, 24.672, 99.76),
+    _rot("l", "rotated_rtmdet_l-3x-dota", "23992372", 78.85, 52.266, 204.21),
+    # COCO-pretrained (backbone, neck and head from rtmdet-l), trained and tested on the
+    # multi-scale DOTA split (split_ms_dota)
+    _rot("l", "rotated_rtmdet_l-coco_pretrain-3x-dota_ms", "06d248a2", 81.33, 52.266, 204.21,
+         backbone=f"{_MM}/rtmdet_l_8xb32-300e_coco/rtmdet_l_8xb32-300e_coco_20220719_112030-5a0be7c4.pth"),
 ]}
 
 

@@ -28,11 +28,17 @@ def draw_detections(image: np.ndarray, dets, thickness: int | None = None,
             overlay[m.astype(bool)] = colors[int(l)]
         img = cv2.addWeighted(overlay, mask_alpha, img, 1 - mask_alpha, 0)
     names = dets.names()
+    polys = np.asarray(dets.polygons()) if d.rboxes is not None else None  # rotated boxes
     order = np.argsort(d.scores)  # draw the strongest last, on top
     for i in order:
         x1, y1, x2, y2 = (int(round(v)) for v in d.boxes[i])
         c = colors[int(d.labels[i])]
-        cv2.rectangle(img, (x1, y1), (x2, y2), c, t, cv2.LINE_AA)
+        if polys is not None:
+            cv2.polylines(img, [np.round(polys[i]).astype(np.int32).reshape(-1, 1, 2)], True, c, t,
+                          cv2.LINE_AA)
+            x1, y1 = (int(round(v)) for v in polys[i][np.argmin(polys[i][:, 1])])  # top corner
+        else:
+            cv2.rectangle(img, (x1, y1), (x2, y2), c, t, cv2.LINE_AA)
         text = f"{names[i]} {d.scores[i]:.2f}" if show_score else names[i]
         scale = max(0.4, t / 3)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, t // 2))

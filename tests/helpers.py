@@ -159,6 +159,11 @@ def file_server():
         t.join()
 
 
+def infer_arrays(detector, x):
+    """A Detector's raw graph outputs for input `x`, as numpy arrays in output order."""
+    return [np.asarray(v) for v in detector.infer(x).values()]
+
+
 # ------------------------------------------------------------------ failing disks
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ def test_mask_translate_is_crop_pad_and_placement():
     ref = np.zeros((3, 6, 8), np.uint8)
     ref[:, 0:4, 4:8] = m[:, 3:7, 0:4]
     np.testing.assert_array_equal(placed, ref)
-    np.testing.assert_array_equal(t.flip(9).flip(9).data, m)
+    np.testing.assert_array_equal(t.flip(9, 7).flip(9, 7).data, m)
     both = MaskTarget.concat([t, t.blank(2, 9, 7)])
     assert len(both) == 5 and not both.data[3:].any()
     np.testing.assert_array_equal(both.select(np.array([True, False, True, False, False])).data, m[[0, 2]])
@@ -41,7 +41,10 @@ class _Ids:
     def resize(self, sx, sy, width, height):
         return self
 
-    def flip(self, width):
+    def flip(self, width, height, direction="horizontal"):
+        return self
+
+    def rotate(self, angle, width, height):
         return self
 
     def translate(self, dx, dy, width, height):

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from ..atomic import WriteError
-from . import bench, demo, export, models, predict, train, val
+from . import bench, demo, export, models, predict, split, train, val
 from .common import UsageError
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for verb in (predict, val, models, train, export, bench, demo):
+    for verb in (predict, val, models, train, export, bench, demo, split):
         verb.add_parser(sub)
     return parser
 

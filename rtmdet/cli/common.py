@@ -29,6 +29,8 @@ non_negative_int = number(int, lambda v: v >= 0, ">= 0")
 unit_float = number(float, lambda v: 0 <= v <= 1, "between 0 and 1")
 image_size = number(int, lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32")
 opset_version = number(int, lambda v: 11 <= v <= 20, "between 11 and 20")  # NMS needs >= 11
+positive_float = number(float, lambda v: v > 0 and v != float("inf"), "> 0")
+tile_size = number(int, lambda v: v >= 32, ">= 32")
 
 
 # ------------------------------------------------------------------ device and model
@@ -52,6 +54,23 @@ def add_model_args(p: argparse.ArgumentParser, graphs: bool = True) -> None:
     g.add_argument("--weights", help="checkpoint (.pth)" + (" or exported model (.onnx, .engine)"
                                                           if graphs else ""))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+def add_tile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=tile_size, default=None,
+                   help="tiled inference for large images: windows of TILE px (e.g. 1024), each "
+                        "letterboxed to --imgsz, merged with the model's NMS")
+    p.add_argument("--overlap", type=non_negative_int, default=200,
+                   help="overlap of neighbouring tiles in px (default 200)")
+
+
+def tile_knobs(args) -> dict:
+    """{tile, overlap} for predict(); --overlap must be smaller than --tile."""
+    if args.tile is None:
+        return {}
+    if args.overlap >= args.tile:
+        raise UsageError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
+    return dict(tile=args.tile, overlap=args.overlap)
 
 
 def check_model_arg(args) -> str:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .common import (UsageError, add_model_args, check_model_arg, image_size, open_model,
-                     positive_int, unit_float)
+from .common import (UsageError, add_model_args, add_tile_args, check_model_arg, image_size,
+                     open_model, positive_int, tile_knobs, unit_float)
 
 log = logging.getLogger("rtmdet")
 
@@ -22,6 +22,7 @@ def cmd_predict(args) -> int:
     from ..sources import is_video, list_images, output_names, source_root
 
     check_model_arg(args)
+    tiling = tile_knobs(args)
     files = list_images(args.source)
     if not files:
         raise UsageError(f"no images or videos found at {args.source}")
@@ -34,7 +35,7 @@ def cmd_predict(args) -> int:
         ensure_dir(save_dir)
     model = open_model(args)
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
-                 imgsz=args.imgsz)
+                 imgsz=args.imgsz, **tiling)
     records, failed, n_dets = [], [], 0
     images = [f for f in files if not is_video(f)]
     videos = [f for f in files if is_video(f)]
@@ -167,6 +168,7 @@ def add_parser(sub) -> None:
     p.add_argument("--score-thr", type=unit_float, default=0.3, help="keep detections above (default 0.3)")
     p.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default: model's)")
     p.add_argument("--max-det", type=positive_int, default=None, help="detections per image (default: model's)")
+    add_tile_args(p)
     p.add_argument("--imgsz", type=image_size, default=None, help="network input size (default: model's)")
     p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--save-dir", default="runs/predict",

@@ -23,7 +23,7 @@ from ..atomic import write_text
 from ..ops.polygons import polygon_area
 from .files import list_images
 from .report import LoadReport, finish, image_size
-from .yolo import find_split, labelled_images
+from .yolo import class_index, find_split, labelled_images
 from .records import DetectionDataset, ImageRecord
 
 __all__ = [
@@ -33,6 +33,9 @@ __all__ = [
     "DotaObjects",
     "read_dota_txt",
     "load_dota",
+    "find_dota_split",
+    "is_dota_folder",
+    "load_dota_folder",
     "load_yolo_obb",
     "save_dota_txt",
 ]
@@ -134,17 +137,9 @@ def _check_polygon(poly: np.ndarray, w: int, h: int, where: str, report: Polygon
 def _record(path: Path, w: int, h: int, iid: int, objs: list) -> ImageRecord:
     """objs: (polygon (8,), xyxy, label, difficult)."""
     n = len(objs)
-    return ImageRecord(
-        path=str(path.absolute()),
-        width=w,
-        height=h,
-        image_id=iid,
-        boxes=np.array([o[1] for o in objs], np.float32).reshape(n, 4),
-        labels=np.array([o[2] for o in objs], np.int64).reshape(n),
-        iscrowd=np.zeros(n, bool),
-        polygons=np.array([o[0] for o in objs], np.float32).reshape(n, 8),
-        difficult=np.array([o[3] for o in objs], bool).reshape(n),
-    )
+    return ImageRecord.build(path, w, h, iid, [o[1] for o in objs], [o[2] for o in objs],
+                             polygons=np.array([o[0] for o in objs], np.float32).reshape(n, 8),
+                             difficult=np.array([o[3] for o in objs], bool).reshape(n))
 
 
 def _images_by_stem(images_dir: Path, report: PolygonLoadReport) -> dict[str, Path]:
@@ -228,6 +223,48 @@ def load_dota(
     return finish(ds, report, strict)
 
 
+DOTA_LABEL_DIRS = ("annfiles", "labelTxt")  # mmrotate's split tool / the original DOTA release
+
+
+def _dota_pair(folder: Path) -> tuple[Path, Path] | None:
+    if not (folder / "images").is_dir():
+        return None
+    labels = next((folder / d for d in DOTA_LABEL_DIRS if (folder / d).is_dir()), None)
+    return None if labels is None else (folder / "images", labels)
+
+
+def find_dota_split(root: str | os.PathLike, split: str) -> tuple[Path, Path] | None:
+    """(images, labels) folders of split ``split`` of a DOTA-layout folder, or None when ``root``
+    is none: ``root/<split>/images`` + ``root/<split>/{annfiles,labelTxt}`` (DOTA's
+    ``train/``, ``val/``, mmrotate's ``split_ss_dota/trainval/``), else ``root/images`` +
+    ``root/{annfiles,labelTxt}`` (a single split, e.g. `rtmdet.data.split.split_images`' output:
+    every split name reads it)."""
+    root = Path(root)
+    return _dota_pair(root / split) or _dota_pair(root)
+
+
+def is_dota_folder(root: str | os.PathLike) -> bool:
+    """Whether ``root`` has the DOTA layout for some split (see `find_dota_split`)."""
+    root = Path(root)
+    return root.is_dir() and (_dota_pair(root) is not None
+                              or any(_dota_pair(d) is not None for d in root.iterdir() if d.is_dir()))
+
+
+def load_dota_folder(root: str | os.PathLike, split: str = "val", strict: bool = False) -> DetectionDataset:
+    """`load_dota` on split ``split`` of a DOTA-layout folder (`find_dota_split`). Class names:
+    ``root/classes.txt`` (one per line, label = line index) when present, else DOTA v1.0's."""
+    root = Path(root)
+    pair = find_dota_split(root, split)
+    if pair is None:
+        raise FileNotFoundError(f"{root}: no DOTA split {split!r} (looked for {split}/images + "
+                                f"{split}/annfiles or labelTxt, and images/ + annfiles/ or labelTxt/)")
+    names_file = root / "classes.txt"
+    names = DOTA_V1_CLASSES
+    if names_file.is_file():
+        names = tuple(ln.strip() for ln in names_file.read_text().splitlines() if ln.strip())
+    return load_dota(*pair, class_names=names, strict=strict)
+
+
 def _fmt(v: float) -> str:
     """Shortest text that reads back as the same float32 (e.g. '1054', '12.5')."""
     return np.format_float_positional(np.float32(v), trim="-")
@@ -286,9 +323,8 @@ def load_yolo_obb(root_or_yaml: str | os.PathLike, split: str = "val", strict: b
             if len(nums) != 8 or not math.isfinite(cls_f) or cls_f != int(cls_f):
                 report.add("malformed_annotations", where)
                 continue
-            cls = int(cls_f)
-            if cls < 0 or (names is not None and cls >= len(names)):
-                report.add("unknown_categories", f"{where} class {cls}")
+            cls = class_index(cls_f, names, where, report)
+            if cls is None:
                 continue
             poly = np.array(nums, np.float64) * np.array([w, h] * 4, np.float64)
             box = _check_polygon(poly, w, h, where, report)

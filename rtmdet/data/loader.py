@@ -56,7 +56,8 @@ class TrainDataset(Dataset):
         seed: base seed of the per-worker generators.
         targets: the per-instance targets to load with the boxes and return (under their names):
             names of `rtmdet.data.targets.TARGET_LOADERS` (``("masks",)``: bitmap masks from the
-            segmentations), or a mapping name -> loader ``(record, img_h, img_w) -> Target``.
+            segmentations; ``("rboxes",)``: rotated boxes from the polygons), or a mapping
+            name -> loader ``(record, img_h, img_w) -> Target``.
         filter_empty_gt / min_size: drop images without annotations or with min(w, h) < min_size,
             as the reference CocoDataset ``filter_cfg=dict(filter_empty_gt=True, min_size=32)``.
         max_refetch: how many other indices to try when the pipeline drops a sample.
@@ -74,8 +75,10 @@ class TrainDataset(Dataset):
             raise ValueError("TrainDataset: no usable image left after filtering empty/small images")
         self.model_size = model_size
         self.pipelines = {
-            1: pipeline if pipeline is not None else build_train_pipeline(model_size, 1, img_scale),
-            2: pipeline_stage2 if pipeline_stage2 is not None else build_train_pipeline(model_size, 2, img_scale),
+            1: pipeline if pipeline is not None else build_train_pipeline(model_size, 1, img_scale,
+                                                                          dataset.class_names),
+            2: pipeline_stage2 if pipeline_stage2 is not None else build_train_pipeline(model_size, 2, img_scale,
+                                                                                        dataset.class_names),
         }
         self.stage = 0
         self.set_stage(stage)

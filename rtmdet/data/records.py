@@ -29,6 +29,14 @@ class ImageRecord:
     polygons: np.ndarray | None = None
     difficult: np.ndarray | None = None  # (n,) bool, DOTA's difficult flag; None when the source has none
 
+    @classmethod
+    def build(cls, path, width: int, height: int, image_id: int, boxes, labels, **extra) -> "ImageRecord":
+        """A record from plain lists (absolute path, (n,4) boxes, n labels, no crowd flags)."""
+        n = len(labels)
+        return cls(str(os.path.abspath(path)), width, height, image_id,
+                   np.array(boxes, np.float32).reshape(n, 4), np.array(labels, np.int64).reshape(n),
+                   np.zeros(n, bool), **extra)
+
 
 @dataclass
 class DetectionDataset:

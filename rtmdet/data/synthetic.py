@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["SHAPES", "make_shapes_dataset", "make_shapes_splits"]
+__all__ = ["SHAPES", "background", "size_sampler", "make_shapes_dataset", "make_shapes_splits"]
 
 
 def _regular(n, start=0.0):
@@ -59,7 +59,7 @@ SHAPES = {
 }
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Smooth random colour field + stripes/blobs + pixel noise."""
     small = rng.integers(0, 256, (rng.integers(2, 6), rng.integers(2, 6), 3)).astype(np.uint8)
     img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.int16)
@@ -79,7 +79,7 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def _size_sampler(image_size):
+def size_sampler(image_size):
     """int -> square; (h, w) -> fixed; ((h0, h1), (w0, w1)) -> uniform in those ranges."""
     if isinstance(image_size, int):
         return lambda rng: (image_size, image_size)
@@ -120,13 +120,13 @@ def make_shapes_dataset(
     img_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    sample_size = _size_sampler(image_size)
+    sample_size = size_sampler(image_size)
     categories = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(classes)]
     images, annotations = [], []
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     for i in range(num_images):
         h, w = sample_size(rng)
-        img = _background(rng, h, w)
+        img = background(rng, h, w)
         n_obj = 0 if rng.random() < empty_fraction else int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
         boxes: list[tuple[float, float, float, float]] = []
         short = min(h, w)

@@ -2,7 +2,8 @@
 
 A :class:`~rtmdet.data.transforms.Sample` holds its axis-aligned ``boxes`` and, in
 ``sample.targets``, any number of per-instance targets by name: ``"masks"`` (:class:`MaskTarget`,
-bitmap masks) today, rotated boxes for a rotated-box model. Every target implements the
+bitmap masks) for instance segmentation, ``"rboxes"`` (:class:`RBoxTarget`, (cx, cy, w, h,
+theta) rotated boxes) for a rotated-box model. Every target implements the
 :class:`Target` protocol, and the transforms only ever call that protocol: they move the boxes
 and ask each target to make the same move, never which task it serves. A new kind of target is
 one new class (plus a loader in :data:`TARGET_LOADERS`), not a branch in every transform.
@@ -18,10 +19,20 @@ import cv2
 import numpy as np
 
 from ..ops.masks import rle_decode
+from ..ops.polygons import poly2obb_le90
 from .records import ImageRecord
 
-__all__ = ["Target", "MaskTarget", "TargetLoader", "TARGET_LOADERS", "resize_masks", "masks_to_boxes",
-           "record_masks", "decode_rle"]
+__all__ = ["Target", "MaskTarget", "RBoxTarget", "TargetLoader", "TARGET_LOADERS", "FLIP_DIRECTIONS",
+           "resize_masks", "masks_to_boxes", "record_masks", "record_rboxes", "decode_rle", "rotation_matrix"]
+
+FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
+
+
+def rotation_matrix(angle: float, cx: float, cy: float) -> np.ndarray:
+    """(2, 3) float64 affine map turning the image ``angle`` degrees clockwise on screen about
+    (cx, cy): ``cv2.getRotationMatrix2D((cx, cy), -angle, 1)``, as mmcv's ``imrotate`` and
+    mmrotate's ``RotatedBoxes.rotate_`` build it."""
+    return cv2.getRotationMatrix2D((float(cx), float(cy)), -float(angle), 1.0)
 
 
 class Target(Protocol):
@@ -40,8 +51,14 @@ class Target(Protocol):
         """The image was rescaled: by ``(sx, sy)`` (the factors applied to the boxes) to
         ``width`` x ``height`` pixels."""
 
-    def flip(self, width: int) -> "Target":
-        """The image, ``width`` pixels wide, was flipped horizontally (x -> width - x)."""
+    def flip(self, width: int, height: int, direction: str = "horizontal") -> "Target":
+        """The ``width`` x ``height`` image was flipped: ``"horizontal"`` (x -> width - x),
+        ``"vertical"`` (y -> height - y) or ``"diagonal"`` (both)."""
+
+    def rotate(self, angle: float, width: int, height: int) -> "Target":
+        """The ``width`` x ``height`` image was turned ``angle`` degrees clockwise on screen about
+        its centre, keeping its size (mmrotate ``Rotate``); what leaves the image is cut off.
+        Removing instances that left it is the transform's business (``select``)."""
 
     def translate(self, dx: int, dy: int, width: int, height: int) -> "Target":
         """The image content moved by ``(dx, dy)`` onto a new ``width`` x ``height`` image; what
@@ -109,7 +126,22 @@ def record_masks(rec: ImageRecord, h: int, w: int) -> np.ndarray:
     return masks
 
 
-class MaskTarget:
+class ArrayTarget:
+    """A target held as one array whose first axis runs over the instances."""
+
+    data: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({tuple(self.data.shape)})"
+
+    def select(self, keep: np.ndarray):
+        return type(self)(self.data[keep])
+
+
+class MaskTarget(ArrayTarget):
     """Bitmap instance masks ``(n, H, W) uint8`` on the sample's image grid. Geometry is applied
     exactly as to the image (nearest-neighbour resize, zero fill where the image gets padding);
     the reference RTMDet-Ins configs use polygon masks, we use bitmaps."""
@@ -121,20 +153,25 @@ class MaskTarget:
     def from_record(cls, rec: ImageRecord, h: int, w: int) -> "MaskTarget":
         return cls(record_masks(rec, h, w))
 
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __repr__(self) -> str:
-        return f"MaskTarget({self.data.shape})"
-
-    def select(self, keep: np.ndarray) -> "MaskTarget":
-        return MaskTarget(self.data[keep])
-
     def resize(self, sx: float, sy: float, width: int, height: int) -> "MaskTarget":
         return MaskTarget(resize_masks(self.data, width, height))
 
-    def flip(self, width: int) -> "MaskTarget":
-        return MaskTarget(np.ascontiguousarray(self.data[:, :, ::-1]))
+    def flip(self, width: int, height: int, direction: str = "horizontal") -> "MaskTarget":
+        if direction not in FLIP_DIRECTIONS:
+            raise ValueError(f"flip direction must be one of {FLIP_DIRECTIONS}, got {direction!r}")
+        cols = slice(None, None, -1) if direction in ("horizontal", "diagonal") else slice(None)
+        rows = slice(None, None, -1) if direction in ("vertical", "diagonal") else slice(None)
+        return MaskTarget(np.ascontiguousarray(self.data[:, rows, cols]))
+
+    def rotate(self, angle: float, width: int, height: int) -> "MaskTarget":
+        """As mmdet ``BitmapMasks.rotate`` under mmrotate's ``Rotate``: mmcv ``imrotate`` (about
+        ((w - 1) / 2, (h - 1) / 2), bilinear, border 0)."""
+        m = rotation_matrix(angle, (width - 1) * 0.5, (height - 1) * 0.5)
+        out = np.zeros_like(self.data)
+        for i, mask in enumerate(self.data):
+            out[i] = cv2.warpAffine(mask, m, (width, height), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return MaskTarget(out)
 
     def translate(self, dx: int, dy: int, width: int, height: int) -> "MaskTarget":
         n, h, w = self.data.shape
@@ -161,10 +198,109 @@ class MaskTarget:
         return np.ascontiguousarray(self.data)
 
 
+# ----------------------------------------------------------------------------- rotated boxes
+def record_rboxes(rec: ImageRecord) -> np.ndarray:
+    """(n, 5) float32 le90 rotated boxes of a record's polygons (`poly2obb_le90`: mmrotate's
+    ``ConvertBoxType(qbox -> rbox)`` then le90; the loss is indifferent to the representation)."""
+    if rec.polygons is None:
+        raise ValueError(f"{rec.path}: rotated-box training needs polygon annotations "
+                         "(a DOTA or YOLO-OBB dataset)")
+    polys = np.asarray(rec.polygons, np.float32).reshape(-1, 8)
+    return poly2obb_le90(polys) if len(polys) else np.zeros((0, 5), np.float32)
+
+
+class RBoxTarget(ArrayTarget):
+    """Rotated boxes ``(n, 5) float32`` (cx, cy, w, h, theta), theta in radians, corners =
+    centre + R(theta) (+-w/2, +-h/2) (positive theta turns clockwise on screen).
+
+    The reference pipeline (mmrotate 1.x, configs/rotated_rtmdet) converts each DOTA polygon to a
+    rotated box right after loading and moves *that* box through every transform (`RotatedBoxes`
+    rescale_ / flip_ / rotate_ / translate_), so this target holds boxes, not polygons, and does
+    what those methods do: no clipping (a rotated box is never cut at the image border), no
+    regularisation (w < h or theta outside [-pi/2, pi/2) may appear after a flip or a rotation;
+    the loss regularises the matched boxes). Its ``boxes()`` are the axis-aligned hulls."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = np.asarray(data, np.float32).reshape(-1, 5)
+
+    @classmethod
+    def from_record(cls, rec: ImageRecord, h: int, w: int) -> "RBoxTarget":
+        return cls(record_rboxes(rec))
+
+    def resize(self, sx: float, sy: float, width: int, height: int) -> "RBoxTarget":
+        """``RotatedBoxes.rescale_((sx, sy))``: centres scaled, w/h along their own directions,
+        theta re-derived from the h-axis. Exact for the (near-)isotropic scales of every
+        keep-ratio resize; under a strongly anisotropic one the rotated rectangle becomes a
+        parallelogram and this (the reference's) rectangle only approximates it."""
+        x, y, w, h, t = (self.data[:, i] for i in range(5))
+        sx, sy = np.float32(sx), np.float32(sy)
+        cos, sin = np.cos(t), np.sin(t)
+        out = np.stack([x * sx, y * sy, w * np.sqrt((sx * cos) ** 2 + (sy * sin) ** 2),
+                        h * np.sqrt((sx * sin) ** 2 + (sy * cos) ** 2),
+                        np.arctan2(sx * sin, sy * cos)], 1)
+        return RBoxTarget(out)
+
+    def flip(self, width: int, height: int, direction: str = "horizontal") -> "RBoxTarget":
+        """``RotatedBoxes.flip_``: horizontal cx -> W - cx, vertical cy -> H - cy (both negate
+        theta); diagonal both centres, theta unchanged."""
+        if direction not in FLIP_DIRECTIONS:
+            raise ValueError(f"flip direction must be one of {FLIP_DIRECTIONS}, got {direction!r}")
+        out = self.data.copy()
+        if direction in ("horizontal", "diagonal"):
+            out[:, 0] = width - out[:, 0]
+        if direction in ("vertical", "diagonal"):
+            out[:, 1] = height - out[:, 1]
+        if direction != "diagonal":
+            out[:, 4] = -out[:, 4]
+        return RBoxTarget(out)
+
+    def translate(self, dx: int, dy: int, width: int, height: int) -> "RBoxTarget":
+        out = self.data.copy()
+        out[:, 0] += dx
+        out[:, 1] += dy
+        return RBoxTarget(out)
+
+    def rotate(self, angle: float, width: int, height: int) -> "RBoxTarget":
+        """``RotatedBoxes.rotate_((W / 2, H / 2), angle)``. The image turns about pixel index
+        ((W - 1) / 2, (H - 1) / 2): the same point, as box coordinates count pixel i as [i, i + 1]."""
+        m = rotation_matrix(angle, width * 0.5, height * 0.5).astype(np.float32)
+        out = self.data.copy()
+        out[:, :2] = out[:, :2] @ m[:, :2].T + m[:, 2]
+        out[:, 4] += np.float32(angle / 180 * np.pi)
+        return RBoxTarget(out)
+
+    def blank(self, n: int, width: int, height: int) -> "RBoxTarget":
+        return RBoxTarget(np.zeros((n, 5), np.float32))
+
+    @classmethod
+    def concat(cls, parts: Sequence["RBoxTarget"]) -> "RBoxTarget":
+        return cls(np.concatenate([p.data for p in parts]))
+
+    def corners(self) -> np.ndarray:
+        """(n, 4, 2) corners (mmrotate ``rbox2corner`` order)."""
+        x, y, w, h, t = (self.data[:, i:i + 1] for i in range(5))
+        cos, sin = np.cos(t), np.sin(t)
+        v1 = np.concatenate([w / 2 * cos, w / 2 * sin], 1)
+        v2 = np.concatenate([-h / 2 * sin, h / 2 * cos], 1)
+        c = np.concatenate([x, y], 1)
+        return np.stack([c + v1 + v2, c + v1 - v2, c - v1 - v2, c - v1 + v2], 1)
+
+    def boxes(self) -> np.ndarray:
+        """The axis-aligned hull of each box, not clipped (its centre is the box's centre)."""
+        if not len(self.data):
+            return np.zeros((0, 4), np.float32)
+        c = self.corners()
+        return np.concatenate([c.min(1), c.max(1)], 1).astype(np.float32)
+
+    def as_array(self) -> np.ndarray:
+        return np.ascontiguousarray(self.data)
+
+
 # ----------------------------------------------------------------------------- loading
 TargetLoader = Callable[[ImageRecord, int, int], Target]  # (record, image height, image width) -> target
 
 # What `TrainDataset(targets=("masks", ...))` loads for each name.
 TARGET_LOADERS: dict[str, TargetLoader] = {
     "masks": MaskTarget.from_record,
+    "rboxes": RBoxTarget.from_record,
 }

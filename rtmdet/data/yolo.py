@@ -154,6 +154,15 @@ def find_split(root_or_yaml: str | os.PathLike, split: str) -> tuple[Path, Path,
     return src, root, images, names
 
 
+def class_index(cls_f: float, names, where: str, report) -> int | None:
+    """The class of a label line, or None (counted in `report`) when it is no known index."""
+    cls = int(cls_f)
+    if cls < 0 or (names is not None and cls >= len(names)):
+        report.add("unknown_categories", f"{where} class {cls}")
+        return None
+    return cls
+
+
 def load_yolo(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool = False) -> DetectionDataset:
     """Read a YOLO txt dataset (ultralytics layout).
 
@@ -177,9 +186,8 @@ def load_yolo(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool 
             if not all(math.isfinite(v) for v in nums):
                 report.add("degenerate_boxes", where)
                 continue
-            cls = int(cls_f)
-            if cls < 0 or (names is not None and cls >= len(names)):
-                report.add("unknown_categories", f"{where} class {cls}")
+            cls = class_index(cls_f, names, where, report)
+            if cls is None:
                 continue
             poly = None
             if len(nums) == 4:
@@ -209,18 +217,8 @@ def load_yolo(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool 
 
     records = []
     for i, (img, w, h, anns) in enumerate(parsed):
-        n = len(anns)
-        records.append(
-            ImageRecord(
-                path=str(Path(img).absolute()),
-                width=w,
-                height=h,
-                image_id=i,
-                boxes=np.array([a[0] for a in anns], np.float32).reshape(n, 4),
-                labels=np.array([a[1] for a in anns], np.int64).reshape(n),
-                iscrowd=np.zeros(n, bool),
-                segmentations=[[a[2]] if a[2] else [] for a in anns] if has_segm else None,
-            )
-        )
+        records.append(ImageRecord.build(
+            img, w, h, i, [a[0] for a in anns], [a[1] for a in anns],
+            segmentations=[[a[2]] if a[2] else [] for a in anns] if has_segm else None))
     ds = DetectionDataset(records=records, class_names=names, cat_ids=list(range(len(names))), root=str(root))
     return finish(ds, report, strict)

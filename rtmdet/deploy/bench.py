@@ -59,11 +59,17 @@ def make_detector(backend: str, weights: str, imgsz: int, batch: int, device: st
     model = load(weights, device="cpu")
     onnx_path = workdir / f"model_{imgsz}_b{batch}{'_nms' if nms else ''}.onnx"
     if backend == "tensorrt":
-        from .backends import import_tensorrt
+        from ..inference.tensorrt_backend import import_tensorrt
         import_tensorrt()  # fail fast, before exporting
         from .trt import build_engine
         export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
         return Detector(build_engine(onnx_path), device="cuda")
+    if backend == "openvino":
+        from ..inference.openvino_backend import import_openvino
+        import_openvino()
+        from .openvino import export_openvino
+        export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
+        return Detector(export_openvino(onnx_path, onnx_path.with_suffix(".xml")), device=device)
     export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
     return Detector(onnx_path, device=device)
 

@@ -36,7 +36,9 @@ class ExportModule(nn.Module):
                  scores (B,N,C) sigmoid; RTMDet-Ins adds kernels (B,N,169), mask_feat (B,8,H/8,W/8);
       nms=True (`family.nms_outputs`): num_dets (B,1) int32, boxes (B,K,4), scores (B,K), labels
                  (B,K) int32 (rows >= num_dets zero, labels -1); RTMDet-Ins adds masks
-                 (B,K,H/8,W/8) stride-8 mask logits of the kept detections."""
+                 (B,K,H/8,W/8) stride-8 mask logits of the kept detections.
+      RTMDet-R (rotated) has no in-graph NMS: boxes (B,N,5) (cx, cy, w, h, theta) in input
+                 pixels, scores (B,N,C); the exact rotated NMS runs after the graph (`Detector`)."""
 
     def __init__(self, model: nn.Module, nms: bool = False, score_thr: float = 0.001,
                  nms_iou: float = 0.65, max_det: int = 300, nms_pre: int = 30000,
@@ -78,7 +80,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
     """Write `model` to an ONNX file and return its path (see module doc and docs/deploy.md).
 
     `imgsz` None: the size the model carries (`model.test_cfg.imgsz`: what it was trained
-    for). Unset post-processing knobs come from `model.test_cfg`; they only matter with `nms=True`
+    for; 1024 for RTMDet-R). Unset post-processing knobs come from `model.test_cfg`; they only matter with `nms=True`
     (and are recorded in the file's metadata either way). `half` exports float16 weights
     (input and outputs stay float32; for GPU runtimes)."""
     import onnx
@@ -87,6 +89,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
         raise ValueError(f"opset={opset!r}: >= 11 is needed (NonMaxSuppression, dynamic TopK)")
     check_knobs(batch_size=batch, imgsz=imgsz, score_thr=score_thr, nms_iou=nms_iou,
                 max_per_img=max_det, nms_pre=nms_pre)
+    if nms and not model.family.nms_outputs:
+        raise ValueError(f"nms=True: {model.family.name} models have no in-graph NMS (standard "
+                         "ONNX ops have no exact rotated-box NMS); export without NMS: the "
+                         "Detector runs the exact rotated NMS after the graph")
     cfg = model.test_cfg
     knobs = dict(score_thr=cfg.score_thr if score_thr is None else score_thr,
                  nms_iou=cfg.nms_iou if nms_iou is None else nms_iou,

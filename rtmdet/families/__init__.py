@@ -1,5 +1,5 @@
-"""Task families: one object per task (detection, instance segmentation) owning head, decoding,
-post-processing, loss, training targets, metrics and export outputs."""
+"""Task families: one object per task (detection, instance segmentation, rotated detection)
+owning head, decoding, post-processing, loss, training targets, metrics and export outputs."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -8,10 +8,11 @@ import torch
 
 from .base import TaskFamily
 from .detect import DETECT, DetectFamily
+from .rotated import ROTATED, RotatedFamily
 from .segment import SEGMENT, SegmentFamily
 
 # most specific first: `family_of_state_dict` takes the first that owns a checkpoint's keys
-FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (SEGMENT, DETECT)}
+FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (SEGMENT, ROTATED, DETECT)}
 
 
 def get_family(name: str | TaskFamily) -> TaskFamily:
@@ -27,5 +28,5 @@ def family_of_state_dict(state_dict: Mapping[str, torch.Tensor]) -> TaskFamily |
     return next((f for f in FAMILIES.values() if f.owns(state_dict)), None)
 
 
-__all__ = ["TaskFamily", "DetectFamily", "SegmentFamily", "DETECT", "SEGMENT", "FAMILIES",
-           "get_family", "family_of_state_dict"]
+__all__ = ["TaskFamily", "DetectFamily", "SegmentFamily", "RotatedFamily", "DETECT", "SEGMENT",
+           "ROTATED", "FAMILIES", "get_family", "family_of_state_dict"]

@@ -29,8 +29,9 @@ class RTMDet(nn.Module):
         self.cfg = cfg
         self.family = get_family(cfg.family)
         self.test_cfg = test_cfg or default_test_config(cfg)
-        if class_names is None:
-            class_names = COCO_CLASSES if cfg.num_classes == 80 else [str(i) for i in range(cfg.num_classes)]
+        if class_names is None:  # the family's dataset (COCO; DOTA for rotated) when the count fits
+            known = getattr(self.family, "default_class_names", COCO_CLASSES)
+            class_names = known if cfg.num_classes == len(known) else [str(i) for i in range(cfg.num_classes)]
         self.class_names = list(class_names)
         bn = dict(bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum)
         self.backbone = CSPNeXt(cfg.deepen_factor, cfg.widen_factor, cfg.expand_ratio,
@@ -86,19 +87,23 @@ class RTMDet(nn.Module):
     def predict(self, images, score_thr: float | None = None, nms_iou: float | None = None,
                 max_per_img: int | None = None, nms_pre: int | None = None,
                 batch_size: int = 8, imgsz: int | None = None,
-                mask_thr: float | None = None) -> list[Detections] | Detections:
+                mask_thr: float | None = None, tile: int | None = None,
+                overlap: int = 200) -> list[Detections] | Detections:
         """Detect objects in a path, a BGR uint8 array, a PIL image, or a list of them.
 
         Returns one `Detections` per image (a single one for a single input), boxes in original
         pixels (and `masks` for RTMDet-Ins, binarised at `mask_thr`). Unset knobs fall back to
-        `self.test_cfg` (the reference test settings)."""
+        `self.test_cfg` (the reference test settings). `tile=1024, overlap=200`: large images
+        are predicted in overlapping `tile` x `tile` windows (each letterboxed to `imgsz`),
+        merged with the family's NMS (`rtmdet.inference.tiling`)."""
         from ..inference import TorchBackend, run_inference
         was_training = self.training
         self.eval()
         try:
-            return run_inference(TorchBackend(self), images, batch_size=batch_size,
-                                 score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img,
-                                 nms_pre=nms_pre, imgsz=imgsz, mask_thr=mask_thr)
+            return run_inference(TorchBackend(self), images, batch_size=batch_size, tile=tile,
+                                 overlap=overlap, score_thr=score_thr, nms_iou=nms_iou,
+                                 max_per_img=max_per_img, nms_pre=nms_pre, imgsz=imgsz,
+                                 mask_thr=mask_thr)
         finally:
             self.train(was_training)
 

@@ -16,6 +16,11 @@ Per image and ground truth the reference (mmdet `DynamicSoftLabelAssigner`) does
 
 Here the images are stacked: gts padded to the batch maximum with a `gt_valid` mask, invalid
 (prior, gt) pairs carrying an infinite cost, so no Python loop over images or gts is needed.
+
+What depends on the kind of box is a `BoxKind`: the candidate test, the gt centre and the IoU.
+`AXIS_ALIGNED` (xyxy; mmdet `HorizontalBoxes`: strictly inside, box centre, `bbox_overlaps`) is
+the default; `ROTATED` ((cx, cy, w, h, theta); mmrotate `RotatedBoxes`: inside the rotated box by
+0.01 px in its own frame, centre (cx, cy), `rbbox_overlaps`) serves RTMDet-R.
 """
 from __future__ import annotations
 
@@ -25,9 +30,72 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.boxes import box_iou
+from ..ops.rotated import points_in_rotated_boxes, rbbox_overlaps
 
 INF = 100000000.0
 EPS = 1.0e-7
+
+
+class BoxKind:
+    """The box-dependent parts of the assignment, for gts padded to (B, M, dim)."""
+
+    dim = 4
+
+    def inside(self, centers: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
+        """(N,2) prior centres x (B,M,dim) gts -> (B,N,M) bool: the centre is a candidate."""
+        raise NotImplementedError
+
+    def centers(self, gt_boxes: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., 2) the gt centres of the soft centre prior."""
+        raise NotImplementedError
+
+    def ious(self, pred: torch.Tensor, image: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
+        """(P,dim) decoded predictions of the candidate priors, (P,) their image index and
+        (B,M,dim) gts -> (P,M) IoU of each prediction with every gt of its image."""
+        raise NotImplementedError
+
+
+class AxisAlignedBoxes(BoxKind):
+    """xyxy boxes (mmdet `HorizontalBoxes`)."""
+
+    dim = 4
+
+    def inside(self, centers, gt_boxes):
+        cx, cy = centers[None, :, None, 0], centers[None, :, None, 1]  # (1,N,1)
+        x1, y1, x2, y2 = (gt_boxes[:, None, :, i] for i in range(4))  # (B,1,M)
+        return (cx > x1) & (cy > y1) & (x2 > cx) & (y2 > cy)
+
+    def centers(self, gt_boxes):
+        return torch.stack([(gt_boxes[..., 0] + gt_boxes[..., 2]) / 2.0,
+                            (gt_boxes[..., 1] + gt_boxes[..., 3]) / 2.0], -1)
+
+    def ious(self, pred, image, gt_boxes):
+        return box_iou(pred[:, None, :], gt_boxes[image]).squeeze(1)
+
+
+class RotatedBoxes(BoxKind):
+    """(cx, cy, w, h, theta) boxes as given (not regularised; mmrotate `RotatedBoxes`)."""
+
+    dim = 5
+
+    def inside(self, centers, gt_boxes):
+        B, M, _ = gt_boxes.shape
+        inside = points_in_rotated_boxes(centers, gt_boxes.reshape(B * M, 5))  # (N, B*M)
+        return inside.reshape(-1, B, M).permute(1, 0, 2)
+
+    def centers(self, gt_boxes):
+        return gt_boxes[..., :2]
+
+    def ious(self, pred, image, gt_boxes):
+        out = pred.new_zeros(pred.shape[0], gt_boxes.shape[1])
+        for b in image.unique().tolist():  # N x M per image: the exact IoU only where hulls meet
+            rows = (image == b).nonzero().squeeze(1)
+            out[rows] = rbbox_overlaps(pred[rows], gt_boxes[b])
+        return out
+
+
+AXIS_ALIGNED = AxisAlignedBoxes()
+ROTATED = RotatedBoxes()
 
 
 @dataclass
@@ -44,7 +112,9 @@ class AssignResult:
 
 
 class DynamicSoftLabelAssigner:
-    def __init__(self, topk: int = 13, iou_weight: float = 3.0, soft_center_radius: float = 3.0):
+    def __init__(self, topk: int = 13, iou_weight: float = 3.0, soft_center_radius: float = 3.0,
+                 boxes: BoxKind = AXIS_ALIGNED):
+        self.boxes = boxes
         self.topk = topk
         self.iou_weight = iou_weight
         self.soft_center_radius = soft_center_radius
@@ -53,9 +123,10 @@ class DynamicSoftLabelAssigner:
     def assign(self, pred_scores: torch.Tensor, pred_boxes: torch.Tensor, priors: torch.Tensor,
                gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
                gt_valid: torch.Tensor | None = None) -> AssignResult:
-        """pred_scores (B,N,C) logits; pred_boxes (B,N,4) decoded xyxy; priors (N,4) rows
-        (x, y, stride_w, stride_h); gt_boxes (B,M,4) xyxy; gt_labels (B,M); gt_valid (B,M) bool
-        (padding rows False). Returns per-prior results of shape (B, N)."""
+        """pred_scores (B,N,C) logits; pred_boxes (B,N,dim) decoded boxes; priors (N,4) rows
+        (x, y, stride_w, stride_h); gt_boxes (B,M,dim); gt_labels (B,M); gt_valid (B,M) bool
+        (padding rows False); dim and meaning as `self.boxes` says (xyxy by default). Returns
+        per-prior results of shape (B, N)."""
         B, N, C = pred_scores.shape
         M = gt_boxes.shape[1]
         device = pred_scores.device
@@ -72,22 +143,19 @@ class DynamicSoftLabelAssigner:
         pred_boxes = pred_boxes.float()
         gt_boxes = gt_boxes.float()
         centers = priors[:, :2].float()
-        cx, cy = centers[None, :, None, 0], centers[None, :, None, 1]  # (1,N,1)
-        x1, y1, x2, y2 = (gt_boxes[:, None, :, i] for i in range(4))  # (B,1,M)
-        # candidates: centre strictly inside a (real) gt
-        is_in_gts = (cx > x1) & (cy > y1) & (x2 > cx) & (y2 > cy) & gt_valid[:, None, :]
+        # candidates: centre inside a (real) gt
+        is_in_gts = self.boxes.inside(centers, gt_boxes) & gt_valid[:, None, :]
         valid = is_in_gts.any(-1)  # (B,N)
         pair_ok = valid[:, :, None] & gt_valid[:, None, :]  # (B,N,M)
 
         # every cost term only for candidate priors (P of the B*N), scattered back afterwards
         vb, vn = valid.nonzero(as_tuple=True)
-        gt_v = gt_boxes[vb]  # (P,M,4)
-        gcx, gcy = (gt_v[..., 0] + gt_v[..., 2]) / 2.0, (gt_v[..., 1] + gt_v[..., 3]) / 2.0
-        dx, dy = centers[vn, 0, None] - gcx, centers[vn, 1, None] - gcy  # (P,M)
+        gt_ctr = self.boxes.centers(gt_boxes)[vb]  # (P,M,2)
+        dx, dy = centers[vn, 0, None] - gt_ctr[..., 0], centers[vn, 1, None] - gt_ctr[..., 1]  # (P,M)
         distance = (dx * dx + dy * dy).sqrt() / priors[vn, 2, None].float()
         soft_center_prior = torch.pow(10, distance - self.soft_center_radius)
 
-        ious_v = box_iou(pred_boxes[vb, vn][:, None, :], gt_v).squeeze(1)  # (P,M)
+        ious_v = self.boxes.ious(pred_boxes[vb, vn], vb, gt_boxes)  # (P,M)
         ious_v = torch.where(gt_valid[vb], ious_v, torch.zeros_like(ious_v))
         iou_cost = -torch.log(ious_v + EPS) * self.iou_weight
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 @dataclass
 class TrainConfig:
-    data: str = ""                    # dataset path (COCO json/folder or YOLO yaml/folder)
+    data: str = ""                    # dataset path (COCO json/folder or YOLO yaml/folder; rotated
+                                      # models: a DOTA folder or YOLO-OBB yaml/folder)
     model: str = "rtmdet-tiny"        # preset name (rtmdet-tiny ... rtmdet-x)
     weights: str | None = None        # fine-tune from this checkpoint (or zoo name)
     pretrained_backbone: str | bool | None = None  # ImageNet backbone to start from. None/true:
@@ -17,7 +18,8 @@ class TrainConfig:
     imgsz: int = 640
     workers: int = 4
     device: str | None = None         # cpu, cuda, cuda:1; default cuda when available
-    lr: float | None = None           # None: 0.004 x total_batch / 256
+    lr: float | None = None           # None: the recipe's lr scaled to the total batch (RTMDet
+                                      # 0.004 x total_batch / 256, RTMDet-R 0.00025 x total_batch / 8)
     weight_decay: float = 0.05
     warmup_iters: int = 1000          # linear warm-up steps (the reference), at most; a short run
     warmup_ratio: float = 0.1         # warms up over this share of its optimizer steps instead

@@ -13,7 +13,7 @@ Reference facts (mmdet `RTMDetHead.loss_by_feat`):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -80,23 +80,79 @@ def reduce_mean(t: torch.Tensor) -> torch.Tensor:
 
 
 def pad_gts(gt_boxes_list: Sequence[torch.Tensor], gt_labels_list: Sequence[torch.Tensor],
-            device=None):
-    """Lists of (n_i,4) boxes / (n_i,) labels -> (B,M,4), (B,M), valid mask (B,M)."""
+            device=None, dim: int = 4):
+    """Lists of (n_i,dim) boxes / (n_i,) labels -> (B,M,dim), (B,M), valid mask (B,M)."""
     B = len(gt_boxes_list)
     M = max((len(b) for b in gt_boxes_list), default=0)
-    boxes = torch.zeros(B, M, 4, device=device)
+    boxes = torch.zeros(B, M, dim, device=device)
     labels = torch.zeros(B, M, dtype=torch.long, device=device)
     valid = torch.zeros(B, M, dtype=torch.bool, device=device)
     for i, (b, l) in enumerate(zip(gt_boxes_list, gt_labels_list)):
         n = len(b)
         if n:
-            boxes[i, :n] = torch.as_tensor(b, dtype=torch.float32, device=device).reshape(-1, 4)
+            boxes[i, :n] = torch.as_tensor(b, dtype=torch.float32, device=device).reshape(-1, dim)
             labels[i, :n] = torch.as_tensor(l, device=device).long().reshape(-1)
             valid[i, :n] = True
     return boxes, labels, valid
 
 
 _DEFAULT_ASSIGNER = DynamicSoftLabelAssigner()
+
+
+def assigned_losses(cls_scores: Sequence[torch.Tensor], decoded: Sequence[torch.Tensor],
+                    priors_lv: Sequence[torch.Tensor], gt_boxes_list: Sequence[torch.Tensor],
+                    gt_labels_list: Sequence[torch.Tensor], assigner: DynamicSoftLabelAssigner,
+                    loss_cls: torch.nn.Module, loss_bbox: torch.nn.Module,
+                    encode_targets: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+    """What RTMDet's heads share once the boxes are decoded: assign every prior of the batch at
+    once (on detached logits and boxes), then per level QFL over all priors and `loss_bbox`
+    over the positives (weighted by their IoU "assign metric", `avg_factor=1.0`), both lists
+    divided by the batch's summed assign metrics (averaged across processes, clamped to >= 1).
+
+    cls_scores: per level (B,C,H,W) logits; decoded: per level (B,n,dim) boxes with gradient;
+    priors_lv: per level (n,4) (x, y, stride, stride). `encode_targets` maps the matched gts
+    before the box loss (RTMDet-R: le90 regularisation). Returns `{'loss_cls', 'loss_bbox'
+    (lists over levels), 'assign' (AssignResult (B,N)), 'avg_factor', 'priors' (N,4)}`."""
+    B, C = cls_scores[0].shape[:2]
+    dim = decoded[0].shape[-1]
+    device = cls_scores[0].device
+    counts = [len(p) for p in priors_lv]
+    priors = torch.cat(list(priors_lv))
+    flat_cls = [c.permute(0, 2, 3, 1).reshape(B, -1, C) for c in cls_scores]
+    all_cls = torch.cat(flat_cls, 1)
+    all_box = torch.cat(list(decoded), 1)
+
+    gt_boxes, gt_labels, gt_valid = pad_gts(gt_boxes_list, gt_labels_list, device, dim)
+    res: AssignResult = assigner.assign(all_cls.detach(), all_box.detach(), priors,
+                                        gt_boxes, gt_labels, gt_valid)
+    pos = res.pos_mask
+    labels = torch.where(pos, res.labels, torch.full_like(res.labels, C))
+    metrics = torch.where(pos, res.max_overlaps, torch.zeros_like(res.max_overlaps))
+    matched = (res.gt_inds - 1).clamp(min=0)
+    bbox_targets = torch.gather(gt_boxes, 1, matched[..., None].expand(-1, -1, dim)) if gt_boxes.shape[1] \
+        else torch.zeros(B, all_box.shape[1], dim, device=device)
+
+    losses_cls, losses_bbox = [], []
+    start = 0
+    for lv, n in enumerate(counts):
+        sl = slice(start, start + n)
+        start += n
+        lab = labels[:, sl].reshape(-1)
+        met = metrics[:, sl].reshape(-1)
+        losses_cls.append(loss_cls(flat_cls[lv].reshape(-1, C), lab, met, avg_factor=1.0))
+        p = pos[:, sl].reshape(-1)
+        pred = decoded[lv].reshape(-1, dim)
+        if bool(p.any()):
+            target = bbox_targets[:, sl].reshape(-1, dim)[p]
+            if encode_targets is not None:
+                target = encode_targets(target)
+            losses_bbox.append(loss_bbox(pred[p], target, weight=met[p], avg_factor=1.0))
+        else:
+            losses_bbox.append(pred.sum() * 0)
+    factor = reduce_mean(metrics.sum().detach()).clamp_(min=1).item()
+    return {"loss_cls": [x / factor for x in losses_cls],
+            "loss_bbox": [x / factor for x in losses_bbox],
+            "assign": res, "avg_factor": factor, "priors": priors}
 
 
 def rtmdet_loss(model_outputs, gt_boxes_list: Sequence[torch.Tensor],
@@ -111,50 +167,15 @@ def rtmdet_loss(model_outputs, gt_boxes_list: Sequence[torch.Tensor],
     `img_shape` is accepted for interface parity; with `allowed_border=-1` (the RTMDet setting)
     it does not change anything."""
     cls_scores, bbox_preds = model_outputs[0], model_outputs[1]
-    assigner = assigner or _DEFAULT_ASSIGNER
-    loss_cls = loss_cls or QualityFocalLoss(beta=2.0, loss_weight=1.0)
-    loss_bbox = loss_bbox or GIoULoss(loss_weight=2.0)
-    B, C = cls_scores[0].shape[:2]
-    device = cls_scores[0].device
+    B = cls_scores[0].shape[0]
     sizes = [c.shape[-2:] for c in cls_scores]
-    priors_lv = grid_priors(sizes, strides, torch.float32, device, with_stride=True)
-    counts = [len(p) for p in priors_lv]
-    priors = torch.cat(priors_lv)
-    flat_cls = [c.permute(0, 2, 3, 1).reshape(B, -1, C) for c in cls_scores]
-    flat_box = [distance2bbox(p, b.permute(0, 2, 3, 1).reshape(B, -1, 4).float())
-                for p, b in zip(priors_lv, bbox_preds)]
-    all_cls = torch.cat(flat_cls, 1)
-    all_box = torch.cat(flat_box, 1)
-
-    gt_boxes, gt_labels, gt_valid = pad_gts(gt_boxes_list, gt_labels_list, device)
-    res: AssignResult = assigner.assign(all_cls.detach(), all_box.detach(), priors,
-                                        gt_boxes, gt_labels, gt_valid)
-    pos = res.pos_mask
-    labels = torch.where(pos, res.labels, torch.full_like(res.labels, C))
-    metrics = torch.where(pos, res.max_overlaps, torch.zeros_like(res.max_overlaps))
-    matched = (res.gt_inds - 1).clamp(min=0)
-    bbox_targets = torch.gather(gt_boxes, 1, matched[..., None].expand(-1, -1, 4)) if gt_boxes.shape[1] \
-        else torch.zeros(B, all_box.shape[1], 4, device=device)
-
-    losses_cls, losses_bbox = [], []
-    start = 0
-    for lv, n in enumerate(counts):
-        sl = slice(start, start + n)
-        start += n
-        lab = labels[:, sl].reshape(-1)
-        met = metrics[:, sl].reshape(-1)
-        losses_cls.append(loss_cls(flat_cls[lv].reshape(-1, C), lab, met, avg_factor=1.0))
-        p = pos[:, sl].reshape(-1)
-        pred = flat_box[lv].reshape(-1, 4)
-        if bool(p.any()):
-            losses_bbox.append(loss_bbox(pred[p], bbox_targets[:, sl].reshape(-1, 4)[p],
-                                         weight=met[p], avg_factor=1.0))
-        else:
-            losses_bbox.append(pred.sum() * 0)
-    factor = reduce_mean(metrics.sum().detach()).clamp_(min=1).item()
-    return {"loss_cls": [x / factor for x in losses_cls],
-            "loss_bbox": [x / factor for x in losses_bbox],
-            "assign": res, "avg_factor": factor, "priors": priors}
+    priors_lv = grid_priors(sizes, strides, torch.float32, cls_scores[0].device, with_stride=True)
+    decoded = [distance2bbox(p, b.permute(0, 2, 3, 1).reshape(B, -1, 4).float())
+               for p, b in zip(priors_lv, bbox_preds)]
+    return assigned_losses(cls_scores, decoded, priors_lv, gt_boxes_list, gt_labels_list,
+                           assigner or _DEFAULT_ASSIGNER,
+                           loss_cls or QualityFocalLoss(beta=2.0, loss_weight=1.0),
+                           loss_bbox or GIoULoss(loss_weight=2.0))
 
 
 def total_loss(loss_dict: dict) -> torch.Tensor:

@@ -229,14 +229,15 @@ class Trainer:
         from ..data.datasets import load_dataset
         from ..data.loader import TrainDataset
         cfg = self.cfg
-        self.train_data = load_dataset(cfg.data, cfg.train_split)
+        self.record = get_record(cfg.model)
+        self.family = get_family(self.record.family)
+        kind = self.family.dataset_kind
+        self.train_data = load_dataset(cfg.data, cfg.train_split, kind=kind)
         try:
-            self.val_data = load_dataset(cfg.data, cfg.val_split)
+            self.val_data = load_dataset(cfg.data, cfg.val_split, kind=kind)
         except (FileNotFoundError, ValueError) as e:
             log.warning("no validation split (%s): best.pth follows the last epoch", e)
             self.val_data = None
-        self.record = get_record(cfg.model)
-        self.family = get_family(self.record.family)
         self.train_set = TrainDataset(self.train_data, model_size=self.record.pipeline,
                                       img_scale=cfg.imgsz, seed=cfg.seed, targets=self.family.targets)
         model = create(cfg.model, num_classes=self.train_data.num_classes,
@@ -267,7 +268,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         total_batch = cfg.batch * self.world * cfg.grad_accum
-        self.lr = cfg.lr if cfg.lr is not None else scaled_lr(total_batch)
+        self.lr = cfg.lr if cfg.lr is not None else scaled_lr(total_batch, *self.record.base_lr)
         self.optimizer = build_optimizer(model, self.lr, cfg.weight_decay)
         self.iters_per_epoch = math.ceil(self._batches_per_epoch() / cfg.grad_accum)
         self.warmup = warmup_steps(self.iters_per_epoch * cfg.epochs, cfg.warmup_iters,
@@ -333,7 +334,8 @@ class Trainer:
             sc = (self.cfg.imgsz, self.cfg.imgsz)
             ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
         else:
-            ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz) for s in (1, 2)}
+            ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz,
+                                                    self.train_data.class_names) for s in (1, 2)}
         ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
         sampler = None
         if self.world > 1:

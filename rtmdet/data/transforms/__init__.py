@@ -15,20 +15,21 @@ A sample carries its xyxy boxes and any per-instance targets (``sample.targets``
 as `rtmdet.data.targets.MaskTarget`, ...); every geometric transform moves the targets together
 with the boxes through the `rtmdet.data.targets.Target` protocol, without knowing their kind.
 
-Modules: `sample` (Sample, Compose), `geometric`, `photometric`, `mixing` (Mosaic, MixUp),
-`pipelines` (the reference pipelines per model).
+Modules: `sample` (Sample, Compose), `geometric` (resize, crop, flips in three directions,
+RandomRotate, pad), `photometric`, `mixing` (Mosaic, MixUp), `pipelines` (the reference
+pipelines per model: RTMDet's two stages, RTMDet-R's single one).
 """
 from __future__ import annotations
 
-from .geometric import FilterAnnotations, Pad, RandomCrop, RandomFlip, RandomResize, Resize, rescale_size
+from .geometric import FilterAnnotations, Pad, RandomCrop, RandomFlip, RandomResize, RandomRotate, Resize, rescale_size
 from .mixing import CachedMixUp, CachedMosaic
 from .photometric import YOLOXHSVRandomAug
-from .pipelines import PipelineParams, build_train_pipeline, pipeline_params
+from .pipelines import PipelineParams, build_rotated_pipeline, build_train_pipeline, pipeline_params
 from .sample import PAD_VAL, Compose, Sample
 
 __all__ = [
     "Sample", "rescale_size", "Compose", "CachedMosaic", "CachedMixUp",
-    "Resize", "RandomResize", "RandomCrop", "YOLOXHSVRandomAug", "RandomFlip", "Pad",
+    "Resize", "RandomResize", "RandomCrop", "YOLOXHSVRandomAug", "RandomFlip", "RandomRotate", "Pad",
     "FilterAnnotations", "PipelineParams", "pipeline_params",
-    "build_train_pipeline", "PAD_VAL",
+    "build_train_pipeline", "build_rotated_pipeline", "PAD_VAL",
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..targets import FLIP_DIRECTIONS, rotation_matrix
 from .sample import PAD_VAL, Sample, boxes_inside, clip_boxes, flip_boxes
 
-__all__ = ["rescale_size", "Resize", "RandomResize", "RandomCrop", "RandomFlip", "Pad", "FilterAnnotations"]
+__all__ = ["rescale_size", "Resize", "RandomResize", "RandomCrop", "RandomFlip", "RandomRotate", "Pad",
+           "FilterAnnotations"]
 
 
 def rescale_size(w: int, h: int, scale: float | tuple[int, int]) -> tuple[tuple[int, int], float]:
@@ -117,28 +119,107 @@ class RandomCrop:
 
 
 class RandomFlip:
-    """Horizontal flip with probability ``prob``; x1' = w - x2, x2' = w - x1."""
+    """mmcv ``RandomFlip``: with one direction, flip with probability ``prob``; with several
+    (RTMDet-R: horizontal, vertical, diagonal at 0.75), each with ``prob / len(direction)`` and
+    no flip with ``1 - prob``. Boxes as HorizontalBoxes.flip_, targets through their ``flip``."""
 
-    def __init__(self, prob: float = 0.5):
+    def __init__(self, prob: float = 0.5, direction: str | tuple[str, ...] = "horizontal"):
+        dirs = (direction,) if isinstance(direction, str) else tuple(direction)
+        bad = [d for d in dirs if d not in FLIP_DIRECTIONS]
+        if bad or not dirs:
+            raise ValueError(f"flip directions must be among {FLIP_DIRECTIONS}, got {direction!r}")
+        if not 0 <= prob <= 1:
+            raise ValueError(f"flip prob must be in [0, 1], got {prob}")
         self.prob = prob
+        self.directions = dirs
 
     @staticmethod
-    def flip(s: Sample) -> Sample:
-        w = s.img.shape[1]
-        s.img = np.ascontiguousarray(s.img[:, ::-1])
-        flip_boxes(s.boxes, w)
-        s.map_targets(lambda t: t.flip(w))
+    def flip(s: Sample, direction: str = "horizontal") -> Sample:
+        h, w = s.img.shape[:2]
+        cols = slice(None, None, -1) if direction in ("horizontal", "diagonal") else slice(None)
+        rows = slice(None, None, -1) if direction in ("vertical", "diagonal") else slice(None)
+        s.img = np.ascontiguousarray(s.img[rows, cols])
+        flip_boxes(s.boxes, w, h, direction)
+        s.map_targets(lambda t: t.flip(w, h, direction))
         return s
 
+    def draw(self, rng: np.random.Generator) -> str | None:
+        """mmcv draws np.random.choice(directions + [None], p=[prob / k] * k + [1 - prob]): the
+        first entry whose cumulative probability exceeds one uniform draw."""
+        k = len(self.directions)
+        cdf = np.cumsum([self.prob / k] * k + [1 - self.prob])
+        i = int(np.searchsorted(cdf / cdf[-1], rng.random(), side="right"))
+        return self.directions[i] if i < k else None
+
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
-        # mmcv draws np.random.choice(['horizontal', None], p=[prob, 1 - prob]): first if u < prob
-        if rng.random() < self.prob:
-            s = self.flip(s)
+        direction = self.draw(rng)
+        if direction is not None:
+            s = self.flip(s, direction)
             s.meta["flip"] = True
+            s.meta["flip_direction"] = direction
         return s
 
     def __repr__(self) -> str:
-        return f"RandomFlip(prob={self.prob})"
+        return f"RandomFlip(prob={self.prob}, direction={list(self.directions)})"
+
+
+class RandomRotate:
+    """mmrotate ``RandomRotate`` + ``Rotate``: with probability ``prob`` turn the image by an
+    angle drawn in [-angle_range, angle_range) degrees (clockwise on screen), or, when the
+    sample holds a label of ``rect_obj_labels`` (objects annotated axis-aligned whatever their
+    orientation: DOTA's storage tanks and roundabouts), by one of 90, 180, -90, -180.
+
+    The image turns about ((w - 1) / 2, (h - 1) / 2), keeps its size, bilinear, border
+    ``border_value`` (the reference's 0); the targets through their ``rotate``. The axis-aligned
+    boxes become the targets' own (`Sample.recompute_boxes`: rotated boxes -> their hulls), or
+    the hulls of the turned box corners when no target can tell; instances whose box centre
+    left the image are dropped (`RotatedBoxes.is_inside`), the boxes are clipped to it."""
+
+    HORIZONTAL_ANGLES = (90, 180, -90, -180)
+
+    def __init__(self, prob: float = 0.5, angle_range: float = 180,
+                 rect_obj_labels: tuple[int, ...] | None = None, border_value: int = 0):
+        if not 0 < angle_range <= 180:
+            raise ValueError(f"angle_range must be in (0, 180], got {angle_range}")
+        self.prob = prob
+        self.angle_range = angle_range
+        self.rect_obj_labels = None if rect_obj_labels is None else tuple(int(v) for v in rect_obj_labels)
+        self.border_value = border_value
+
+    @staticmethod
+    def rotate(s: Sample, angle: float, border_value: int = 0) -> Sample:
+        h, w = s.img.shape[:2]
+        m = rotation_matrix(angle, (w - 1) * 0.5, (h - 1) * 0.5)
+        s.img = cv2.warpAffine(s.img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=(border_value,) * 3)
+        if len(s.boxes):  # hulls of the turned corners (about (w/2, h/2) as the boxes' reference)
+            x1, y1, x2, y2 = s.boxes.T
+            corners = np.stack([np.stack([x1, y1], 1), np.stack([x2, y1], 1),
+                                np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1)
+            mb = rotation_matrix(angle, w * 0.5, h * 0.5)
+            c = corners @ mb[:, :2].T + mb[:, 2]
+            s.boxes = np.concatenate([c.min(1), c.max(1)], 1).astype(np.float32)
+        s.map_targets(lambda t: t.rotate(angle, w, h))
+        s.recompute_boxes()
+        ctr = (s.boxes[:, :2] + s.boxes[:, 2:]) / 2
+        s.select((ctr[:, 0] <= w) & (ctr[:, 1] <= h) & (ctr[:, 0] >= 0) & (ctr[:, 1] >= 0))
+        clip_boxes(s.boxes, h, w)
+        return s
+
+    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
+        # the reference's draws, in its order: rotate?, the angle, then maybe a horizontal angle
+        if not rng.random() < self.prob:
+            return s
+        angle = self.angle_range * (2 * rng.random() - 1)
+        if self.rect_obj_labels is not None and np.isin(s.labels, self.rect_obj_labels).any():
+            angle = float(self.HORIZONTAL_ANGLES[int(rng.integers(len(self.HORIZONTAL_ANGLES)))])
+        s = self.rotate(s, angle, self.border_value)
+        s.meta["rotate"] = angle
+        return s
+
+    def __repr__(self) -> str:
+        return (f"RandomRotate(prob={self.prob}, angle_range={self.angle_range}, "
+                f"rect_obj_labels={self.rect_obj_labels})")
 
 
 class Pad:

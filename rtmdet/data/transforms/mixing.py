@@ -162,7 +162,7 @@ class CachedMixUp(_Cached):
         for name, t in s.targets.items():
             rt = r.target_like(name, t).resize(ratio, ratio, rw, rh).translate(0, 0, sw, sh).resize(jit, jit, ow, oh)
             if is_flip:
-                rt = rt.flip(ow)
+                rt = rt.flip(ow, oh)
             targets[name] = type(t).concat([t, rt.translate(-x_off, -y_off, tw, th)])
 
         img = (0.5 * s.img.astype(np.float32) + 0.5 * cropped.astype(np.float32)).astype(np.uint8)

@@ -83,11 +83,17 @@ def clip_boxes(boxes: np.ndarray, h: int, w: int) -> None:
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
 
 
-def flip_boxes(boxes: np.ndarray, w: int) -> None:
-    """Horizontal flip in an image ``w`` wide: x1' = w - x2, x2' = w - x1 (in place)."""
-    x1 = boxes[:, 0].copy()
-    boxes[:, 0] = w - boxes[:, 2]
-    boxes[:, 2] = w - x1
+def flip_boxes(boxes: np.ndarray, w: int, h: int = 0, direction: str = "horizontal") -> None:
+    """Flip in a ``w`` x ``h`` image (in place), as HorizontalBoxes.flip_: horizontal
+    x1' = w - x2, x2' = w - x1; vertical the same in y with ``h``; diagonal both."""
+    if direction in ("horizontal", "diagonal"):
+        x1 = boxes[:, 0].copy()
+        boxes[:, 0] = w - boxes[:, 2]
+        boxes[:, 2] = w - x1
+    if direction in ("vertical", "diagonal"):
+        y1 = boxes[:, 1].copy()
+        boxes[:, 1] = h - boxes[:, 3]
+        boxes[:, 3] = h - y1
 
 
 def boxes_inside(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
