@@ -25,6 +25,8 @@ BAD_VALUES = {
     common.unit_float: ["-0.1", "1.5", "nan", "abc"],
     common.image_size: ["0", "33", "100", "-32"],
     common.opset_version: ["10", "99"],
+    common.positive_float: ["0", "-1", "inf", "nan", "abc"],
+    common.tile_size: ["0", "31", "abc"],
 }
 
 # a plausible command line for each verb (the bad flag is added to it)
@@ -36,6 +38,7 @@ BASE = {
     "bench": ["bench", "--weights", "W"],
     "demo": ["demo", "--out", "OUT"],
     "models": ["models"],
+    "split": ["split", "SRC", "--out", "OUT"],
 }
 
 
@@ -124,6 +127,9 @@ def _cases(d):
         (["train", "--resume", d / "missing" / "last.pth"], ["resume checkpoint not found"]),
         (["train"], ["give --data"]),
         (["export", "--weights", W, "--format", "engine"], ["engine"]),
+        (["predict", IMG, "--weights", W, "--tile", "64", "--overlap", "64"], ["--overlap 64"]),
+        (["split", d / "nope", "--out", d / "patches"], ["nope"]),
+        (["split", D, "--out", under_file], ["file"]),
     ]
 
 
