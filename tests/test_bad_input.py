@@ -96,7 +96,46 @@ def world(tmp_path_factory):
     cv2.imwrite(str(d / "img.png"), np.zeros((48, 64, 3), np.uint8))
     (d / "random.pth").write_bytes(np.random.default_rng(0).bytes(999))
     (d / "file").write_text("a file, not a folder")
+    import json
+    good = json.loads((d / "ds" / "annotations" / "instances_val.json").read_text())
+    for name, change in BROKEN_COCO.items():
+        doc = json.loads(json.dumps(good))
+        change(doc)
+        (d / "coco" / name / "annotations").mkdir(parents=True)
+        (d / "coco" / name / "images").symlink_to(d / "ds" / "images")
+        for split in ("train", "val"):
+            (d / "coco" / name / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
     return d
+
+
+def _set(path, value):
+    def change(doc):
+        node = doc
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+    return change
+
+
+# COCO json files a tool wrote wrongly -> what the one line says
+BROKEN_COCO = {
+    "images_object": _set(["images"], {"id": 1}),
+    "image_id_list": _set(["images", 0, "id"], [1]),
+    "ann_image_id_list": _set(["annotations", 0, "image_id"], [1]),
+    "category_id_str": _set(["annotations", 0, "category_id"], "1"),
+    "categories_object": _set(["categories"], {"1": "rectangle"}),
+    "width_text": _set(["images", 0, "width"], "wide"),
+    "image_not_object": _set(["images", 0], 7),
+}
+BROKEN_SAYS = {
+    "images_object": "'images' must be a list of objects, got an object",
+    "image_id_list": "'images'[0] id must be an integer or a string, got a list [1]",
+    "ann_image_id_list": "'annotations'[0] image_id must be an integer or a string, got a list",
+    "category_id_str": "'annotations'[0] category_id must be an integer, got a string",
+    "categories_object": "'categories' must be a list of objects",
+    "width_text": "'images'[0] width must be a positive number",
+    "image_not_object": "'images'[0] must be an object, got int",
+}
 
 
 def _cases(d):
@@ -136,6 +175,13 @@ def _cases(d):
 def test_bad_files_and_settings(world, capsys):
     for argv, says in _cases(world):
         one_line_exit_2(capsys, argv, *says)
+
+
+@pytest.mark.parametrize("name", list(BROKEN_COCO))
+def test_coco_json_of_the_wrong_shape(world, name, capsys):
+    data = world / "coco" / name
+    one_line_exit_2(capsys, ["val", "--data", data, "--weights", world / "w.pth"], BROKEN_SAYS[name])
+    one_line_exit_2(capsys, ["train", "--data", data, "--project", world / "runs"], BROKEN_SAYS[name])
     assert not (world / "runs").exists()  # no run folder for a run that never started
 
 
