@@ -232,3 +232,39 @@ def atomic_path(path: str | os.PathLike, check=None):
         finally:
             os.close(fd)
     _commit(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_files(*paths: str | os.PathLike):
+    """For writers that write several files at once (an OpenVINO .xml and its .bin): yields a
+    temporary folder beside the first path; the writer puts each file there under its final
+    name. When the block ends every file must exist and not be empty; each is fsynced and
+    renamed into place in the order given (name the file that refers to the others last)."""
+    import shutil
+    import tempfile
+    paths = [Path(p) for p in paths]
+    _make_parent(paths[0])
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{paths[0].stem}.", suffix=".tmp", dir=paths[0].parent))
+    except OSError as e:
+        raise WriteError(paths[0], _reason(e)) from None
+    try:
+        try:
+            yield tmp
+            for p in paths:
+                src = tmp / p.name
+                if not src.is_file() or src.stat().st_size == 0:
+                    raise WriteError(p, "nothing was written")
+                fd = os.open(src, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for p in paths:
+                _commit(tmp / p.name, p)
+        except WriteError:
+            raise
+        except OSError as e:
+            raise WriteError(paths[0], _reason(e)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
