@@ -40,12 +40,35 @@ def _make_parent(path: Path) -> None:
         raise WriteError(path, f"cannot create its folder ({_reason(e)})") from None
 
 
+def check_creatable(folder: str | os.PathLike) -> Path:
+    """WriteError unless `folder` exists as a writable folder or could be created (its first
+    existing ancestor is a writable folder); creates nothing."""
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise WriteError(folder, f"{probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_fs(probe) else "permission denied"
+        raise WriteError(folder, f"{probe} is not writable ({reason})")
+    return Path(folder)
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def ensure_dir(folder: str | os.PathLike) -> Path:
     """`folder`, created if needed and checked to be writable (a file is created and removed
     there), so a run finds out before doing any work; WriteError otherwise."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise WriteError(folder, "it is a file, not a folder")
+    check_creatable(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -209,3 +232,39 @@ def atomic_path(path: str | os.PathLike, check=None):
         finally:
             os.close(fd)
     _commit(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_files(*paths: str | os.PathLike):
+    """For writers that write several files at once (an OpenVINO .xml and its .bin): yields a
+    temporary folder beside the first path; the writer puts each file there under its final
+    name. When the block ends every file must exist and not be empty; each is fsynced and
+    renamed into place in the order given (name the file that refers to the others last)."""
+    import shutil
+    import tempfile
+    paths = [Path(p) for p in paths]
+    _make_parent(paths[0])
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{paths[0].stem}.", suffix=".tmp", dir=paths[0].parent))
+    except OSError as e:
+        raise WriteError(paths[0], _reason(e)) from None
+    try:
+        try:
+            yield tmp
+            for p in paths:
+                src = tmp / p.name
+                if not src.is_file() or src.stat().st_size == 0:
+                    raise WriteError(p, "nothing was written")
+                fd = os.open(src, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for p in paths:
+                _commit(tmp / p.name, p)
+        except WriteError:
+            raise
+        except OSError as e:
+            raise WriteError(paths[0], _reason(e)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -104,7 +104,9 @@ def test_val_on_synthetic_dataset(tmp_path, capsys):
     assert "AP50" in out and "rectangle" in out
     assert (tmp_path / "val" / "detections.json").exists() and (tmp_path / "val" / "pr_curves.png").exists()
     # an 80-class model on a 3-class dataset is refused with a clear message
-    assert main(["val", "--data", str(tmp_path / "ds"), "--weights", str(DET_FIX / "weights.pth")]) == 2
+    m80 = rtmdet.create("rtmdet-tiny")
+    atomic_save({"meta": checkpoint_meta(m80), "state_dict": m80.state_dict()}, tmp_path / "m80.pth")
+    assert main(["val", "--data", str(tmp_path / "ds"), "--weights", str(tmp_path / "m80.pth")]) == 2
     assert "80 classes" in capsys.readouterr().err
 
 

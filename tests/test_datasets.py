@@ -218,6 +218,27 @@ def test_yolo_yaml(tmp_path, caplog):
         load_yolo(y, split="val", strict=True)
 
 
+def test_float_rounding_at_the_image_edge_is_not_a_problem(tmp_path):
+    """A correctly converted dataset: boxes that touch the border come back 1e-8 px outside
+    after normalised -> pixel arithmetic. Clipped without a report (strict loads it); a box a
+    pixel outside is still reported."""
+    root = tmp_path / "yolo"
+    write_img(root / "images" / "val" / "a.jpg", 640, 427)
+    x2, w = 639.99999999, 640  # a box to the right edge, written with 8 decimals
+    cx, bw = (600 + x2) / 2 / w, (x2 - 600) / w
+    (root / "labels" / "val").mkdir(parents=True)
+    (root / "labels" / "val" / "a.txt").write_text(
+        f"0 {cx:.8f} 0.50000000 {bw + 3e-8:.8f} 1.00000002\n"  # 1e-8 outside right, top, bottom
+        f"0 {(600 + 641) / 2 / w:.8f} 0.5 {41 / w:.8f} 0.2\n")  # a pixel outside: reported
+    (root / "data.yaml").write_text("path: .\nval: images/val\nnames: [a]\n")
+    ds = load_yolo(root / "data.yaml", split="val")
+    assert ds.report.clipped_boxes == 1 and ds.records[0].boxes.max() <= 640
+    (root / "labels" / "val" / "a.txt").write_text(f"0 {cx:.8f} 0.50000000 {bw + 3e-8:.8f} 1.00000002\n")
+    ds = load_yolo(root / "data.yaml", split="val", strict=True)
+    assert ds.report.ok and len(ds.records[0].boxes) == 1
+    np.testing.assert_allclose(ds.records[0].boxes[0], [600, 0, 640, 427], atol=1e-3)
+
+
 def test_yolo_names_dict_and_folder_and_missing_split(tmp_path):
     root, y = make_yolo(tmp_path)
     y.write_text("path: .\nval: images/val\nnames:\n  0: a\n  1: b\n  2: c\n")

@@ -32,3 +32,17 @@ def test_export_and_backends_use_the_checkpoints_size(tmp_path, capsys):
     from rtmdet.deploy.onnx import export_onnx
     export_onnx(m, tmp_path / "api.onnx", dynamic=True)
     assert rtmdet.Detector(tmp_path / "api.onnx").backend.input_size() == (192, 192)
+
+
+def test_bench_runs_an_exported_file_on_its_backend(tmp_path, capsys):
+    torch.manual_seed(0)
+    m = rtmdet.create("rtmdet-tiny", num_classes=3)
+    m.test_cfg.imgsz = 96
+    atomic_save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, tmp_path / "m.pth")
+    assert main(["export", "--weights", str(tmp_path / "m.pth"), "--output", str(tmp_path / "m.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["bench", "--weights", str(tmp_path / "m.onnx"), "--runs", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "96x96" in out and "\nonnxruntime " in out and "torch " not in out
+    assert main(["bench", "--weights", str(tmp_path / "m.onnx"), "--backend", "torch"]) == 2
+    assert "bench the .pth" in capsys.readouterr().err

@@ -4,7 +4,7 @@ import torch
 
 import rtmdet
 from rtmdet.checkpoint import atomic_save
-from helpers import DET_FIX, load_fixture
+from helpers import DET_FIX, load_fixture, need
 
 # Reference parameter counts (shared head convs counted once), from the original configs.
 PARAMS_M = {"tiny": 4.896, "s": 8.887, "m": 24.709, "l": 52.316, "x": 94.856}
@@ -12,7 +12,7 @@ PARAMS_M = {"tiny": 4.896, "s": 8.887, "m": 24.709, "l": 52.316, "x": 94.856}
 
 @pytest.fixture(scope="module")
 def tiny():
-    return rtmdet.load(DET_FIX / "weights.pth")
+    return rtmdet.load(need(DET_FIX / "weights.pth"))
 
 
 def test_fixture_keys_and_shapes_match_exactly(tiny):

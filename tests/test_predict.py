@@ -8,14 +8,14 @@ import rtmdet
 from rtmdet.config import MEAN_BGR, STD_BGR
 from rtmdet.data.letterbox import fit_size, letterbox
 from rtmdet.data.images import ImageReadError
-from helpers import DET_FIX, load_fixture, match_detections
+from helpers import DET_FIX, load_fixture, match_detections, need
 
 CASES = ["square", "portrait", "large"]
 
 
 @pytest.fixture(scope="module")
 def model():
-    return rtmdet.load(DET_FIX / "weights.pth")
+    return rtmdet.load(need(DET_FIX / "weights.pth"))
 
 
 @pytest.fixture(scope="module", params=CASES)

@@ -1,17 +1,26 @@
 """`rtmdet bench`: pre / infer / post latency per backend, side by side."""
 from __future__ import annotations
 
-from .common import add_model_args, check_model_arg, image_size, non_negative_int, open_model, positive_int
+from pathlib import Path
+
+from .common import UsageError, add_model_args, check_model_arg, image_size, non_negative_int, open_model, positive_int
 
 
 def cmd_bench(args) -> int:
     from ..deploy.bench import format_table, run_bench
     from ..inference import BACKENDS
+    from ..inference.detector import GRAPH_SUFFIXES
 
     src = check_model_arg(args)
     model = open_model(args)  # download/validate once, with a one-line error
     imgsz = args.imgsz or model.test_cfg.imgsz  # default: the size the checkpoint carries
     backends = BACKENDS if args.backend == "all" else (args.backend,)
+    kind = GRAPH_SUFFIXES.get(Path(src).suffix.lower())
+    if kind is not None:  # an exported file: its own backend (the others need the .pth)
+        if args.backend not in ("all", kind):
+            raise UsageError(f"{src} runs on {kind}; for --backend {args.backend} bench the .pth "
+                             "checkpoint it was exported from")
+        backends = (kind,)
     device = args.device or "cpu"
     rows = run_bench(src, backends, imgsz=imgsz, batch=args.batch, runs=args.runs,
                      warmup=args.warmup, device=device, nms=args.nms)
@@ -23,7 +32,7 @@ def cmd_bench(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="latency/throughput per backend, side by side")
-    add_model_args(p, graphs=False)
+    add_model_args(p)
     p.add_argument("--backend", choices=("torch", "onnxruntime", "openvino", "tensorrt", "all"), default="all")
     p.add_argument("--imgsz", type=image_size, default=None,
                    help="input size (default: the checkpoint's test size)")

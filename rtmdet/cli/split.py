@@ -23,11 +23,13 @@ def source_folders(source: Path, labels: str | None) -> tuple[Path, Path | None]
 
 
 def cmd_split(args) -> int:
+    from ..atomic import check_creatable
     from ..data.split import split_images
 
     source = Path(args.source)
     if not source.is_dir():
         raise UsageError(f"not a folder: {source}")
+    check_creatable(args.out)  # an unwritable --out is one line, before any work
     if args.overlap >= args.patch:
         raise UsageError(f"--overlap {args.overlap} must be smaller than --patch {args.patch}")
     images, labels = source_folders(source, args.labels)

@@ -7,6 +7,7 @@ from .common import UsageError, device, image_size, non_negative_int, positive_i
 
 
 def cmd_train(args) -> int:
+    from ..atomic import check_creatable
     from ..config import apply_overrides
     from ..train.config import TrainConfig, validate
     from ..train.trainer import NonFiniteLossError, NothingToResume, Trainer
@@ -25,6 +26,8 @@ def cmd_train(args) -> int:
         device(cfg.device)  # a one-line error for an unknown or absent device
     if not cfg.data and not cfg.resume:
         raise UsageError("give --data PATH (or --resume)")
+    if not cfg.resume:  # an unwritable --project is found before any work
+        check_creatable(cfg.project)
     try:  # what is wrong before training starts (data, model name, weights) is the user's to fix
         trainer = Trainer(cfg, explicit=explicit)
     except (FileNotFoundError, ValueError, KeyError, DownloadError) as e:

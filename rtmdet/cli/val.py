@@ -9,6 +9,7 @@ from .common import (UsageError, add_model_args, add_tile_args, check_model_arg,
 
 
 def cmd_val(args) -> int:
+    from ..atomic import ensure_dir
     from ..data.datasets import load_dataset
     from ..eval.validate import evaluate_model
 
@@ -20,6 +21,9 @@ def cmd_val(args) -> int:
         raise UsageError(str(e)) from None
     if len(dataset) == 0:
         raise UsageError(f"{args.data}: no images to evaluate")
+    save_dir = Path(args.save_dir)
+    if args.save_json or args.plots:  # an unwritable folder is found before the evaluation
+        ensure_dir(save_dir)
     model = open_model(args)
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
                  imgsz=args.imgsz, **tiling)
@@ -29,9 +33,6 @@ def cmd_val(args) -> int:
         raise UsageError(str(e)) from None
     family = model.family
     print(family.format_metrics(metrics, dataset.class_names))
-    save_dir = Path(args.save_dir)
-    if args.save_json or args.plots:
-        save_dir.mkdir(parents=True, exist_ok=True)
     if args.save_json:
         print(f"detections written to {family.save_results(dataset, dets, save_dir)}")
     if args.plots:

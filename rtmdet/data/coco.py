@@ -10,7 +10,7 @@ import numpy as np
 
 from .files import read_image_size
 from .records import DetectionDataset, ImageRecord
-from .report import LoadReport, clip_box, finish
+from .report import ROUNDING_PX, LoadReport, clip_box, finish
 
 __all__ = ["load_coco"]
 
@@ -30,6 +30,44 @@ def _read_json(path: Path):
         raise ValueError(f"{path}: invalid JSON ({e})") from None
 
 
+def _kind(v) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+            type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _objects(data: dict, key: str, ann_file: Path, required: bool) -> list[dict]:
+    """`data[key]` checked to be a list of JSON objects (absent/null allowed unless required)."""
+    v = data.get(key)
+    if v is None and not required:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f"{ann_file}: '{key}' must be a list of objects, got {_kind(v)}")
+    bad = next((i for i, x in enumerate(v) if not isinstance(x, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{ann_file}: '{key}'[{bad}] must be an object, got {_kind(v[bad])}")
+    return v
+
+
+def _is_id(v, strings: bool = True) -> bool:
+    """A COCO id: an integer (or, as pycocotools allows, a string); not a list, float or bool."""
+    return (isinstance(v, int) and not isinstance(v, bool)) or (strings and isinstance(v, str))
+
+
+def _check_ids(ann_file: Path, key: str, entries: list[dict], fields: tuple[str, ...],
+               strings: bool = True) -> None:
+    for i, e in enumerate(entries):
+        for f in fields:
+            if f in e and not _is_id(e[f], strings):
+                what = "an integer" + (" or a string" if strings else "")
+                raise ValueError(f"{ann_file}: '{key}'[{i}] {f} must be {what}, got "
+                                 f"{_kind(e[f])} {json.dumps(e[f])[:40]}")
+
+
+def _size_field(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                         and math.isfinite(v))
+
+
 def load_coco(
     ann_file: str | os.PathLike,
     img_dir: str | os.PathLike | None = None,
@@ -47,11 +85,31 @@ def load_coco(
     data = _read_json(ann_file)
     if not isinstance(data, dict) or "images" not in data:
         raise ValueError(f"{ann_file}: not a COCO annotation file (expected an object with 'images')")
-    if not data["images"]:
+    # the structure is checked before it is used: a wrong type is one line naming the field
+    image_list = _objects(data, "images", ann_file, required=True)
+    if not image_list:
         raise ValueError(f"{ann_file}: annotation file lists no images")
+    ann_list = _objects(data, "annotations", ann_file, required=False)
+    cat_list = _objects(data, "categories", ann_file, required=False)
+    _check_ids(ann_file, "images", image_list, ("id",))
+    _check_ids(ann_file, "annotations", ann_list, ("image_id",))
+    _check_ids(ann_file, "annotations", ann_list, ("category_id",), strings=False)
+    _check_ids(ann_file, "categories", cat_list, ("id",), strings=False)
+    if any("id" not in c for c in cat_list):
+        raise ValueError(f"{ann_file}: every entry of 'categories' needs an integer 'id'")
+    for i, im in enumerate(image_list):
+        if "id" not in im:
+            raise ValueError(f"{ann_file}: 'images'[{i}] has no 'id'")
+        if not isinstance(im.get("file_name", ""), str):
+            raise ValueError(f"{ann_file}: 'images'[{i}] file_name must be a string, got "
+                             f"{_kind(im['file_name'])}")
+        for f in ("width", "height"):
+            if not _size_field(im.get(f)):
+                raise ValueError(f"{ann_file}: 'images'[{i}] {f} must be a positive number, got "
+                                 f"{json.dumps(im[f])[:40]}")
     report = LoadReport(source=str(ann_file))
 
-    cats = sorted(data.get("categories") or [], key=lambda c: c["id"])
+    cats = sorted(cat_list, key=lambda c: c["id"])
     cat_ids = [int(c["id"]) for c in cats]
     if len(set(cat_ids)) != len(cat_ids):
         raise ValueError(f"{ann_file}: duplicate category ids in 'categories'")
@@ -60,7 +118,7 @@ def load_coco(
 
     images: dict[int, dict] = {}
     order: list[int] = []
-    for im in data["images"]:
+    for im in image_list:
         iid = im.get("id")
         if iid in images:
             report.add("duplicate_image_ids", f"id {iid} ({im.get('file_name')})")
@@ -82,7 +140,7 @@ def load_coco(
         order.append(iid)
 
     has_segm = False
-    for ann in data.get("annotations") or []:
+    for ann in ann_list:
         iid = ann.get("image_id")
         if iid not in images:
             report.add("orphan_annotations", f"ann {ann.get('id')} -> image {iid}")
@@ -102,7 +160,7 @@ def load_coco(
         if not all(math.isfinite(v) for v in (x, y, bw, bh)) or bw <= 0 or bh <= 0:
             report.add("degenerate_boxes", f"ann {ann.get('id')} bbox {bb}")
             continue
-        box, clipped = clip_box(x, y, x + bw, y + bh, im["width"], im["height"])
+        box, clipped = clip_box(x, y, x + bw, y + bh, im["width"], im["height"], tol=ROUNDING_PX)
         if box is None:
             report.add("degenerate_boxes", f"ann {ann.get('id')} bbox {bb} outside {im['width']}x{im['height']}")
             continue

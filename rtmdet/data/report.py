@@ -13,7 +13,7 @@ from pathlib import Path
 from .files import read_image_size
 from .records import DetectionDataset
 
-__all__ = ["LoadReport", "finish", "clip_box", "image_size"]
+__all__ = ["LoadReport", "finish", "clip_box", "image_size", "ROUNDING_PX"]
 
 log = logging.getLogger("rtmdet.data.datasets")  # the name the readers have always logged under
 
@@ -88,13 +88,20 @@ def finish(ds: DetectionDataset, report: LoadReport, strict: bool) -> DetectionD
     return ds
 
 
-def clip_box(x1, y1, x2, y2, w, h):
-    """Clip an xyxy box to [0,w]x[0,h]; return (box, was_clipped) or (None, _) if nothing is left."""
+# a box that leaves the image by less than this (pixels) is float rounding of a correct
+# annotation (normalised YOLO coordinates, converted COCO boxes): clipped without a report
+ROUNDING_PX = 0.01
+
+
+def clip_box(x1, y1, x2, y2, w, h, tol: float = 0.0):
+    """Clip an xyxy box to [0,w]x[0,h]; return (box, was_clipped) or (None, _) if nothing is left.
+    `was_clipped` is False when the box left the image by no more than `tol` pixels."""
     cx1, cy1 = min(max(x1, 0.0), w), min(max(y1, 0.0), h)
     cx2, cy2 = min(max(x2, 0.0), w), min(max(y2, 0.0), h)
     if cx2 <= cx1 or cy2 <= cy1:
         return None, True
-    return (cx1, cy1, cx2, cy2), (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
+    moved = max(abs(cx1 - x1), abs(cy1 - y1), abs(cx2 - x2), abs(cy2 - y2))
+    return (cx1, cy1, cx2, cy2), moved > tol
 
 
 def image_size(path: Path, report: LoadReport, must_exist: bool = True) -> tuple[int, int] | None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .files import has_image_suffix, list_images
 from .records import DetectionDataset, ImageRecord
-from .report import LoadReport, clip_box, finish, image_size, log
+from .report import ROUNDING_PX, LoadReport, clip_box, finish, image_size, log
 
 __all__ = ["load_yolo", "find_split", "read_data_yaml", "class_names", "split_images", "label_path",
            "read_label_lines", "labelled_images"]
@@ -201,7 +201,7 @@ def load_yolo(root_or_yaml: str | os.PathLike, split: str = "val", strict: bool 
             if x2 - x1 <= 0 or y2 - y1 <= 0:
                 report.add("degenerate_boxes", f"{where} {line.strip()}")
                 continue
-            box, clipped = clip_box(float(x1), float(y1), float(x2), float(y2), w, h)
+            box, clipped = clip_box(float(x1), float(y1), float(x2), float(y2), w, h, tol=ROUNDING_PX)
             if box is None:
                 report.add("degenerate_boxes", f"{where} outside the image")
                 continue

@@ -52,6 +52,13 @@ def bench_images(batch: int, shape=(480, 640), seed: int = 0) -> list[np.ndarray
 
 def make_detector(backend: str, weights: str, imgsz: int, batch: int, device: str,
                   workdir: Path, nms: bool = False) -> Detector:
+    from ..inference.detector import GRAPH_SUFFIXES
+    kind = GRAPH_SUFFIXES.get(Path(str(weights)).suffix.lower())
+    if kind is not None:  # an exported file runs on its own backend only
+        if backend != kind:
+            raise BackendUnavailable(f"{Path(str(weights)).name} is a {kind} file; bench the .pth "
+                                     "checkpoint to compare backends")
+        return Detector(weights, device=device)
     if backend == "torch":
         return Detector(weights, device=device)
     from ..api import load
@@ -84,8 +91,7 @@ def run_bench(weights: str, backends=BACKENDS, imgsz: int | None = None, batch: 
         if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "runs" else 0):
             raise ValueError(f"{name}={v!r}: must be {'>= 1' if name == 'runs' else '>= 0'}")
     if imgsz is None:
-        from ..api import load
-        imgsz = load(weights).test_cfg.imgsz
+        imgsz = Detector(weights).test_cfg.imgsz
     images = images or bench_images(batch)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

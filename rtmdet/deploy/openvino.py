@@ -20,6 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_files
 from ..inference.graph_backend import META_KEY
 from ..inference.openvino_backend import import_openvino
 
@@ -65,5 +66,8 @@ def write_ov_model(model, out_xml: str | os.PathLike, meta: dict, half: bool = F
     ov = import_openvino()
     meta = dict(meta, openvino_half=bool(half))
     model.set_rt_info(json.dumps(meta), [META_KEY])
-    ov.save_model(model, str(out_xml), compress_to_fp16=half)
-    return Path(out_xml)
+    out_xml = Path(out_xml)
+    # written beside the target, then renamed: the .bin first, the .xml that names it last
+    with atomic_files(out_xml.with_suffix(".bin"), out_xml) as tmp:
+        ov.save_model(model, str(tmp / out_xml.name), compress_to_fp16=half)
+    return out_xml

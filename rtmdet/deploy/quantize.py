@@ -29,6 +29,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..atomic import write_bytes
+
 KEEP_FLOAT = ("head", "post", "none")
 # the final prediction convs of RTMDet(-Ins): what they output are logits / distances / kernels
 PRED_CONV = re.compile(r"/(rtm_cls|rtm_reg|rtm_kernel)\.\d+/|/mask_head/projection/")
@@ -175,21 +177,20 @@ def quantize_onnx(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike,
         proto = onnx.load(str(src))
         exclude = onnx_float_nodes(proto, keep_float)
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
-            quantize_static(str(src), str(onnx_out), Reader(), quant_format=QuantFormat.QDQ,
+            quantize_static(str(src), str(Path(tmp) / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                             calibrate_method=methods[method],
                             extra_options={"WeightSymmetric": True,
                                            "ActivationSymmetric": False},
                             calibration_providers=["CPUExecutionProvider"])
-    out = onnx.load(str(onnx_out))
+        out = onnx.load(str(Path(tmp) / "int8.onnx"))
     meta["int8"] = {"tool": "onnxruntime", "calib_images": len(paths), "keep_float": keep_float,
                     "method": method, "per_channel": per_channel}
     del out.metadata_props[:]
     entry = out.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
-    onnx.save(out, str(onnx_out))
-    return onnx_out
+    return write_bytes(onnx_out, out.SerializeToString())  # atomically: never a partial file
 
 
 # ------------------------------------------------------------------------------- OpenVINO/NNCF
