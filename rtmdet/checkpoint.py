@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import atomic_open
 
 
 class CheckpointError(ValueError):
@@ -25,24 +27,76 @@ class OpaqueObject:
         self.state = state
 
 
+# exported models: what they are, for the message of a load that was given one
+EXPORTED = {".onnx": "an exported ONNX model", ".engine": "a TensorRT engine",
+            ".trt": "a TensorRT engine", ".plan": "a TensorRT engine",
+            ".xml": "an OpenVINO model", ".bin": "OpenVINO weights", ".tflite": "a TFLite model"}
+
+
+def _kind_of_bytes(head: bytes) -> str:
+    if not head:
+        return "an empty file"
+    if head.startswith((b"{", b"[")):
+        return "a JSON/text file"
+    if all(32 <= c < 127 or c in b"\t\r\n" for c in head):
+        return "a text file"
+    return "binary data of another kind"
+
+
+def _short(e: BaseException) -> str:
+    """torch's error without its advice (`weights_only=False` is wrong for an untrusted file)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if "weights_only" not in ln and "trusted source" not in ln
+            and "torch.load" not in ln and "file an issue" not in ln]
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", keep[0]) if keep else type(e).__name__
+    return re.split(r"(?<=\.)\s", text)[0][:200]
+
+
+def not_a_checkpoint(path, reason: str = "") -> CheckpointError:
+    """The error for a file that is not a PyTorch checkpoint: what it is, and for an exported
+    model where it runs."""
+    suffix = Path(str(path)).suffix.lower()
+    kind = EXPORTED.get(suffix)
+    if kind:
+        try:
+            from .inference.detector import GRAPH_SUFFIXES
+        except ImportError:
+            GRAPH_SUFFIXES = {}
+        where = (f"run it with rtmdet.Detector({str(path)!r}) or `--weights {path}` in rtmdet "
+                 f"predict/val/bench" if suffix in GRAPH_SUFFIXES else "this rtmdet cannot run it")
+        return CheckpointError(f"{path} is {kind}, not a PyTorch checkpoint: {where} (training and "
+                               f"export start from the .pth checkpoint it was made from)")
+    return CheckpointError(f"{path}: not a PyTorch checkpoint ({reason})")
+
+
 def safe_load(path: str | os.PathLike, map_location="cpu") -> Any:
-    """`torch.load(weights_only=True)`; globals the allow-list lacks become `OpaqueObject`s."""
+    """`torch.load(weights_only=True)`; globals the allow-list lacks become `OpaqueObject`s.
+    A file that is not a checkpoint (an exported model, text, random bytes) is a one-line
+    CheckpointError saying what it is not, never torch's advice to unpickle it unsafely."""
     path = str(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from None
+    # torch's two formats: a zip archive (torch >= 1.6) or a pickle stream (protocol >= 2)
+    if Path(path).suffix.lower() in EXPORTED or not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise not_a_checkpoint(path, _kind_of_bytes(head))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as first:
         try:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:
-            raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+            raise not_a_checkpoint(path, f"unreadable: {_short(first)}") from None
         stubs = [(type(n.rsplit(".", 1)[-1], (OpaqueObject,), {}), n) for n in names]
         try:
             with torch.serialization.safe_globals(stubs):
                 return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+            raise not_a_checkpoint(path, f"unreadable: {_short(e)}") from None
+    except Exception as e:  # truncated archives, foreign zips, corrupt pickles
+        raise not_a_checkpoint(path, f"unreadable: {_short(e)}") from None
 
 
 def extract_state_dict(ckpt: Any) -> dict[str, torch.Tensor]:
@@ -82,17 +136,8 @@ def check_compatible(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`
+    (`rtmdet.atomic`): a full disk or a read-only folder raises `WriteError` naming `path` and
+    leaves the previous file untouched. The file gets the user's umask (0644 typical)."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)

@@ -101,8 +101,8 @@ def _has_defaults(cls) -> bool:
 
 
 def save_yaml(obj: Any, path) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(obj), f, sort_keys=False)
+    from .atomic import write_text
+    write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 def load_yaml(cls, path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -34,9 +35,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def download(url: str, dest_dir: str | os.PathLike | None = None, progress: bool = True,
-             timeout: float = 60.0) -> Path:
+             timeout: float = 60.0, connect_timeout: float = 5.0) -> Path:
     """Fetch `url` into the cache (once). Resumes a partial `.part` file with an HTTP Range
-    request, verifies the sha256 prefix in the file name, then renames into place atomically."""
+    request, verifies the sha256 prefix in the file name, then renames into place atomically.
+
+    The attempt is printed (URL -> cache path) when `progress`; a server that does not answer
+    within `connect_timeout` seconds (connection and response headers) or stalls for `timeout`
+    seconds while sending is a DownloadError saying so."""
     dest_dir = Path(dest_dir) if dest_dir else cache_dir()
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = url.rsplit("/", 1)[-1]
@@ -48,16 +53,29 @@ def download(url: str, dest_dir: str | os.PathLike | None = None, progress: bool
         final.unlink()  # a corrupted cache entry: fetch again
     part = dest_dir / (name + ".part")
     have = part.stat().st_size if part.exists() else 0
+    if progress:
+        print(f"downloading {url} -> {final}" + (f" (resuming at {have} bytes)" if have else ""),
+              flush=True)  # stdout: stderr holds only the error, one line
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    no_answer = (f"download of {url} failed: no answer within {connect_timeout:g} s (offline, "
+                 f"or the server is unreachable); check the network, or put the file at {final}")
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = urllib.request.urlopen(req, timeout=connect_timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the part file is already complete
             resp = None
         else:
             raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
+    except (TimeoutError, socket.timeout):
+        raise DownloadError(no_answer) from None
     except (urllib.error.URLError, OSError) as e:
-        raise DownloadError(f"download of {url} failed: {e}") from None
+        if isinstance(getattr(e, "reason", None), (TimeoutError, socket.timeout)):
+            raise DownloadError(no_answer) from None
+        raise DownloadError(f"download of {url} failed: {getattr(e, 'reason', e)}") from None
+    if resp is not None:  # the body may take longer between blocks than the first answer
+        sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+        if sock is not None:
+            sock.settimeout(timeout)
     if resp is not None:
         with resp:
             if have and resp.status != 206:  # server ignored Range: start over

@@ -146,3 +146,68 @@ def file_server():
         srv.shutdown()
         srv.server_close()
         t.join()
+
+
+def infer_arrays(detector, x):
+    """A Detector's raw graph outputs for input `x`, as numpy arrays in output order."""
+    return [np.asarray(v) for v in detector.infer(x).values()]
+
+
+# ------------------------------------------------------------------ failing disks
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], read_only: Path | None = None, timeout: float = 300):
+    """`python -m rtmdet ARGS` in a fresh process (CompletedProcess, text). `read_only`: a
+    folder the command sees read-only: chmod 0555 for a normal user; as root (which ignores
+    permissions) a read-only bind mount in a private mount namespace (`unshare -m`)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "rtmdet", *map(str, args)]
+    if read_only is None:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    read_only = Path(read_only)
+    if os.geteuid() != 0:
+        mode = read_only.stat().st_mode
+        read_only.chmod(0o555)
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        finally:
+            read_only.chmod(mode)
+    mount = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", mount, "sh", str(read_only), "true"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"running as root without mount namespaces: cannot make {read_only} "
+                    f"read-only ({probe.stderr.strip()[:100]})")
+    return subprocess.run(["unshare", "-m", "sh", "-c", mount, "sh", str(read_only), *cmd],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def disk_full_after(monkeypatch, budget: int, match: str = ""):
+    """Every `os.write` to a file whose path contains `match` fails with ENOSPC ("No space left
+    on device") once `budget` bytes have gone to such files: a disk filling up half-way through
+    the writes (`rtmdet.atomic` writes through `os.write`). Returns the list of bytes written."""
+    import errno
+    import os
+    real = os.write
+    written = [0]
+
+    def write(fd, data):
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            name = ""
+        if match not in name or not name.startswith("/"):
+            return real(fd, data)
+        room = budget - written[0]
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real(fd, bytes(memoryview(data)[:room]))
+        written[0] += n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+    return written

@@ -117,3 +117,23 @@ def test_every_record_builds_its_family_and_loads_by_preset_name(tmp_path):
     atomic_save({"state_dict": model.state_dict()}, tmp_path / "bare.pth")  # no rtmdet meta
     again = rtmdet.load(tmp_path / "bare.pth", model="rtmdet-tiny")
     assert again.cfg.num_classes == 3 and again.family.name == "detect"
+
+
+def test_a_server_that_never_answers_fails_fast_and_the_attempt_is_shown(tmp_path, capsys):
+    """A server that accepts the connection and then says nothing (a dead proxy, a firewall
+    that swallows packets): an error within seconds, not a silent minute."""
+    import socket
+    import time
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)  # the kernel accepts; nobody ever reads or answers
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/m/rtmdet_x-0123abcd.pth"
+    try:
+        t0 = time.time()
+        with pytest.raises(zoo.DownloadError, match=r"no answer within 5 s.*put the file at"):
+            zoo.download(url, tmp_path / "cache")
+        assert time.time() - t0 < 10
+    finally:
+        srv.close()
+    out = capsys.readouterr().out
+    assert f"downloading {url} -> {tmp_path / 'cache' / 'rtmdet_x-0123abcd.pth'}" in out

@@ -5,28 +5,40 @@ import argparse
 import logging
 import sys
 
-from . import bench, demo, export, models, predict, train, val
+from ..atomic import WriteError
+from . import bench, demo, export, models, predict, split, train, val
 from .common import UsageError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (`rtmdet val: error: argument --batch: 0: must be
+    >= 1`), exit code 2; `-h` still prints the full usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rtmdet", description="RTMDet detectors in plain PyTorch")
+    parser = Parser(prog="rtmdet", description="RTMDet detectors in plain PyTorch")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for verb in (predict, val, models, train, export, bench, demo):
+    for verb in (predict, val, models, train, export, bench, demo, split):
         verb.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad flag (one line printed, 2) or -h (0): returned like the rest
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s")
     try:
         return int(args.func(args) or 0)
-    except UsageError as e:
+    except (UsageError, WriteError) as e:  # a bad argument, or an output that cannot be written
         print(f"rtmdet {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,12 +9,13 @@ def cmd_bench(args) -> int:
     from ..inference import BACKENDS
 
     src = check_model_arg(args)
-    open_model(args)  # download/validate once, with a one-line error
+    model = open_model(args)  # download/validate once, with a one-line error
+    imgsz = args.imgsz or model.test_cfg.imgsz  # default: the size the checkpoint carries
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     device = args.device or "cpu"
-    rows = run_bench(src, backends, imgsz=args.imgsz, batch=args.batch, runs=args.runs,
+    rows = run_bench(src, backends, imgsz=imgsz, batch=args.batch, runs=args.runs,
                      warmup=args.warmup, device=device, nms=args.nms)
-    print(f"{src}: batch {args.batch}, {args.imgsz}x{args.imgsz}, {args.runs} runs after "
+    print(f"{src}: batch {args.batch}, {imgsz}x{imgsz}, {args.runs} runs after "
           f"{args.warmup} warm-up, device {device}")
     print(format_table(rows, ratios=True))
     return 0
@@ -23,8 +24,9 @@ def cmd_bench(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="latency/throughput per backend, side by side")
     add_model_args(p, graphs=False)
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt", "all"), default="all")
-    p.add_argument("--imgsz", type=image_size, default=640)
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "openvino", "tensorrt", "all"), default="all")
+    p.add_argument("--imgsz", type=image_size, default=None,
+                   help="input size (default: the checkpoint's test size)")
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument("--warmup", type=non_negative_int, default=3)

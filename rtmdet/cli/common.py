@@ -11,7 +11,7 @@ class UsageError(Exception):
 
 
 # ------------------------------------------------------------------ argument types
-def _number(cast, ok, rule):
+def number(cast, ok, rule):
     def parse(text: str):
         try:
             v = cast(text)
@@ -24,10 +24,13 @@ def _number(cast, ok, rule):
     return parse
 
 
-positive_int = _number(int, lambda v: v >= 1, ">= 1")
-non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
-unit_float = _number(float, lambda v: 0 <= v <= 1, "between 0 and 1")
-image_size = _number(int, lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32")
+positive_int = number(int, lambda v: v >= 1, ">= 1")
+non_negative_int = number(int, lambda v: v >= 0, ">= 0")
+unit_float = number(float, lambda v: 0 <= v <= 1, "between 0 and 1")
+image_size = number(int, lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32")
+opset_version = number(int, lambda v: 11 <= v <= 20, "between 11 and 20")  # NMS needs >= 11
+positive_float = number(float, lambda v: v > 0 and v != float("inf"), "> 0")
+tile_size = number(int, lambda v: v >= 32, ">= 32")
 
 
 # ------------------------------------------------------------------ device and model
@@ -51,6 +54,23 @@ def add_model_args(p: argparse.ArgumentParser, graphs: bool = True) -> None:
     g.add_argument("--weights", help="checkpoint (.pth)" + (" or exported model (.onnx, .engine)"
                                                           if graphs else ""))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+def add_tile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=tile_size, default=None,
+                   help="tiled inference for large images: windows of TILE px (e.g. 1024), each "
+                        "letterboxed to --imgsz, merged with the model's NMS")
+    p.add_argument("--overlap", type=non_negative_int, default=200,
+                   help="overlap of neighbouring tiles in px (default 200)")
+
+
+def tile_knobs(args) -> dict:
+    """{tile, overlap} for predict(); --overlap must be smaller than --tile."""
+    if args.tile is None:
+        return {}
+    if args.overlap >= args.tile:
+        raise UsageError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
+    return dict(tile=args.tile, overlap=args.overlap)
 
 
 def check_model_arg(args) -> str:
@@ -83,12 +103,3 @@ def open_model(args):
     except (CheckpointError, DownloadError, FileNotFoundError, BackendUnavailable, ValueError) as e:
         raise UsageError(str(e)) from None
 
-
-def unique_path(directory: Path, name: str) -> Path:
-    """`directory/name`, or `stem_2.ext`... when a file of that name was already written."""
-    out = directory / name
-    k = 2
-    while out.exists():
-        out = directory / f"{Path(name).stem}_{k}{Path(name).suffix}"
-        k += 1
-    return out

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import non_negative_int, positive_int
+
 
 def cmd_demo(args) -> int:
     from ..demo import run_demo
@@ -17,8 +19,8 @@ def add_parser(sub) -> None:
                    help="detect: shapes (COCO) and RTMDet-tiny, COCO AP; rotated: rotated shapes "
                         "(DOTA txt) and RTMDet-R tiny, DOTA mAP50, rotated boxes drawn")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--images", type=int, default=48, help="training images to generate")
+    p.add_argument("--epochs", type=positive_int, default=60)
+    p.add_argument("--images", type=positive_int, default=48, help="training images to generate")
     p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=cmd_demo)

@@ -1,32 +1,41 @@
-"""`rtmdet predict`: images, folders, globs and videos -> drawn pictures, txt and json."""
+"""`rtmdet predict`: images, folders, globs and videos -> drawn pictures, txt and json.
+
+Outputs keep each source's path under the SOURCE folder (`a/x.jpg` -> `<save-dir>/a/x.jpg`,
+`<save-dir>/labels/a/x.txt`), so two sources never share an output; predictions.json records
+the source and the outputs of every image or frame. Every file is written atomically."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from .common import (UsageError, add_model_args, check_model_arg, image_size, open_model,
-                     positive_int, unique_path, unit_float)
+from .common import (UsageError, add_model_args, add_tile_args, check_model_arg, image_size,
+                     open_model, positive_int, tile_knobs, unit_float)
 
 log = logging.getLogger("rtmdet")
 
 
 def cmd_predict(args) -> int:
-    import cv2
     from tqdm import tqdm
 
+    from ..atomic import ensure_dir, write_image, write_json, write_text
     from ..data.images import ImageReadError, read_image
-    from ..sources import is_video, list_images
+    from ..sources import is_video, list_images, output_names, source_root
 
     check_model_arg(args)
+    tiling = tile_knobs(args)
     files = list_images(args.source)
     if not files:
         raise UsageError(f"no images or videos found at {args.source}")
+    root = source_root(args.source, files)
+    drawn = dict(zip(files, output_names(files, root, lambda r: ".mp4" if is_video(r) else r.suffix)))
+    labels = dict(zip(files, output_names(files, root, lambda r: ".txt")))
+    save_dir = Path(args.save_dir)
+    writes = not args.no_save or args.save_txt or args.save_json
+    if writes:  # a folder we cannot write to is found before the model is loaded
+        ensure_dir(save_dir)
     model = open_model(args)
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
-                 imgsz=args.imgsz)
-    save_dir = Path(args.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
+                 imgsz=args.imgsz, **tiling)
     records, failed, n_dets = [], [], 0
     images = [f for f in files if not is_video(f)]
     videos = [f for f in files if is_video(f)]
@@ -45,68 +54,129 @@ def cmd_predict(args) -> int:
             for f, img, d in zip(chunk, arrays, dets):
                 d.source = str(f)
                 n_dets += len(d)
+                rec = d.to_dict()
                 if not args.no_save:
-                    cv2.imwrite(str(unique_path(save_dir, f.name)), d.draw(img))
+                    write_image(save_dir / drawn[f], d.draw(img))
+                    rec["output"] = str(drawn[f])
                 if args.save_txt:
-                    (save_dir / "labels").mkdir(exist_ok=True)
-                    (save_dir / "labels" / f"{f.stem}.txt").write_text(d.to_txt())
-                records.append(d.to_dict())
+                    write_text(save_dir / "labels" / labels[f], d.to_txt())
+                    rec["labels"] = str(Path("labels") / labels[f])
+                records.append(rec)
         bar.update(len(images[start:start + args.batch]))
     bar.close()
     for v in videos:
-        n_dets += _predict_video(model, v, save_dir, knobs, records, args)
+        n = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args)
+        if n is None:
+            failed.append(str(v))
+        else:
+            n_dets += n
+    if not records:
+        raise UsageError("nothing could be read: " + ", ".join(failed))
     if args.save_json:
-        (save_dir / "predictions.json").write_text(json.dumps(records, indent=1))
+        write_json(save_dir / "predictions.json", records, indent=1)
     print(f"{len(records)} image(s)/frame(s), {n_dets} detection(s)"
           + (f", {len(failed)} unreadable skipped: {', '.join(failed)}" if failed else "")
-          + f"; results in {save_dir}")
+          + (f"; results in {save_dir}" if writes else ""))
     return 0
 
 
-def _predict_video(model, path: Path, save_dir: Path, knobs: dict, records: list, args) -> int:
+class _NoFrames(Exception):
+    pass
+
+
+def _count_frames(path: Path) -> int:
+    import cv2
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.isOpened() and cap.grab():
+        n += 1
+    cap.release()
+    return n
+
+
+def _predict_video(model, path: Path, save_dir: Path, out_name: Path, txt_name: Path,
+                   knobs: dict, records: list, args) -> int | None:
+    """Detections of every frame (drawn into `<save-dir>/<out_name>`, an mp4 written to a
+    temporary name, checked frame by frame, then renamed); None when the video is unreadable."""
+    import contextlib
+
     import cv2
     from tqdm import tqdm
+
+    from ..atomic import WriteError, atomic_path, write_text
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         log.warning("skipped %s: not a readable video", path)
-        return 0
+        return None
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer, n, frame_idx = None, 0, 0
-    with tqdm(total=total, desc=path.name, unit="frame") as bar:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            d = model.predict(frame, **knobs)
-            d.source = f"{path}#{frame_idx}"
-            n += len(d)
-            if not args.no_save:
-                if writer is None:
-                    h, w = frame.shape[:2]
-                    out = unique_path(save_dir, path.stem + ".mp4")
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                writer.write(d.draw(frame))
-            records.append(d.to_dict())
-            frame_idx += 1
-            bar.update(1)
-    cap.release()
-    if writer is not None:
-        writer.release()
+    n, frame_idx, txt = 0, 0, []
+    out = save_dir / out_name
+    written = [0]
+
+    def check(tmp):
+        got = _count_frames(tmp)
+        return None if got == written[0] else f"{got} of {written[0]} frames were written"
+
+    try:
+        with contextlib.ExitStack() as stack:
+            tmp = None if args.no_save else stack.enter_context(atomic_path(out, check=check))
+            writer = None
+            with tqdm(total=total, desc=path.name, unit="frame") as bar:
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    d = model.predict(frame, **knobs)
+                    d.source = f"{path}#{frame_idx}"
+                    n += len(d)
+                    rec = d.to_dict()
+                    if tmp is not None:
+                        if writer is None:
+                            h, w = frame.shape[:2]
+                            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                            if not writer.isOpened():
+                                raise WriteError(out, "OpenCV cannot open an mp4 video writer")
+                        writer.write(d.draw(frame))
+                        written[0] += 1
+                        rec["output"] = f"{out_name}#{frame_idx}"
+                    if args.save_txt:
+                        txt += [f"{frame_idx} {line}" for line in d.to_txt().splitlines()]
+                        rec["labels"] = str(Path("labels") / txt_name)
+                    records.append(rec)
+                    frame_idx += 1
+                    bar.update(1)
+            if writer is not None:
+                writer.release()
+            if frame_idx == 0:  # leaves nothing behind (the temporary file is removed)
+                raise _NoFrames
+    except _NoFrames:
+        log.warning("skipped %s: no frame could be read", path)
+        return None
+    finally:
+        cap.release()
+    if args.save_txt:
+        write_text(save_dir / "labels" / txt_name, "\n".join(txt) + ("\n" if txt else ""))
     return n
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in images, folders, globs or videos")
-    p.add_argument("source", help="image, folder, glob pattern or video file")
+    p.add_argument("source", help="image, folder (images and videos, recursively), glob pattern "
+                                  "or video file")
     add_model_args(p)
     p.add_argument("--score-thr", type=unit_float, default=0.3, help="keep detections above (default 0.3)")
     p.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default: model's)")
     p.add_argument("--max-det", type=positive_int, default=None, help="detections per image (default: model's)")
+    add_tile_args(p)
     p.add_argument("--imgsz", type=image_size, default=None, help="network input size (default: model's)")
     p.add_argument("--batch", type=positive_int, default=8)
-    p.add_argument("--save-dir", default="runs/predict")
-    p.add_argument("--save-txt", action="store_true", help="labels/<image>.txt: label score x1 y1 x2 y2")
-    p.add_argument("--save-json", action="store_true", help="predictions.json with every detection")
+    p.add_argument("--save-dir", default="runs/predict",
+                   help="outputs keep each source's path under the SOURCE folder (overwritten "
+                        "when run again into the same folder)")
+    p.add_argument("--save-txt", action="store_true",
+                   help="labels/<path>.txt: label score x1 y1 x2 y2 (videos: frame first)")
+    p.add_argument("--save-json", action="store_true",
+                   help="predictions.json: every detection with its source and outputs")
     p.add_argument("--no-save", action="store_true", help="do not write drawn images/videos")
     p.set_defaults(func=cmd_predict)

@@ -8,30 +8,34 @@ from .common import UsageError, device, image_size, non_negative_int, positive_i
 
 def cmd_train(args) -> int:
     from ..config import apply_overrides
-    from ..train.config import TrainConfig
-    from ..train.trainer import NonFiniteLossError, Trainer
+    from ..train.config import TrainConfig, validate
+    from ..train.trainer import NonFiniteLossError, NothingToResume, Trainer
+    from ..zoo import DownloadError
 
     given = {k: getattr(args, k) for k in ("data", "model", "weights", "epochs", "batch", "imgsz",
                                            "workers", "device", "project", "name", "resume")
              if getattr(args, k, None) is not None}
     cfg = dataclasses.replace(TrainConfig(), **given)
     try:
-        cfg = apply_overrides(cfg, args.overrides or [])
-    except (KeyError, ValueError) as e:
-        raise UsageError(str(e)) from None
+        cfg = validate(apply_overrides(cfg, args.overrides or []))
+    except (KeyError, ValueError, TypeError) as e:
+        raise UsageError(str(e.args[0]) if isinstance(e, KeyError) else str(e)) from None
+    explicit = set(given) | {o.split("=", 1)[0].strip() for o in args.overrides or []}
     if cfg.device:
         device(cfg.device)  # a one-line error for an unknown or absent device
     if not cfg.data and not cfg.resume:
         raise UsageError("give --data PATH (or --resume)")
     try:  # what is wrong before training starts (data, model name, weights) is the user's to fix
-        trainer = Trainer(cfg)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+        trainer = Trainer(cfg, explicit=explicit)
+    except (FileNotFoundError, ValueError, KeyError, DownloadError) as e:
         raise UsageError(str(e.args[0]) if isinstance(e, KeyError) else str(e)) from None
     try:
         trainer.train()
     except NonFiniteLossError as e:
         print(f"rtmdet train: {e}")
         return 1
+    except NothingToResume as e:
+        raise UsageError(str(e)) from None
     return 0
 
 

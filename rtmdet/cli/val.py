@@ -1,18 +1,19 @@
-"""`rtmdet val`: the family's metrics (COCO bbox/segm) of a checkpoint or an exported model."""
+"""`rtmdet val`: the family's metrics (COCO bbox/segm AP; DOTA mAP for rotated models) of a
+checkpoint or an exported model, printed by the family."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (UsageError, add_model_args, check_model_arg, image_size, open_model,
-                     positive_int, unit_float)
+from .common import (UsageError, add_model_args, add_tile_args, check_model_arg, image_size,
+                     open_model, positive_int, tile_knobs, unit_float)
 
 
 def cmd_val(args) -> int:
     from ..data.datasets import load_dataset
-    from ..eval.coco import format_table, save_coco_json
     from ..eval.validate import evaluate_model
 
     check_model_arg(args)
+    tiling = tile_knobs(args)
     try:
         dataset = load_dataset(args.data, split=args.split, strict=args.strict)
     except (FileNotFoundError, ValueError) as e:
@@ -21,41 +22,42 @@ def cmd_val(args) -> int:
         raise UsageError(f"{args.data}: no images to evaluate")
     model = open_model(args)
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
-                 imgsz=args.imgsz)
+                 imgsz=args.imgsz, **tiling)
     try:
         metrics, dets = evaluate_model(model, dataset, args.batch, **knobs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    for i, (kind, m) in enumerate(metrics.items()):
-        print(("" if i == 0 else f"{kind}:\n") + format_table(m, per_class=i == 0))
+    family = model.family
+    print(family.format_metrics(metrics, dataset.class_names))
     save_dir = Path(args.save_dir)
     if args.save_json or args.plots:
         save_dir.mkdir(parents=True, exist_ok=True)
     if args.save_json:
-        out = save_coco_json(dets, save_dir / "detections.json", cat_ids=dataset.cat_ids)
-        print(f"detections written to {out}")
+        print(f"detections written to {family.save_results(dataset, dets, save_dir)}")
     if args.plots:
-        from ..eval.coco import confusion_matrix
-        from ..eval.plots import plot_confusion_matrix, plot_pr_curves
-        plot_pr_curves(next(iter(metrics.values())), save_dir / "pr_curves.png")
-        plot_confusion_matrix(confusion_matrix(dataset, dets), dataset.class_names,
-                              save_dir / "confusion_matrix.png")
-        print(f"plots written to {save_dir}")
+        written = family.save_plots(metrics, dataset, dets, save_dir)
+        print(f"plots written to {save_dir}" if written else
+              f"--plots: no plots for {family.name} models (the table above is the result)")
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("val", help="COCO mAP of a model on a COCO-json or YOLO dataset")
-    p.add_argument("--data", required=True, help="dataset folder, COCO .json or YOLO .yaml")
+    p = sub.add_parser("val", help="mAP of a model on a COCO-json, YOLO or DOTA/YOLO-OBB dataset")
+    p.add_argument("--data", required=True,
+                   help="dataset folder (COCO, YOLO, YOLO-OBB, DOTA images/ + labelTxt/), "
+                        "COCO .json or YOLO .yaml")
     p.add_argument("--split", default="val")
     add_model_args(p)
     p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--score-thr", type=unit_float, default=None, help="default: model's (0.001)")
     p.add_argument("--iou", type=unit_float, default=None, help="default: model's (0.65)")
     p.add_argument("--max-det", type=positive_int, default=None, help="default: model's (300)")
+    add_tile_args(p)
     p.add_argument("--imgsz", type=image_size, default=None)
     p.add_argument("--strict", action="store_true", help="any dataset problem is an error")
-    p.add_argument("--save-json", action="store_true", help="write COCO-format detections")
-    p.add_argument("--plots", action="store_true", help="PR curves and confusion matrix PNGs")
+    p.add_argument("--save-json", action="store_true", help="write detections.json (COCO results; "
+                   "rotated models: polygons and rotated boxes)")
+    p.add_argument("--plots", action="store_true", help="PR curves and confusion matrix PNGs "
+                   "(COCO-style models)")
     p.add_argument("--save-dir", default="runs/val")
     p.set_defaults(func=cmd_val)

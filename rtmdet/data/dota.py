@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..atomic import write_text
 from ..ops.polygons import polygon_area
 from .files import list_images
 from .report import LoadReport, finish, image_size
@@ -297,7 +298,7 @@ def save_dota_txt(
         raise ValueError(f"{len(polys)} polygons but {len(last)} difficult/score values")
     lines = [" ".join(_fmt(v) for v in p) + f" {class_names[int(c)]} {t}\n" for p, c, t in zip(polys, labels, last)]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("".join(lines), encoding="utf-8")
+    write_text(path, "".join(lines))
 
 
 # ------------------------------------------------------------------------------------- YOLO-OBB

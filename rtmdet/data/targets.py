@@ -126,7 +126,22 @@ def record_masks(rec: ImageRecord, h: int, w: int) -> np.ndarray:
     return masks
 
 
-class MaskTarget:
+class ArrayTarget:
+    """A target held as one array whose first axis runs over the instances."""
+
+    data: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({tuple(self.data.shape)})"
+
+    def select(self, keep: np.ndarray):
+        return type(self)(self.data[keep])
+
+
+class MaskTarget(ArrayTarget):
     """Bitmap instance masks ``(n, H, W) uint8`` on the sample's image grid. Geometry is applied
     exactly as to the image (nearest-neighbour resize, zero fill where the image gets padding);
     the reference RTMDet-Ins configs use polygon masks, we use bitmaps."""
@@ -137,15 +152,6 @@ class MaskTarget:
     @classmethod
     def from_record(cls, rec: ImageRecord, h: int, w: int) -> "MaskTarget":
         return cls(record_masks(rec, h, w))
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __repr__(self) -> str:
-        return f"MaskTarget({self.data.shape})"
-
-    def select(self, keep: np.ndarray) -> "MaskTarget":
-        return MaskTarget(self.data[keep])
 
     def resize(self, sx: float, sy: float, width: int, height: int) -> "MaskTarget":
         return MaskTarget(resize_masks(self.data, width, height))
@@ -203,7 +209,7 @@ def record_rboxes(rec: ImageRecord) -> np.ndarray:
     return poly2obb_le90(polys) if len(polys) else np.zeros((0, 5), np.float32)
 
 
-class RBoxTarget:
+class RBoxTarget(ArrayTarget):
     """Rotated boxes ``(n, 5) float32`` (cx, cy, w, h, theta), theta in radians, corners =
     centre + R(theta) (+-w/2, +-h/2) (positive theta turns clockwise on screen).
 
@@ -220,15 +226,6 @@ class RBoxTarget:
     @classmethod
     def from_record(cls, rec: ImageRecord, h: int, w: int) -> "RBoxTarget":
         return cls(record_rboxes(rec))
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __repr__(self) -> str:
-        return f"RBoxTarget({len(self.data)})"
-
-    def select(self, keep: np.ndarray) -> "RBoxTarget":
-        return RBoxTarget(self.data[keep])
 
     def resize(self, sx: float, sy: float, width: int, height: int) -> "RBoxTarget":
         """``RotatedBoxes.rescale_((sx, sy))``: centres scaled, w/h along their own directions,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..inference import BACKENDS, BackendUnavailable, Detector, resolve_test_cfg
+from ..inference.loop import check_knobs
 
 
 @dataclass
@@ -58,19 +59,33 @@ def make_detector(backend: str, weights: str, imgsz: int, batch: int, device: st
     model = load(weights, device="cpu")
     onnx_path = workdir / f"model_{imgsz}_b{batch}{'_nms' if nms else ''}.onnx"
     if backend == "tensorrt":
-        from .backends import import_tensorrt
+        from ..inference.tensorrt_backend import import_tensorrt
         import_tensorrt()  # fail fast, before exporting
         from .trt import build_engine
         export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
         return Detector(build_engine(onnx_path), device="cuda")
+    if backend == "openvino":
+        from ..inference.openvino_backend import import_openvino
+        import_openvino()
+        from .openvino import export_openvino
+        export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
+        return Detector(export_openvino(onnx_path, onnx_path.with_suffix(".xml")), device=device)
     export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
     return Detector(onnx_path, device=device)
 
 
-def run_bench(weights: str, backends=BACKENDS, imgsz: int = 640, batch: int = 1, runs: int = 20,
+def run_bench(weights: str, backends=BACKENDS, imgsz: int | None = None, batch: int = 1, runs: int = 20,
               warmup: int = 3, device: str = "cpu", nms: bool = False,
               images: list[np.ndarray] | None = None) -> list[BenchRow]:
-    """Time each backend's three stages over `runs` runs after `warmup` runs."""
+    """Time each backend's three stages over `runs` runs after `warmup` runs (`imgsz`
+    None: the size the checkpoint carries)."""
+    check_knobs(batch_size=batch, imgsz=imgsz)
+    for name, v in (("runs", runs), ("warmup", warmup)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "runs" else 0):
+            raise ValueError(f"{name}={v!r}: must be {'>= 1' if name == 'runs' else '>= 0'}")
+    if imgsz is None:
+        from ..api import load
+        imgsz = load(weights).test_cfg.imgsz
     images = images or bench_images(batch)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,6 +14,7 @@ Design choices
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -22,8 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import WriteError, write_bytes
 from ..config import to_dict
 from ..inference.graph_backend import META_KEY, read_onnx_metadata
+from ..inference.loop import check_knobs
 
 class ExportModule(nn.Module):
     """What the ONNX graph computes, runnable in torch too (used for parity tests).
@@ -33,7 +36,9 @@ class ExportModule(nn.Module):
                  scores (B,N,C) sigmoid; RTMDet-Ins adds kernels (B,N,169), mask_feat (B,8,H/8,W/8);
       nms=True (`family.nms_outputs`): num_dets (B,1) int32, boxes (B,K,4), scores (B,K), labels
                  (B,K) int32 (rows >= num_dets zero, labels -1); RTMDet-Ins adds masks
-                 (B,K,H/8,W/8) stride-8 mask logits of the kept detections."""
+                 (B,K,H/8,W/8) stride-8 mask logits of the kept detections.
+      RTMDet-R (rotated) has no in-graph NMS: boxes (B,N,5) (cx, cy, w, h, theta) in input
+                 pixels, scores (B,N,C); the exact rotated NMS runs after the graph (`Detector`)."""
 
     def __init__(self, model: nn.Module, nms: bool = False, score_thr: float = 0.001,
                  nms_iou: float = 0.65, max_det: int = 300, nms_pre: int = 30000,
@@ -67,27 +72,34 @@ def _size2(imgsz) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[int, int] = 640,
+def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[int, int] | None = None,
                 batch: int = 1, dynamic: bool = False, nms: bool = False, opset: int = 17,
                 half: bool = False, simplify: bool = False, score_thr: float | None = None,
                 nms_iou: float | None = None, max_det: int | None = None,
                 nms_pre: int | None = None, device: str | torch.device | None = None) -> Path:
     """Write `model` to an ONNX file and return its path (see module doc and docs/deploy.md).
 
-    Unset post-processing knobs come from `model.test_cfg`; they only matter with `nms=True`
+    `imgsz` None: the size the model carries (`model.test_cfg.imgsz`: what it was trained
+    for; 1024 for RTMDet-R). Unset post-processing knobs come from `model.test_cfg`; they only matter with `nms=True`
     (and are recorded in the file's metadata either way). `half` exports float16 weights
     (input and outputs stay float32; for GPU runtimes)."""
     import onnx
 
-    if opset < 11:
-        raise ValueError("opset >= 11 is needed (NonMaxSuppression, dynamic TopK)")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 11:
+        raise ValueError(f"opset={opset!r}: >= 11 is needed (NonMaxSuppression, dynamic TopK)")
+    check_knobs(batch_size=batch, imgsz=imgsz, score_thr=score_thr, nms_iou=nms_iou,
+                max_per_img=max_det, nms_pre=nms_pre)
+    if nms and not model.family.nms_outputs:
+        raise ValueError(f"nms=True: {model.family.name} models have no in-graph NMS (standard "
+                         "ONNX ops have no exact rotated-box NMS); export without NMS: the "
+                         "Detector runs the exact rotated NMS after the graph")
     cfg = model.test_cfg
     knobs = dict(score_thr=cfg.score_thr if score_thr is None else score_thr,
                  nms_iou=cfg.nms_iou if nms_iou is None else nms_iou,
                  max_det=cfg.max_per_img if max_det is None else max_det,
                  nms_pre=cfg.nms_pre if nms_pre is None else nms_pre,
                  min_bbox_size=cfg.min_bbox_size)
-    h, w = _size2(imgsz)
+    h, w = _size2(cfg.imgsz if imgsz is None else imgsz)
     if h % 32 or w % 32:
         raise ValueError(f"imgsz {h}x{w}: height and width must be multiples of 32")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -110,13 +122,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
             if n in out_names:
                 dynamic_axes[n] = {0: "batch", 2: "mask_height", 3: "mask_width"}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # found before the (slow) export runs
+        raise WriteError(path, "it is a folder (give a file name)")
+    buf = io.BytesIO()  # the graph is built in memory and written once, atomically
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (dummy,), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(wrapper, (dummy,), buf, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=out_names,
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buf.getvalue())
     if simplify:
         import onnxslim
         proto = onnxslim.slim(proto)
@@ -129,8 +143,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, imgsz: int | tuple[in
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return path
+    return write_bytes(path, proto.SerializeToString())
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -1,12 +1,12 @@
 """Build a TensorRT engine from an exported ONNX file (needs `tensorrt` and a CUDA GPU)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
+from ..atomic import write_bytes, write_json
 from ..inference import BackendUnavailable
 from ..inference.graph_backend import read_onnx_metadata as read_metadata
 from ..inference.tensorrt_backend import import_tensorrt
@@ -54,6 +54,6 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike | 
     blob = builder.build_serialized_network(network, config)
     if blob is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-    engine_path.write_bytes(bytes(blob))
-    engine_path.with_suffix(".json").write_text(json.dumps(meta))
+    write_bytes(engine_path, bytes(blob))
+    write_json(engine_path.with_suffix(".json"), meta)
     return engine_path

@@ -281,13 +281,9 @@ def format_table(results: Mapping[str, Any], per_class: bool = True, digits: int
 
 def save_coco_json(results, path: str | os.PathLike, cat_ids: list[int] | None = None) -> Path:
     """Write detections as a COCO results json (per-image results are converted with ``cat_ids``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ..atomic import write_json
     coco = to_coco_results(results, cat_ids, "segm" if _has_segm(results) else "bbox")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(coco))
-    os.replace(tmp, path)
-    return path
+    return write_json(path, coco)
 
 
 def _has_segm(results) -> bool:

@@ -20,6 +20,17 @@ def _figure(figsize):
     return fig
 
 
+def save_figure(fig, path: str | os.PathLike, **kw) -> Path:
+    """`fig.savefig` (format from the suffix) written atomically (`rtmdet.atomic`)."""
+    import io
+
+    from ..atomic import write_bytes
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=(path.suffix[1:] or "png").lower(), **kw)
+    return write_bytes(path, buf.getvalue())
+
+
 def pr_curves(results: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Precision at each recall threshold, from `evaluate_coco` output (area 'all', max dets 100).
 
@@ -71,10 +82,7 @@ def plot_pr_curves(results: Mapping[str, Any], path: str | os.PathLike, max_lege
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -103,7 +111,4 @@ def plot_confusion_matrix(
                             fontsize=7, color="white" if m[i, j] > thr else "black")
     ax.set(xlabel="true", ylabel="predicted", title="Confusion matrix" + (" (column-normalized)" if normalize else ""))
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)

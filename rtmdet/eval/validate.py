@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from ..data.images import ImageReadError, read_image
 from ..data.records import DetectionDataset
+from ..inference.loop import check_knobs
 
 log = logging.getLogger("rtmdet")
 
@@ -17,6 +18,7 @@ def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progr
     and RLE masks for RTMDet-Ins) for every record. `model` is an `RTMDet` or a `Detector`.
     Masks are encoded batch by batch (full-resolution masks of a whole dataset would not fit in
     memory). An unreadable image is logged and scored as having no detections."""
+    check_knobs(batch_size=batch_size, **knobs)  # before any work: a bad value is a ValueError
     family = model.family
     results = []
     recs = dataset.records

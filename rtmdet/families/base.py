@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 
 if TYPE_CHECKING:  # type hints only: keeps `import rtmdet` light
+    from pathlib import Path
+
     from torch import nn
 
     from ..config import ModelConfig, TestConfig
@@ -58,6 +60,14 @@ class TaskFamily:
         """Outputs of a graph with NMS inside (`nms_outputs`) -> `Detections` per image."""
         raise NotImplementedError
 
+    def merge(self, dets: Sequence["Detections"], offsets, image_shape: tuple[int, int],
+              test_cfg: "TestConfig") -> "Detections":
+        """Tiled inference: the detections of each patch (patch pixels) and the patches' (x, y)
+        origins in the image -> one `Detections` of the whole `image_shape` (h, w) image:
+        shifted back, merged with the family's NMS at `test_cfg.nms_iou`, the best
+        `test_cfg.max_per_img` kept (score descending)."""
+        raise NotImplementedError
+
     def export_nms(self, decoded: dict[str, torch.Tensor], cfg: "ModelConfig", knobs: dict):
         """The in-graph NMS part of an export: decoded tensors -> `nms_outputs` in order."""
         raise NotImplementedError
@@ -80,6 +90,18 @@ class TaskFamily:
     def evaluate(self, dataset, results: list[dict]) -> dict[str, dict]:
         """Full metrics by kind (e.g. {"bbox": ..., "segm": ...}) for `rtmdet val`."""
         raise NotImplementedError
+
+    def format_metrics(self, metrics: dict[str, dict], class_names: Sequence[str]) -> str:
+        """`evaluate`'s result as the text `rtmdet val` prints (tables per class)."""
+        raise NotImplementedError
+
+    def save_results(self, dataset, results: list[dict], save_dir) -> "Path":
+        """Write `rtmdet val --save-json`'s detection file into `save_dir`; returns its path."""
+        raise NotImplementedError
+
+    def save_plots(self, metrics: dict[str, dict], dataset, results: list[dict], save_dir) -> list:
+        """`rtmdet val --plots`: the plot files written into `save_dir` (none by default)."""
+        return []
 
     def summary(self, metrics: dict[str, dict]) -> dict[str, float]:
         """`metric_keys` from `evaluate`'s result (logged per epoch, results.csv columns)."""

@@ -9,7 +9,8 @@ import torch
 from ..detections import Detections
 from ..ops.boxes import distance2bbox, feature_sizes, grid_priors, level_sizes
 from ..ops.graph_nms import graph_multiclass_nms
-from ..ops.postprocess import RawDetections, postprocess_decoded
+from ..ops.nms import batched_nms
+from ..ops.postprocess import RawDetections, postprocess_decoded_batch
 from .base import TaskFamily
 
 
@@ -43,12 +44,10 @@ class DetectFamily(TaskFamily):
 
     def select(self, outs, metas, test_cfg, cfg) -> list[RawDetections]:
         """The reference post-processing of every image of a decoded batch."""
-        raws = []
-        for i, meta in enumerate(metas):
-            sizes = level_sizes(*meta.img_shape, cfg.strides)
-            raws.append(postprocess_decoded(outs["boxes"][i].float(), outs["scores"][i].float(),
-                                            sizes, meta.scale_factor, test_cfg))
-        return raws
+        n = len(metas)  # a static-batch graph may return padding images after them
+        sizes = level_sizes(*metas[0].img_shape, cfg.strides)
+        return postprocess_decoded_batch(outs["boxes"][:n].float(), outs["scores"][:n].float(), sizes,
+                                         [m.scale_factor for m in metas], test_cfg)
 
     def postprocess(self, outs, metas, test_cfg, cfg, class_names):
         return [Detections(r.boxes, r.scores, r.labels, list(class_names), image_shape=m.ori_shape)
@@ -77,6 +76,30 @@ class DetectFamily(TaskFamily):
                                                                   **knobs)
         return num_dets, boxes, scores, labels
 
+    def merge(self, dets, offsets, image_shape, test_cfg):
+        boxes, scores, labels, _ = self.merge_boxes(dets, offsets, image_shape, test_cfg)
+        return Detections(boxes, scores, labels, list(dets[0].class_names),
+                          image_shape=tuple(image_shape))
+
+    def merge_boxes(self, dets, offsets, image_shape, test_cfg):
+        """The box part of `merge`: boxes shifted by their patch's origin and clipped to the
+        image (a box wholly in a patch's padding is dropped), class-aware NMS, `max_per_img`.
+        Returns (boxes, scores, labels, (patch index, row in that patch) of each kept)."""
+        h, w = image_shape
+        boxes = torch.cat([d.boxes.float() + d.boxes.new_tensor([x, y, x, y], dtype=torch.float32)
+                           for d, (x, y) in zip(dets, np.asarray(offsets).tolist())])
+        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
+                             boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1)
+        scores = torch.cat([d.scores.float() for d in dets])
+        labels = torch.cat([d.labels.long() for d in dets])
+        patch = torch.cat([torch.full((len(d),), k, dtype=torch.long) for k, d in enumerate(dets)])
+        row = torch.cat([torch.arange(len(d)) for d in dets])
+        ok = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).cpu()
+        boxes, scores, labels, patch, row = (t[ok.to(t.device)] for t in (boxes, scores, labels, patch, row))
+        keep = batched_nms(boxes, scores, labels, test_cfg.nms_iou)[: test_cfg.max_per_img]
+        k = keep.cpu()
+        return boxes[keep], scores[keep], labels[keep], (patch[k], row[k])
+
     # ------------------------------------------------------------------ training
     def loss(self, head_out, batch, img_shape, cfg, device):
         from ..train.losses import rtmdet_loss
@@ -97,6 +120,30 @@ class DetectFamily(TaskFamily):
     def evaluate(self, dataset, results):
         from ..eval.coco import evaluate_coco
         return {"bbox": evaluate_coco(dataset, results, "bbox")}
+
+    def format_metrics(self, metrics, class_names):
+        """The COCO table of each kind (bbox, then segm), per class for the first."""
+        from ..eval.coco import format_table
+        return "\n".join(("" if i == 0 else f"{kind}:\n") + format_table(m, per_class=i == 0)
+                         for i, (kind, m) in enumerate(metrics.items()))
+
+    def save_results(self, dataset, results, save_dir):
+        """COCO results json (`detections.json`, category ids of the dataset)."""
+        from pathlib import Path
+
+        from ..eval.coco import save_coco_json
+        return save_coco_json(results, Path(save_dir) / "detections.json", cat_ids=dataset.cat_ids)
+
+    def save_plots(self, metrics, dataset, results, save_dir):
+        """PR curves (of the first metric kind) and the confusion matrix."""
+        from pathlib import Path
+
+        from ..eval.coco import confusion_matrix
+        from ..eval.plots import plot_confusion_matrix, plot_pr_curves
+        save_dir = Path(save_dir)
+        return [plot_pr_curves(next(iter(metrics.values())), save_dir / "pr_curves.png"),
+                plot_confusion_matrix(confusion_matrix(dataset, results), dataset.class_names,
+                                      save_dir / "confusion_matrix.png")]
 
     def summary(self, metrics):
         return {k: float(metrics["bbox"][k]) for k in ("AP", "AP50", "AP75")}

@@ -98,7 +98,21 @@ class RotatedFamily(TaskFamily):
                                   "(export without NMS: rotated NMS runs after the graph)")
 
     def export_nms(self, decoded, cfg, knobs):
-        raise NotImplementedError("in-graph rotated NMS is not implemented; export without NMS")
+        raise NotImplementedError("in-graph rotated NMS is not implemented (no exact rotated NMS "
+                                  "with standard ONNX ops); export without NMS")
+
+    def merge(self, dets, offsets, image_shape, test_cfg):
+        """Centres shifted by their patch's origin (boxes are not clipped, as the reference
+        leaves them), mmcv `batched_nms` with `nms_rotated` at `nms_iou` (as mmrotate merges
+        patch results), `max_per_img`."""
+        rboxes = torch.cat([d.rboxes.float() + d.rboxes.new_tensor([x, y, 0, 0, 0], dtype=torch.float32)
+                            for d, (x, y) in zip(dets, np.asarray(offsets).tolist())])
+        scores = torch.cat([d.scores.float() for d in dets])
+        labels = torch.cat([d.labels.long() for d in dets])
+        keep = batched_nms_rotated(rboxes, scores, labels, test_cfg.nms_iou)[: test_cfg.max_per_img]
+        return Detections(rotated_hull(rboxes[keep]), scores[keep], labels[keep],
+                          list(dets[0].class_names), image_shape=tuple(image_shape),
+                          rboxes=rboxes[keep])
 
     # ------------------------------------------------------------------ training
     def loss(self, head_out, batch, img_shape, cfg, device):
@@ -140,7 +154,44 @@ class RotatedFamily(TaskFamily):
                         "labels": np.asarray(rec.labels)})
             r = by_id.get(rec.image_id) or self.empty_record(rec.image_id)
             dets.append({"boxes": r["rboxes"], "scores": r["scores"], "labels": r["labels"]})
-        return {"rbox": evaluate_rotated(gts, dets, dataset.num_classes, iou_thrs=(0.5,))}
+        res = evaluate_rotated(gts, dets, dataset.num_classes, iou_thrs=(0.5,))
+        res["num_images"] = len(gts)
+        return {"rbox": res}
+
+    def format_metrics(self, metrics, class_names):
+        """The DOTA table: per class gts, detections, recall and AP at IoU 0.5, then mAP."""
+        from ..eval.dota import format_table
+        m = metrics["rbox"]
+        n_img = m.get("num_images")
+        head = "DOTA rotated-box mAP (VOC 11-point AP, rotated IoU" + \
+            (f"; {n_img} images)" if n_img is not None else ")")
+        return head + "\n" + format_table(m, class_names)
+
+    def save_results(self, dataset, results, save_dir):
+        """`detections.json`: one entry per detection with image_id, file_name, category_id (the
+        dataset's), score, rbox (cx, cy, w, h, theta) and poly (DOTA's x1 y1 ... x4 y4)."""
+        import json
+        import os
+        from pathlib import Path
+
+        from ..ops.rotated import obb2poly
+        names = {r.image_id: Path(r.path).name for r in dataset.records}
+        out = []
+        for r in results:
+            rb = np.asarray(r["rboxes"], np.float64).reshape(-1, 5)
+            polys = obb2poly(torch.from_numpy(rb)).reshape(-1, 8).tolist()
+            for b, poly, sc, lb in zip(rb.tolist(), polys, np.asarray(r["scores"]).tolist(),
+                                       np.asarray(r["labels"]).tolist()):
+                out.append({"image_id": int(r["image_id"]), "file_name": names.get(r["image_id"]),
+                            "category_id": int(dataset.cat_ids[int(lb)]), "score": float(sc),
+                            "rbox": [round(v, 3) for v in b[:4]] + [round(b[4], 6)],
+                            "poly": [round(v, 3) for v in poly]})
+        path = Path(save_dir) / "detections.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, path)
+        return path
 
     def summary(self, metrics):
         return {"mAP50": float(metrics["rbox"]["AP50"])}

@@ -2,6 +2,7 @@
 COCO bbox + segm AP (best.pth follows mask AP: masks are what such a model is trained for)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..detections import Detections
@@ -82,6 +83,20 @@ class SegmentFamily(DetectFamily):
                                              cfg.dyconv_channels, cfg.strides[0])
         valid = (labels >= 0)[..., None, None]
         return num_dets, boxes, scores, labels, torch.where(valid, logits, torch.zeros_like(logits))
+
+    def merge(self, dets, offsets, image_shape, test_cfg):
+        """`DetectFamily.merge`, and each kept detection's patch mask pasted into the image."""
+        boxes, scores, labels, (patch, row) = self.merge_boxes(dets, offsets, image_shape, test_cfg)
+        h, w = (int(v) for v in image_shape)
+        masks = torch.zeros((len(scores), h, w), dtype=torch.bool, device=scores.device)
+        origins = np.asarray(offsets).tolist()
+        for n, (p, r) in enumerate(zip(patch.tolist(), row.tolist())):
+            x, y = origins[p]
+            m = dets[p].masks[r]
+            mh, mw = min(m.shape[0], h - y), min(m.shape[1], w - x)
+            masks[n, y:y + mh, x:x + mw] = torch.as_tensor(m[:mh, :mw]).to(masks.device)
+        return Detections(boxes, scores, labels, list(dets[0].class_names), masks=masks,
+                          image_shape=(h, w))
 
     # ------------------------------------------------------------------ training
     def loss(self, head_out, batch, img_shape, cfg, device):

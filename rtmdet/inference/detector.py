@@ -6,15 +6,15 @@ from pathlib import Path
 from ..detections import Detections
 from .loop import run_inference
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".trt": "tensorrt",
-                  ".plan": "tensorrt"}
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
+                  ".trt": "tensorrt", ".plan": "tensorrt"}
 
 
 def open_backend(path, device: str = "cpu", providers=None, threads: int | None = None,
                  model=None):
-    """The backend for a file by its suffix: .onnx, .engine/.trt/.plan, else a checkpoint or
-    zoo name (PyTorch). `model`: an already built torch model."""
+    """The backend for a file by its suffix: .onnx (ONNX Runtime), .xml (OpenVINO IR),
+    .engine/.trt/.plan (TensorRT), else a checkpoint or zoo name (PyTorch). `model`: an already built torch model."""
     from .torch_backend import TorchBackend
     src = str(path)
     kind = GRAPH_SUFFIXES.get(Path(src).suffix.lower())
@@ -26,6 +26,9 @@ def open_backend(path, device: str = "cpu", providers=None, threads: int | None 
     if kind == "onnxruntime":
         from .onnxruntime_backend import OrtBackend
         return OrtBackend(src, device, providers, threads)
+    if kind == "openvino":
+        from .openvino_backend import OpenVINOBackend
+        return OpenVINOBackend(src, device, threads)
     from .tensorrt_backend import TrtBackend
     return TrtBackend(src, device)
 
@@ -34,7 +37,8 @@ class Detector:
     """Run a detector on any backend with `RTMDet.predict`'s arguments and results.
 
     `path`: a `.pth` checkpoint or zoo name (PyTorch), an `.onnx` file (ONNX Runtime, CPU or
-    CUDA provider), or an `.engine` file (TensorRT; needs `tensorrt` and a GPU). `device`:
+    CUDA provider), an OpenVINO `.xml` IR (CPU), or an `.engine` file (TensorRT; needs
+    `tensorrt` and a GPU). `device`:
     "cpu" or "cuda[:i]". Exported graphs must come from `rtmdet export`: they carry the model
     config, class names and test settings."""
 
@@ -79,9 +83,12 @@ class Detector:
     def predict(self, images, score_thr: float | None = None, nms_iou: float | None = None,
                 max_per_img: int | None = None, nms_pre: int | None = None,
                 batch_size: int = 8, imgsz: int | None = None,
-                mask_thr: float | None = None) -> list[Detections] | Detections:
+                mask_thr: float | None = None, tile: int | None = None,
+                overlap: int = 200) -> list[Detections] | Detections:
         """Same arguments and results as `RTMDet.predict` (boxes in original pixels; `masks`
-        (N,H,W) bool for RTMDet-Ins models and their graphs)."""
-        return run_inference(self.backend, images, batch_size=batch_size, score_thr=score_thr,
-                             nms_iou=nms_iou, max_per_img=max_per_img, nms_pre=nms_pre,
-                             imgsz=imgsz, mask_thr=mask_thr)
+        (N,H,W) bool for RTMDet-Ins models and their graphs; `tile`/`overlap`: tiled
+        inference for large images, see `rtmdet.inference.tiling`)."""
+        return run_inference(self.backend, images, batch_size=batch_size, tile=tile,
+                             overlap=overlap, score_thr=score_thr, nms_iou=nms_iou,
+                             max_per_img=max_per_img, nms_pre=nms_pre, imgsz=imgsz,
+                             mask_thr=mask_thr)

@@ -53,21 +53,29 @@ def run_batch(backend, images: list[np.ndarray], cfg: TestConfig) -> list[Detect
     return backend.postprocess(backend.infer(x), metas, cfg)
 
 
-def run_inference(backend, images, batch_size: int = 8, **knobs) -> list[Detections] | Detections:
+def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
+                  overlap: int = 200, **knobs) -> list[Detections] | Detections:
     """Detect in a path, array, PIL image, or a list of them, batch by batch.
 
     Returns one `Detections` per image (a single one for a single input). Unset knobs
-    (score_thr, nms_iou, max_per_img, nms_pre, imgsz, mask_thr) come from `backend.test_cfg`."""
+    (score_thr, nms_iou, max_per_img, nms_pre, imgsz, mask_thr) come from `backend.test_cfg`.
+    `tile`: predict each image in `tile` x `tile` windows overlapping by `overlap` px, merged with
+    the family's NMS (`rtmdet.inference.tiling`; the knobs apply per patch and to the merge)."""
     check_knobs(batch_size=batch_size)
     single = is_single_image(images)
     items = [images] if single else list(images)
     cfg = resolve_test_cfg(backend.test_cfg, **knobs)
+    if tile is not None:
+        from .tiling import check_tiling, run_tiled
+        tile, overlap = check_tiling(tile, overlap)
     if backend.fixed_batch:
         batch_size = min(batch_size, backend.fixed_batch)
     results: list[Detections] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        dets = run_batch(backend, [read_image(x) for x in chunk], cfg)
+        arrays = [read_image(x) for x in chunk]
+        dets = (run_batch(backend, arrays, cfg) if tile is None
+                else run_tiled(backend, arrays, cfg, tile, overlap, batch_size))
         for d, src in zip(dets, chunk):
             d.source = str(src) if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__") else None
         results.extend(dets)

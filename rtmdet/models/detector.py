@@ -87,19 +87,23 @@ class RTMDet(nn.Module):
     def predict(self, images, score_thr: float | None = None, nms_iou: float | None = None,
                 max_per_img: int | None = None, nms_pre: int | None = None,
                 batch_size: int = 8, imgsz: int | None = None,
-                mask_thr: float | None = None) -> list[Detections] | Detections:
+                mask_thr: float | None = None, tile: int | None = None,
+                overlap: int = 200) -> list[Detections] | Detections:
         """Detect objects in a path, a BGR uint8 array, a PIL image, or a list of them.
 
         Returns one `Detections` per image (a single one for a single input), boxes in original
         pixels (and `masks` for RTMDet-Ins, binarised at `mask_thr`). Unset knobs fall back to
-        `self.test_cfg` (the reference test settings)."""
+        `self.test_cfg` (the reference test settings). `tile=1024, overlap=200`: large images
+        are predicted in overlapping `tile` x `tile` windows (each letterboxed to `imgsz`),
+        merged with the family's NMS (`rtmdet.inference.tiling`)."""
         from ..inference import TorchBackend, run_inference
         was_training = self.training
         self.eval()
         try:
-            return run_inference(TorchBackend(self), images, batch_size=batch_size,
-                                 score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img,
-                                 nms_pre=nms_pre, imgsz=imgsz, mask_thr=mask_thr)
+            return run_inference(TorchBackend(self), images, batch_size=batch_size, tile=tile,
+                                 overlap=overlap, score_thr=score_thr, nms_iou=nms_iou,
+                                 max_per_img=max_per_img, nms_pre=nms_pre, imgsz=imgsz,
+                                 mask_thr=mask_thr)
         finally:
             self.train(was_training)
 

@@ -63,16 +63,25 @@ class RTMDetSepBNHead(nn.Module):
         for cls in self.rtm_cls:
             nn.init.constant_(cls.bias, bias_init_with_prob(0.01))
 
-    def forward_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classification and regression towers' outputs for one level."""
         cls_feat, reg_feat = x, x
         for layer in self.cls_convs[level]:
             cls_feat = layer(cls_feat)
         for layer in self.reg_convs[level]:
             reg_feat = layer(reg_feat)
+        return cls_feat, reg_feat
+
+    def distances(self, reg_feat: torch.Tensor, level: int) -> torch.Tensor:
+        """(l, t, r, b) in input pixels: x stride, exp'd first when `exp_on_reg`."""
         reg = self.rtm_reg[level](reg_feat)
         if self.exp_on_reg:
             reg = reg.exp()
-        return self.rtm_cls[level](cls_feat), reg * self.strides[level]
+        return reg * self.strides[level]
+
+    def forward_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cls_feat, reg_feat = self.features(x, level)
+        return self.rtm_cls[level](cls_feat), self.distances(reg_feat, level)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         cls_scores, bbox_preds = [], []

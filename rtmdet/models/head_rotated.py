@@ -27,15 +27,9 @@ class RotatedRTMDetSepBNHead(RTMDetSepBNHead):
             nn.init.zeros_(ang.bias)
 
     def forward_level(self, x: torch.Tensor, level: int):
-        cls_feat, reg_feat = x, x
-        for layer in self.cls_convs[level]:
-            cls_feat = layer(cls_feat)
-        for layer in self.reg_convs[level]:
-            reg_feat = layer(reg_feat)
-        reg = self.rtm_reg[level](reg_feat)
-        if self.exp_on_reg:
-            reg = reg.exp()
-        return self.rtm_cls[level](cls_feat), reg * self.strides[level], self.rtm_ang[level](reg_feat)
+        cls_feat, reg_feat = self.features(x, level)
+        return (self.rtm_cls[level](cls_feat), self.distances(reg_feat, level),
+                self.rtm_ang[level](reg_feat))
 
     def forward(self, feats: list[torch.Tensor]):
         outs = [self.forward_level(x, level) for level, x in enumerate(feats)]

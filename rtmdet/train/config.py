@@ -21,7 +21,10 @@ class TrainConfig:
     lr: float | None = None           # None: the recipe's lr scaled to the total batch (RTMDet
                                       # 0.004 x total_batch / 256, RTMDet-R 0.00025 x total_batch / 8)
     weight_decay: float = 0.05
-    warmup_iters: int = 1000
+    warmup_iters: int = 1000          # linear warm-up steps (the reference), at most; a short run
+    warmup_ratio: float = 0.1         # warms up over this share of its optimizer steps instead
+    warmup_min_iters: int = 10        # (but at least this many, and at most half the run):
+    # warm-up = min(warmup_iters, max(warmup_min_iters, warmup_ratio * steps), steps // 2)
     warmup_start: float = 1e-5
     min_lr_ratio: float = 0.05
     stage2_epochs: int = 20           # last epochs without mosaic/mixup
@@ -48,3 +51,52 @@ class TrainConfig:
     val_batch: int = 8
     val_score_thr: float = 0.001
     plots: bool = True
+
+
+# what each numeric knob may be (checked with its type by `validate`)
+RULES = {
+    "epochs": (lambda v: v >= 1, ">= 1"), "batch": (lambda v: v >= 1, ">= 1"),
+    "imgsz": (lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32"),
+    "workers": (lambda v: v >= 0, ">= 0"), "lr": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"), "warmup_iters": (lambda v: v >= 0, ">= 0"),
+    "warmup_ratio": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "warmup_min_iters": (lambda v: v >= 0, ">= 0"),
+    "warmup_start": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "stage2_epochs": (lambda v: v >= 0, ">= 0"), "val_interval": (lambda v: v >= 1, ">= 1"),
+    "ema_momentum": (lambda v: 0 < v < 1, "in (0, 1)"), "ema_gamma": (lambda v: v > 0, "> 0"),
+    "seed": (lambda v: v >= 0, ">= 0"), "grad_accum": (lambda v: v >= 1, ">= 1"),
+    "save_period": (lambda v: v >= 0, ">= 0"), "val_batch": (lambda v: v >= 1, ">= 1"),
+    "val_score_thr": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+}
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with every field checked against its type and range (an int is accepted for a
+    float field); a ValueError naming the field otherwise, e.g. `lr='abc': must be a number`."""
+    import dataclasses
+    import math
+    import typing
+    hints = typing.get_type_hints(TrainConfig)
+    fixed = {}
+    for f in dataclasses.fields(cfg):
+        v, hint = getattr(cfg, f.name), hints[f.name]
+        kinds = typing.get_args(hint) or (hint,)
+        if v is None and type(None) in kinds:
+            continue
+        if float in kinds and isinstance(v, int) and not isinstance(v, bool):
+            v = fixed[f.name] = float(v)
+        if isinstance(v, bool) and bool not in kinds:
+            ok = False
+        else:
+            ok = any(isinstance(v, k) for k in kinds if k is not type(None))
+        if not ok:
+            want = {int: "a whole number", float: "a number", bool: "true or false",
+                    str: "a string"}
+            text = " or ".join(want.get(k, k.__name__) for k in kinds if k is not type(None))
+            raise ValueError(f"{f.name}={v!r}: must be {text}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{f.name}={v!r}: must be a finite number")
+        if f.name in RULES and not RULES[f.name][0](v):
+            raise ValueError(f"{f.name}={v!r}: must be {RULES[f.name][1]}")
+    return dataclasses.replace(cfg, **fixed) if fixed else cfg

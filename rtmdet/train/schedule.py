@@ -3,7 +3,8 @@
 * AdamW, lr 0.004 for a total batch of 256 (8 GPUs x 32), scaled linearly to the actual total
   batch; weight decay 0.05 except on normalisation layers and biases (`norm_decay_mult=0,
   bias_decay_mult=0`); a parameter shared by several modules is counted once.
-* LinearLR warm-up over the first `warmup_iters` iterations from factor 1e-5 to 1, then flat;
+* LinearLR warm-up over the first `warmup_iters` iterations from factor 1e-5 to 1, then flat
+  (the trainer shortens it for short runs: `warmup_steps`);
   from epoch `epochs // 2` a cosine down to `min_lr_ratio * lr` at the last iteration
   (CosineAnnealingLR by epoch, converted to iterations: begin/end/T_max x iters per epoch).
   The factor of iteration `i` (0-based) is the one in force while iteration i runs.
@@ -44,6 +45,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05,
                     betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+
+
+def warmup_steps(total: int, warmup_iters: int = 1000, ratio: float = 0.1,
+                 min_iters: int = 10) -> int:
+    """Warm-up length for a run of `total` optimizer steps: the reference's `warmup_iters` for a
+    long run, `ratio` of the run (at least `min_iters`, at most half of it) for a short one, so
+    a few-epoch fine-tune leaves warm-up (as ultralytics' warm-up epochs with a minimum)."""
+    return int(max(0, min(warmup_iters, max(min_iters, round(ratio * total)), total // 2)))
 
 
 def lr_factor(it: int, iters_per_epoch: int, epochs: int, warmup_iters: int = 1000,

@@ -21,9 +21,10 @@ from ..checkpoint import atomic_save, extract_state_dict, safe_load
 from ..config import from_dict, save_yaml, to_dict
 from ..families import get_family
 from ..presets import get_record
-from .config import TrainConfig
+from ..atomic import WriteError
+from .config import TrainConfig, validate
 from .ema import ExpMomentumEMA, unwrap
-from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr
+from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr, warmup_steps
 
 log = logging.getLogger("rtmdet.train")
 
@@ -35,6 +36,10 @@ def float_outputs(out) -> tuple:
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+class NothingToResume(ValueError):
+    """`train()` of a resumed run that had already finished all its epochs."""
 
 
 # ------------------------------------------------------------------------------ RNG state
@@ -71,13 +76,51 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def increment_dir(path: Path, exist_ok: bool) -> Path:
-    if exist_ok or not path.exists():
-        return path
-    k = 2
-    while Path(f"{path}{k}").exists():
-        k += 1
-    return Path(f"{path}{k}")
+def claim_dir(path: Path, exist_ok: bool) -> Path:
+    """The run folder, created atomically: `path`, else `path2`, `path3`... (mkdir without
+    exist_ok, so two runs started together never share one); `exist_ok`: `path` as it is."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if exist_ok:
+            path.mkdir(exist_ok=True)
+            return path
+        k = 1
+        while True:
+            p = path if k == 1 else Path(f"{path}{k}")
+            try:
+                p.mkdir()
+                return p
+            except FileExistsError:
+                k += 1
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        raise WriteError(path, f"cannot create the run folder ({e.strerror or e})") from None
+
+
+# settings a resumed run may change (where and how it runs, not what it computes); the others
+# are its saved ones, and asking for another value is an error rather than silently ignored
+RESUME_MAY_CHANGE = ("device", "workers", "val_batch", "plots", "save_period")
+RESUME_LOCATORS = ("resume", "project", "name", "exist_ok")
+
+
+def resume_conflicts(saved: TrainConfig, asked: TrainConfig, explicit=None) -> list[str]:
+    """`field=asked (run has saved)` for each setting a resume cannot change that `asked` sets
+    to another value than the run's. `explicit`: the names the user gave (None: those that
+    differ from the defaults)."""
+    default = TrainConfig()
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        k = f.name
+        if k in RESUME_MAY_CHANGE or k in RESUME_LOCATORS:
+            continue
+        a, s = getattr(asked, k), getattr(saved, k)
+        given = k in explicit if explicit is not None else a != getattr(default, k)
+        if k == "data" and a and s and Path(a).resolve() == Path(s).resolve():
+            continue
+        if given and a != s:
+            out.append(f"{k}={a} (the run has {s})")
+    return out
 
 
 def load_finetune_weights(model: torch.nn.Module, src: str) -> list[str]:
@@ -92,6 +135,12 @@ def load_finetune_weights(model: torch.nn.Module, src: str) -> list[str]:
     if bad or missing:
         raise ValueError(f"{src} does not fit {type(model).__name__}: "
                          f"shape mismatch {bad[:5]}, missing {missing[:5]}")
+    dropped = [k for k in sd if k not in own]
+    if dropped:  # e.g. the mask head of an RTMDet-Ins checkpoint fine-tuned as a detector
+        heads = sorted({".".join(k.split(".")[:2]) for k in dropped})
+        log.warning("fine-tune: %d tensors of %s have no place in %s and were dropped: %s%s",
+                    len(dropped), src, type(model).__name__, ", ".join(heads[:6]),
+                    f" (+{len(heads) - 6} more)" if len(heads) > 6 else "")
     model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in skipped}, strict=False)
     return skipped
 
@@ -113,31 +162,53 @@ class Trainer:
     """`Trainer(cfg).train()` runs the whole recipe; `callbacks` are called as `cb(trainer)` after
     every optimizer step (tests use them to interrupt a run)."""
 
-    def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None):
+    def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None,
+                 explicit=None):
+        """`explicit`: the settings the user gave (the CLI's flags and key=value); on resume
+        any of them that differs from the run's saved value is an error. None: every setting
+        that differs from the defaults counts as given."""
         self.callbacks = list(callbacks or [])
+        cfg = validate(cfg)
         if cfg.pipeline not in ("recipe", "stage2", "light"):
             raise ValueError(f"pipeline must be recipe, stage2 or light, got {cfg.pipeline!r}")
         self.resume_ckpt = None
         if cfg.resume:
-            path = Path(cfg.project) / cfg.name / "last.pth" if cfg.resume in ("auto", "True", "true") \
-                else Path(cfg.resume)
-            if not path.is_file():
-                raise FileNotFoundError(f"resume checkpoint not found: {path}")
-            self.resume_ckpt = safe_load(path)
-            saved = from_dict(TrainConfig, self.resume_ckpt["train_cfg"])
-            # the run continues with its saved settings; only where it runs may change
-            default = TrainConfig()
-            cfg = dataclasses.replace(
-                saved, resume=str(path),
-                workers=cfg.workers if cfg.workers != default.workers else saved.workers,
-                device=cfg.device or saved.device)
-            self.save_dir = path.parent
+            cfg = self._resume_cfg(cfg, explicit)
+            self.save_dir = Path(cfg.resume).parent
+        else:  # claimed (created) when training starts: constructing writes nothing
+            self.save_dir = Path(cfg.project) / cfg.name
         self.cfg = cfg
         self._setup_dist()
-        if self.resume_ckpt is None:
-            self.save_dir = increment_dir(Path(cfg.project) / cfg.name, cfg.exist_ok)
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
         self._build()
+
+    def _resume_cfg(self, cfg: TrainConfig, explicit) -> TrainConfig:
+        """The saved settings of the run `cfg.resume` names, with the ones a resume may change
+        taken from `cfg`; ValueError for a checkpoint without training state, a finished run,
+        or a setting that cannot change."""
+        path = Path(cfg.project) / cfg.name / "last.pth" if cfg.resume in ("auto", "True", "true") \
+            else Path(cfg.resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"resume checkpoint not found: {path}")
+        ck = safe_load(path)
+        if not isinstance(ck, dict) or not all(k in ck for k in ("train_cfg", "optimizer", "epoch")):
+            hint = f"; resume from last.pth of its run" + (f" ({path.parent / 'last.pth'})"
+                                                          if (path.parent / "last.pth").is_file()
+                                                          and path.name != "last.pth" else "")
+            raise ValueError(f"{path} has no training state (only weights){hint}, or fine-tune "
+                             f"from it with --weights {path}")
+        saved = validate(from_dict(TrainConfig, ck["train_cfg"]))
+        bad = resume_conflicts(saved, cfg, explicit)
+        if bad:
+            raise ValueError(f"--resume continues a run with its saved settings; cannot change "
+                             f"{', '.join(bad)}. To train on with other settings, start a new run "
+                             f"from its weights: --weights {path}")
+        self.resume_ckpt = ck
+        default = TrainConfig()
+        keep = {k: getattr(cfg, k) if (k in explicit if explicit is not None
+                                       else getattr(cfg, k) != getattr(default, k))
+                else getattr(saved, k) for k in RESUME_MAY_CHANGE}
+        return dataclasses.replace(saved, resume=str(path), **keep)
 
     # ----------------------------------------------------------------------- setup
     def _setup_dist(self) -> None:
@@ -200,8 +271,10 @@ class Trainer:
         self.lr = cfg.lr if cfg.lr is not None else scaled_lr(total_batch, *self.record.base_lr)
         self.optimizer = build_optimizer(model, self.lr, cfg.weight_decay)
         self.iters_per_epoch = math.ceil(self._batches_per_epoch() / cfg.grad_accum)
+        self.warmup = warmup_steps(self.iters_per_epoch * cfg.epochs, cfg.warmup_iters,
+                                   cfg.warmup_ratio, cfg.warmup_min_iters)
         self.scheduler = RTMDetLRScheduler(self.optimizer, self.iters_per_epoch, cfg.epochs,
-                                           cfg.warmup_iters, cfg.warmup_start, cfg.min_lr_ratio)
+                                           self.warmup, cfg.warmup_start, cfg.min_lr_ratio)
         self.ema = ExpMomentumEMA(model, cfg.ema_momentum, cfg.ema_gamma, update_buffers=True)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -280,12 +353,21 @@ class Trainer:
 
     def train(self) -> dict:
         cfg = self.cfg
+        if self.resume_ckpt is not None and self.start_epoch >= cfg.epochs:
+            raise NothingToResume(f"{cfg.resume}: the run already finished its {cfg.epochs} epochs; "
+                                  f"nothing to resume (train on with a new run: --weights "
+                                  f"{cfg.resume} --epochs N)")
         if self.main:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
+            if self.resume_ckpt is None:
+                self.save_dir = claim_dir(Path(cfg.project) / cfg.name, cfg.exist_ok)
             save_yaml(cfg, self.save_dir / "config.yaml")
-            log.info("training %s on %s: %d images, %d classes, %d epochs, lr %.2e, results in %s",
-                     cfg.model, cfg.data, len(self.train_set), self.train_data.num_classes, cfg.epochs,
-                     self.lr, self.save_dir)
+            steps = self.iters_per_epoch * cfg.epochs
+            log.info("training %s on %s: %d images, %d classes, %d epochs (%d steps), results in %s",
+                     cfg.model, cfg.data, len(self.train_set), self.train_data.num_classes,
+                     cfg.epochs, steps, self.save_dir)
+            log.info("lr %.2e now, %.2e after a %d-step linear warm-up, cosine down to %.2e from "
+                     "epoch %d", self.optimizer.param_groups[0]["lr"], self.lr, self.warmup,
+                     self.lr * cfg.min_lr_ratio, cfg.epochs // 2 + 1)
         metrics = {}
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.time()
@@ -359,10 +441,11 @@ class Trainer:
                     and self.iteration % cfg.save_period == 0):
                 self.save_checkpoint(epoch, False, batch=i + 1, sums=sums)
             if self.main:
-                mem = torch.cuda.memory_reserved(self.device) / 2**30 if self.device.type == "cuda" else 0.0
+                extra = {"mask": f"{sums['loss_mask'] / (i + 1):.4f}"} if "loss_mask" in sums else {}
+                if self.device.type == "cuda":  # device memory means nothing on the CPU
+                    extra["mem"] = f"{torch.cuda.memory_reserved(self.device) / 2**30:.1f}G"
                 bar.set_postfix(cls=f"{sums['loss_cls'] / (i + 1):.4f}", bbox=f"{sums['loss_bbox'] / (i + 1):.4f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", mem=f"{mem:.1f}G",
-                                **({"mask": f"{sums['loss_mask'] / (i + 1):.4f}"} if "loss_mask" in sums else {}))
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", **extra)
         bar.close()
         return {k: v / max(n, 1) for k, v in sums.items()}
 
@@ -416,6 +499,8 @@ def plot_results(csv_path: Path, out: Path, metric_keys=("AP", "AP50")) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..eval.plots import save_figure
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     ep = [int(r["epoch"]) for r in rows]
@@ -428,7 +513,7 @@ def plot_results(csv_path: Path, out: Path, metric_keys=("AP", "AP50")) -> None:
         ax.set_title(k)
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     plt.close(fig)
 
 

@@ -1,0 +1,149 @@
+"""Post-processing speed: the original per-image path vs the batched early-stopping one.
+
+    python benchmarks/bench_postprocess.py [--weights W] [--runs 5] [--old-runs 2] [--threads N]
+
+Fixture tiny weights (random, so every score lies in (0.001, 0.3): ~90000 candidates per image
+reach NMS at the reference settings), the three fixture images (cycled to fill batch 8), input
+640x640. For batch 1 and batch 8 at score_thr 0.001 (reference settings) and 0.3: network
+forward, old post-processing (the original algorithm, copied below as the baseline), new
+post-processing (`ops.postprocess.postprocess_batch` on the batch; and `postprocess_single` image
+by image, as `RTMDet.postprocess` calls it), and the ratios. "whole/fwd" = (forward + post) /
+forward. Times are the median of the runs (min in brackets); the machine may be shared, so
+absolute numbers are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+import rtmdet
+from rtmdet.ops.boxes import distance2bbox, grid_priors
+from rtmdet.ops.postprocess import postprocess_batch, postprocess_single
+
+FIX = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "rtmdet_tiny_8xb32-300e_coco"
+
+
+# ---- the baseline: the post-processing as it was before the batched path (per image) --------
+def old_batched_nms(boxes, scores, labels, iou_threshold, split_thr=10000):
+    if boxes.numel() == 0:
+        return torch.zeros((0,), dtype=torch.long, device=boxes.device)
+    if boxes.shape[0] < split_thr:
+        offsets = labels.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
+        return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels[order]).tolist()
+    kept, start = [], 0
+    for n in counts:
+        if n:
+            idx = order[start:start + n]
+            kept.append(idx[torchvision.ops.nms(boxes[idx], scores[idx], iou_threshold)])
+            start += n
+    keep = torch.cat(kept)
+    return keep[scores[keep].sort(descending=True)[1]]
+
+
+def old_postprocess_single(cls_scores, bbox_preds, priors, img_shape, scale_factor, cfg):
+    sel = [[], [], [], [], []]
+    offset = 0
+    for cls, reg, pri in zip(cls_scores, bbox_preds, priors):
+        scores = cls.permute(1, 2, 0).reshape(-1, cls.shape[0]).sigmoid()
+        valid = scores > cfg.score_thr
+        vals, idxs = scores[valid], valid.nonzero()
+        k = min(cfg.nms_pre, idxs.shape[0]) if cfg.nms_pre > 0 else idxs.shape[0]
+        vals, order = vals.sort(descending=True)
+        keep, labels = idxs[order[:k]].unbind(dim=1)
+        for lst, v in zip(sel, (vals[:k], labels, reg.permute(1, 2, 0).reshape(-1, 4)[keep],
+                                pri[keep], keep + offset)):
+            lst.append(v)
+        offset += pri.shape[0]
+    scores, labels, reg, pts, inds = (torch.cat(x) for x in sel)
+    boxes_in = distance2bbox(pts, reg, max_shape=img_shape)
+    sw, sh = scale_factor
+    boxes = boxes_in * boxes_in.new_tensor([1 / sw, 1 / sh, 1 / sw, 1 / sh])
+    if cfg.min_bbox_size >= 0:
+        ok = ((boxes[:, 2] - boxes[:, 0]) > cfg.min_bbox_size) & ((boxes[:, 3] - boxes[:, 1]) > cfg.min_bbox_size)
+        boxes, boxes_in, scores, labels, inds = boxes[ok], boxes_in[ok], scores[ok], labels[ok], inds[ok]
+    keep = old_batched_nms(boxes, scores, labels, cfg.nms_iou)[: cfg.max_per_img]
+    return boxes[keep], scores[keep], labels[keep], inds[keep]
+
+
+def compare(old_out, new_out) -> str:
+    """'identical', or how the outputs differ: the new path may order exactly equal scores
+    differently (the old one merged the per-class lists with an unstable sort)."""
+    reordered = 0
+    for (_, o_scores, o_labels, o_inds), n in zip(old_out, new_out):
+        if torch.equal(o_inds, n.prior_inds) and torch.equal(o_labels, n.labels):
+            continue
+        same_set = sorted(zip(o_inds.tolist(), o_labels.tolist())) == \
+            sorted(zip(n.prior_inds.tolist(), n.labels.tolist()))
+        if not (same_set and torch.equal(o_scores, n.scores)):
+            return "DIFFERENT detections"
+        reordered += int(((o_inds != n.prior_inds) | (o_labels != n.labels)).sum())
+    return "identical" if not reordered else f"same; {reordered} equal-score dets ordered differently"
+
+
+# ---- timing ---------------------------------------------------------------------------------
+def timed(fn, runs: int, warmup: int = 1):
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3, min(times) * 1e3, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=str(FIX / "weights.pth"))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--old-runs", type=int, default=2, help="runs of the (slow) old path")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = rtmdet.load(args.weights).eval()
+    cases = ["square", "portrait", "large"]
+    imgs = [torch.load(FIX / f"predict_{c}.pth", weights_only=True)["image_bgr"].numpy() for c in cases]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fixture tiny weights; "
+          f"median [min] ms of {args.runs} runs ({args.old_runs} for the old path)")
+    print(f"{'batch':>5} {'score_thr':>9} {'forward':>15} {'old post':>17} {'new post':>15} "
+          f"{'new per-image':>15} {'old/new':>8} {'old whole/fwd':>13} {'new whole/fwd':>13} "
+          f"{'new post/whole':>14}")
+    for bsz in args.batches:
+        chunk = [imgs[i % len(imgs)] for i in range(bsz)]
+        with torch.inference_mode():
+            x, metas = model.preprocess(chunk)
+            fwd_med, fwd_min, out = timed(lambda: model(x), args.runs)
+            cls, reg = out[0], out[1]
+            priors = grid_priors([c.shape[-2:] for c in cls], model.cfg.strides, cls[0].dtype)
+            shapes = [m.img_shape for m in metas]
+            factors = [m.scale_factor for m in metas]
+            for thr in (0.001, 0.3):
+                cfg = dataclasses.replace(model.test_cfg, score_thr=thr)
+                old = lambda: [old_postprocess_single([c[i] for c in cls], [b[i] for b in reg], priors,
+                                                      shapes[i], factors[i], cfg) for i in range(bsz)]
+                new = lambda: postprocess_batch(cls, reg, priors, shapes, factors, cfg)
+                loop = lambda: [postprocess_single([c[i] for c in cls], [b[i] for b in reg], priors,
+                                                   shapes[i], factors[i], cfg) for i in range(bsz)]
+                old_med, old_min, old_out = timed(old, args.old_runs, warmup=0 if thr < 0.01 else 1)
+                new_med, new_min, new_out = timed(new, args.runs)
+                loop_med, loop_min, _ = timed(loop, args.runs)
+                note = compare(old_out, new_out)
+                print(f"{bsz:>5} {thr:>9} {fwd_med:>8.1f} [{fwd_min:>4.0f}] {old_med:>9.1f} [{old_min:>5.0f}] "
+                      f"{new_med:>7.1f} [{new_min:>5.1f}] {loop_med:>7.1f} [{loop_min:>5.1f}] "
+                      f"{old_med / new_med:>7.1f}x "
+                      f"{(fwd_med + old_med) / fwd_med:>12.2f}x {(fwd_med + new_med) / fwd_med:>12.2f}x "
+                      f"{new_med / (fwd_med + new_med):>13.1%}  {note}")
+
+
+if __name__ == "__main__":
+    main()
