@@ -52,7 +52,7 @@ def test_losses_per_level_and_total(parity):
 
 def test_assignment_of_every_prior(parity):
     """gt index and label of every prior exact; the positives' IoUs and the decoded predictions
-    the assigner saw equal (observed: bit for bit); background -1e8 exactly."""
+    the assigner saw equal (observed with 1 thread: bit for bit); background -1e8 exactly."""
     ref, _, losses, _ = parity
     res = losses["assign"]
     for i, r in enumerate(ref["assigned"]):
@@ -62,7 +62,8 @@ def test_assignment_of_every_prior(parity):
         assert int(pos.sum()) > 0
         torch.testing.assert_close(res.max_overlaps[i][pos], r["max_overlaps"][pos], rtol=1e-6, atol=1e-6)
         assert torch.equal(res.max_overlaps[i][~pos], r["max_overlaps"][~pos])
-        torch.testing.assert_close(losses["pred_boxes"][i], r["pred_bboxes"], rtol=1e-5, atol=1e-4)
+        # the network's own thread-count noise (README: 1.2e-5 of max) reaches 3e-4 px here
+        torch.testing.assert_close(losses["pred_boxes"][i], r["pred_bboxes"], rtol=1e-4, atol=2e-3)
     # README: positives per level (img 0; img 1) = 9,3,2; 0,4,0
     counts = [[int((r["gt_inds"][s:s + n] > 0).sum()) for s, n in ((0, 1600), (1600, 400), (2000, 100))]
               for r in ref["assigned"]]
@@ -358,7 +359,42 @@ def test_trainer_runs_a_rotated_epoch_and_scores_dota_map(rot_data, tmp_path):
     tr = Trainer(cfg)
     assert tr.lr == pytest.approx(0.004 / 16 * 3 / 8)  # RTMDet-R's base lr, scaled to batch 3
     assert "RandomRotate" in repr(tr._loader(0).dataset.pipeline)
+    assert tr.stage_of(0) == 1  # one pipeline: no stage 2, no per-epoch validation at the end
     metrics = tr.train()
     assert set(metrics) == {"mAP50"} and 0.0 <= metrics["mAP50"] <= 1.0
     assert (tr.save_dir / "best.pth").is_file()
     assert rtmdet.load(tr.save_dir / "best.pth").family.name == "rotated"
+
+
+# ---------------------------------------------------------------------------- smoke training
+
+@pytest.mark.slow
+def test_rotated_tiny_learns_rotated_shapes_on_cpu(tmp_path):
+    """RTMDet-R tiny from scratch on 48 synthetic rotated-shape images (192 px), through the
+    RTMDet-R pipeline (3-direction flips, free rotations) on CPU, reaches a clearly non-trivial
+    DOTA mAP50 on its held-out split. lr 0.004 at batch 8 with a 20-iteration warm-up (the
+    recipe's 0.00025 is for 36 epochs of DOTA from an ImageNet backbone); validation only at the
+    end (the recipe has one stage: no per-epoch validation); one torch thread (test_train_smoke)."""
+    import time
+
+    from rtmdet.train.config import TrainConfig
+    from rtmdet.train.trainer import Trainer
+
+    make_rotated_shapes_splits(tmp_path / "shapes", {"train": 48, "val": 16}, seed=0, image_size=(192, 192))
+    cfg = TrainConfig(data=str(tmp_path / "shapes"), model="rtmdet-r-tiny", epochs=24, batch=8, imgsz=192,
+                      workers=0, device="cpu", lr=0.004, warmup_iters=20, val_interval=100,
+                      seed=0, project=str(tmp_path), name="smoke", plots=False, pretrained_backbone=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.time()
+        trainer = Trainer(cfg)
+        metrics = trainer.train()
+        seconds = time.time() - t0
+    finally:
+        torch.set_num_threads(threads)
+    print(f"rotated smoke: {metrics} in {seconds:.0f} s")
+    assert trainer.iteration == 24 * 6
+    # observed: mAP50 0.130 after 144 iterations, 159 s on 2 shared CPU cores (0.22 after 32
+    # epochs); an untrained model scores ~0 (mAP50 0.0 after 48 iterations)
+    assert metrics["mAP50"] > 0.05

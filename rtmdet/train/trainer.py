@@ -321,6 +321,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------- loop
     def stage_of(self, epoch: int) -> int:
+        """The recipe's pipeline stage of `epoch` (always 1 for a one-pipeline recipe, RTMDet-R's:
+        then validation follows val_interval only)."""
+        from ..data.transforms import pipeline_params
+        if not pipeline_params(self.record.pipeline).two_stage:
+            return 1
         return 2 if epoch >= self.cfg.epochs - self.cfg.stage2_epochs else 1
 
     def _loader(self, epoch: int):
@@ -485,12 +490,12 @@ class Trainer:
                                                        for k, v in row.items() if v != ""))
         if self.cfg.plots:
             try:
-                plot_results(path, self.save_dir / "results.png")
+                plot_results(path, self.save_dir / "results.png", self.family.metric_keys)
             except Exception as e:  # plotting must never stop training
                 log.warning("could not plot results: %s", e)
 
 
-def plot_results(csv_path: Path, out: Path) -> None:
+def plot_results(csv_path: Path, out: Path, metric_keys=("AP", "AP50")) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -499,7 +504,7 @@ def plot_results(csv_path: Path, out: Path) -> None:
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     ep = [int(r["epoch"]) for r in rows]
-    keys = ["loss_cls", "loss_bbox", "loss", "AP", "AP50", "lr"]
+    keys = ["loss_cls", "loss_bbox", "loss", *list(metric_keys)[:2], "lr"]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6))
     for ax, k in zip(axes.ravel(), keys):
         pts = [(e, float(r[k])) for e, r in zip(ep, rows) if r.get(k) not in (None, "")]

@@ -57,6 +57,12 @@ class PipelineParams:
     rotate_range: float = 180.0
     rect_obj_classes: tuple[str, ...] = ()
 
+    @property
+    def two_stage(self) -> bool:
+        """Whether the recipe switches to a second pipeline for its last epochs (RTMDet does,
+        RTMDet-R has one pipeline: its stage 2 is its stage 1)."""
+        return self.recipe == "rtmdet"
+
 
 def pipeline_params(size: str | dict | PipelineParams) -> PipelineParams:
     """Parameters by released model name (``rtmdet-s``, ``rtmdet-ins-tiny``, or the bare ``s``,
