@@ -372,18 +372,19 @@ def test_trainer_runs_a_rotated_epoch_and_scores_dota_map(rot_data, tmp_path):
 def test_rotated_tiny_learns_rotated_shapes_on_cpu(tmp_path):
     """RTMDet-R tiny from scratch on 48 synthetic rotated-shape images (192 px), through the
     RTMDet-R pipeline (3-direction flips, free rotations) on CPU, reaches a clearly non-trivial
-    DOTA mAP50 on its held-out split. lr 0.004 at batch 8 with a 20-iteration warm-up (the
-    recipe's 0.00025 is for 36 epochs of DOTA from an ImageNet backbone); validation only at the
-    end (the recipe has one stage: no per-epoch validation); one torch thread (test_train_smoke)."""
+    DOTA mAP50 on its held-out split. lr 0.004 at batch 8 with a 20-step warm-up (the recipe's
+    0.00025 is for 36 epochs of DOTA from an ImageNet backbone); validation only at the end (the
+    recipe has one stage: no per-epoch validation); one torch thread (see test_train_smoke)."""
     import time
 
     from rtmdet.train.config import TrainConfig
     from rtmdet.train.trainer import Trainer
 
     make_rotated_shapes_splits(tmp_path / "shapes", {"train": 48, "val": 16}, seed=0, image_size=(192, 192))
-    cfg = TrainConfig(data=str(tmp_path / "shapes"), model="rtmdet-r-tiny", epochs=24, batch=8, imgsz=192,
-                      workers=0, device="cpu", lr=0.004, warmup_iters=20, val_interval=100,
-                      seed=0, project=str(tmp_path), name="smoke", plots=False, pretrained_backbone=False)
+    cfg = TrainConfig(data=str(tmp_path / "shapes"), model="rtmdet-r-tiny", epochs=32, batch=8, imgsz=192,
+                      workers=0, device="cpu", lr=0.004, warmup_iters=20, warmup_min_iters=20,
+                      val_interval=100, seed=0, project=str(tmp_path), name="smoke", plots=False,
+                      pretrained_backbone=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -394,7 +395,8 @@ def test_rotated_tiny_learns_rotated_shapes_on_cpu(tmp_path):
     finally:
         torch.set_num_threads(threads)
     print(f"rotated smoke: {metrics} in {seconds:.0f} s")
-    assert trainer.iteration == 24 * 6
-    # observed: mAP50 0.130 after 144 iterations, 159 s on 2 shared CPU cores (0.22 after 32
-    # epochs); an untrained model scores ~0 (mAP50 0.0 after 48 iterations)
-    assert metrics["mAP50"] > 0.05
+    assert trainer.iteration == 32 * 6 and trainer.warmup == 20
+    # observed: mAP50 0.191 after 192 iterations (0.126 at 16 epochs, 0.143 at 24; seed 1: 0.128),
+    # about 190 s on 2 shared CPU cores; an untrained model scores ~0 (mAP50 0.002 after 48
+    # iterations). The figure moves with small changes of the run (0.05-0.2 seen while tuning).
+    assert metrics["mAP50"] > 0.06
