@@ -37,7 +37,7 @@ def test_graph_outputs_are_the_decoded_rotated_boxes(model, dynamic_onnx):
     meta = read_metadata(dynamic_onnx)
     assert meta["family"] == "rotated" and meta["nms"] is False and len(meta["class_names"]) == 15
     import onnxruntime as ort
-    x = torch.rand(2, 3, 320, 288) * 255
+    x = torch.rand(2, 3, 320, 288, generator=torch.Generator().manual_seed(0)) * 255
     sess = ort.InferenceSession(str(dynamic_onnx), providers=["CPUExecutionProvider"])
     boxes, scores = sess.run(None, {"images": x.numpy()})
     with torch.no_grad():
@@ -46,7 +46,9 @@ def test_graph_outputs_are_the_decoded_rotated_boxes(model, dynamic_onnx):
     assert boxes.shape == (2, n, 5) and scores.shape == (2, n, 15)
     torch.testing.assert_close(torch.from_numpy(scores), ref_scores, rtol=1e-3, atol=1e-4)
     b = torch.from_numpy(boxes)
-    torch.testing.assert_close(b[..., :4], ref_boxes[..., :4], rtol=1e-3, atol=1e-2)
+    # float32 sums in another order (ONNX Runtime's kernels): centres/sizes up to ~10^3 px on a
+    # noise image drift by ~1e-5 relative; 0.05 px absolute is still far below a pixel
+    torch.testing.assert_close(b[..., :4], ref_boxes[..., :4], rtol=1e-3, atol=5e-2)
     dth = torch.remainder(b[..., 4] - ref_boxes[..., 4], math.pi)
     assert float(torch.minimum(dth, math.pi - dth).max()) < 1e-3  # the le90 wrap may flip at +-pi/2
     assert float(b[..., 4].min()) >= -math.pi / 2 - 1e-6 and float(b[..., 4].max()) < math.pi / 2 + 1e-6
@@ -78,6 +80,6 @@ def test_in_graph_nms_is_refused_with_a_clear_error(model, tmp_path):
 
 def test_cli_export_refuses_nms_for_rotated_models(tmp_path, capsys):
     from rtmdet.cli import main
-    w = str(ROT_FIX / "weights.pth")
+    w = str(need(ROT_FIX / "weights.pth"))
     assert main(["export", "--weights", w, "--nms", "--output", str(tmp_path / "a.onnx")]) == 2
     assert "no in-graph NMS" in capsys.readouterr().err
