@@ -1,6 +1,7 @@
 """Post-processing speed: the original per-image path vs the batched early-stopping one.
 
     python benchmarks/bench_postprocess.py [--weights W] [--runs 5] [--old-runs 2] [--threads N]
+                                           [--device cuda]
 
 Fixture tiny weights (random, so every score lies in (0.001, 0.3): ~90000 candidates per image
 reach NMS at the reference settings), the three fixture images (cycled to fill batch 8), input
@@ -15,62 +16,38 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
-import torchvision
 
 import rtmdet
 from rtmdet.ops.boxes import distance2bbox, grid_priors
-from rtmdet.ops.postprocess import postprocess_batch, postprocess_single
+from rtmdet.ops.postprocess import finish, postprocess_batch, postprocess_single, select_topk
 
-FIX = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "rtmdet_tiny_8xb32-300e_coco"
+SHARED = Path(os.environ.get("RTMDET_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+FIX = SHARED / "fixtures" / "rtmdet_tiny_8xb32-300e_coco"
 
 
 # ---- the baseline: the post-processing as it was before the batched path (per image) --------
-def old_batched_nms(boxes, scores, labels, iou_threshold, split_thr=10000):
-    if boxes.numel() == 0:
-        return torch.zeros((0,), dtype=torch.long, device=boxes.device)
-    if boxes.shape[0] < split_thr:
-        offsets = labels.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
-        return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
-    order = torch.argsort(labels, stable=True)
-    counts = torch.bincount(labels[order]).tolist()
-    kept, start = [], 0
-    for n in counts:
-        if n:
-            idx = order[start:start + n]
-            kept.append(idx[torchvision.ops.nms(boxes[idx], scores[idx], iou_threshold)])
-            start += n
-    keep = torch.cat(kept)
-    return keep[scores[keep].sort(descending=True)[1]]
-
-
 def old_postprocess_single(cls_scores, bbox_preds, priors, img_shape, scale_factor, cfg):
-    sel = [[], [], [], [], []]
+    """The original step-by-step path, kept in `ops.postprocess`: per level `select_topk`
+    (score filter + top-k), decode, then `finish` (rescale, size filter, `ops.nms.batched_nms`:
+    torchvision per class above 10000 candidates)."""
+    sel = [[], [], [], []]
     offset = 0
     for cls, reg, pri in zip(cls_scores, bbox_preds, priors):
         scores = cls.permute(1, 2, 0).reshape(-1, cls.shape[0]).sigmoid()
-        valid = scores > cfg.score_thr
-        vals, idxs = scores[valid], valid.nonzero()
-        k = min(cfg.nms_pre, idxs.shape[0]) if cfg.nms_pre > 0 else idxs.shape[0]
-        vals, order = vals.sort(descending=True)
-        keep, labels = idxs[order[:k]].unbind(dim=1)
-        for lst, v in zip(sel, (vals[:k], labels, reg.permute(1, 2, 0).reshape(-1, 4)[keep],
-                                pri[keep], keep + offset)):
+        vals, keep, labels = select_topk(scores, cfg.score_thr, cfg.nms_pre)
+        for lst, v in zip(sel, (vals, labels, reg.permute(1, 2, 0).reshape(-1, 4)[keep], keep + offset)):
             lst.append(v)
         offset += pri.shape[0]
-    scores, labels, reg, pts, inds = (torch.cat(x) for x in sel)
-    boxes_in = distance2bbox(pts, reg, max_shape=img_shape)
-    sw, sh = scale_factor
-    boxes = boxes_in * boxes_in.new_tensor([1 / sw, 1 / sh, 1 / sw, 1 / sh])
-    if cfg.min_bbox_size >= 0:
-        ok = ((boxes[:, 2] - boxes[:, 0]) > cfg.min_bbox_size) & ((boxes[:, 3] - boxes[:, 1]) > cfg.min_bbox_size)
-        boxes, boxes_in, scores, labels, inds = boxes[ok], boxes_in[ok], scores[ok], labels[ok], inds[ok]
-    keep = old_batched_nms(boxes, scores, labels, cfg.nms_iou)[: cfg.max_per_img]
-    return boxes[keep], scores[keep], labels[keep], inds[keep]
+    scores, labels, reg, inds = (torch.cat(x) for x in sel)
+    pts = torch.cat(priors)[inds]
+    d = finish(distance2bbox(pts, reg, max_shape=img_shape), scores, labels, inds, scale_factor, cfg)
+    return d.boxes, d.scores, d.labels, d.prior_inds
 
 
 def compare(old_out, new_out) -> str:
@@ -89,13 +66,20 @@ def compare(old_out, new_out) -> str:
 
 
 # ---- timing ---------------------------------------------------------------------------------
+def sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn, runs: int, warmup: int = 1):
     for _ in range(warmup):
         out = fn()
     times = []
     for _ in range(runs):
+        sync()
         t = time.perf_counter()
         out = fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3, min(times) * 1e3, out
 
@@ -107,13 +91,16 @@ def main() -> None:
     ap.add_argument("--old-runs", type=int, default=2, help="runs of the (slow) old path")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (TF32 off: the fp32 network)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = rtmdet.load(args.weights).eval()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    model = rtmdet.load(args.weights, device=args.device).eval()
     cases = ["square", "portrait", "large"]
     imgs = [torch.load(FIX / f"predict_{c}.pth", weights_only=True)["image_bgr"].numpy() for c in cases]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fixture tiny weights; "
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}; fixture tiny weights; "
           f"median [min] ms of {args.runs} runs ({args.old_runs} for the old path)")
     print(f"{'batch':>5} {'score_thr':>9} {'forward':>15} {'old post':>17} {'new post':>15} "
           f"{'new per-image':>15} {'old/new':>8} {'old whole/fwd':>13} {'new whole/fwd':>13} "

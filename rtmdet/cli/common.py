@@ -86,9 +86,29 @@ def check_model_arg(args) -> str:
     return src
 
 
+def add_speed_args(p) -> None:
+    """The PyTorch inference speed options (`rtmdet.inference.speed.SpeedOptions`)."""
+    g = p.add_argument_group("speed (PyTorch checkpoints; docs/speed.md lists what each changes)")
+    g.add_argument("--half", nargs="?", const="fp16", choices=("fp16", "bf16"), default=None,
+                   help="fp16 (or bf16) weights and activations, channels-last on CUDA")
+    g.add_argument("--no-fuse", action="store_true",
+                   help="keep BatchNorm separate (default: folded into the convs)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the network")
+    g.add_argument("--cuda-graph", action="store_true",
+                   help="replay a captured CUDA graph per input shape (CUDA only)")
+    g.add_argument("--device-preprocess", action="store_true",
+                   help="letterbox on the device (GPU) instead of with OpenCV on the CPU")
+
+
+def speed_kwargs(args) -> dict:
+    return dict(fuse=not args.no_fuse, half=args.half or False, compile=args.compile,
+                cuda_graph=args.cuda_graph, preprocess="device" if args.device_preprocess else "cpu")
+
+
 def open_model(args):
-    """--model / --weights -> a PyTorch model, or a `Detector` for an exported graph; a
-    one-line UsageError for anything that cannot be opened."""
+    """--model / --weights -> a PyTorch model, or a `Detector` for an exported graph (a
+    `Detector` for every source when the command has the speed options); a one-line UsageError
+    for anything that cannot be opened."""
     from ..checkpoint import CheckpointError
     from ..inference import BackendUnavailable, Detector
     from ..inference.detector import GRAPH_SUFFIXES
@@ -96,6 +116,8 @@ def open_model(args):
     src = check_model_arg(args)
     dev = device(getattr(args, "device", None))
     try:
+        if hasattr(args, "no_fuse"):
+            return Detector(src, device=dev, **speed_kwargs(args))
         if Path(src).suffix.lower() in GRAPH_SUFFIXES:
             return Detector(src, device=dev)
         from ..api import load

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .common import (UsageError, add_model_args, add_tile_args, check_model_arg, image_size,
+from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, check_model_arg, image_size,
                      open_model, positive_int, tile_knobs, unit_float)
 
 log = logging.getLogger("rtmdet")
@@ -169,6 +169,7 @@ def add_parser(sub) -> None:
     p.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default: model's)")
     p.add_argument("--max-det", type=positive_int, default=None, help="detections per image (default: model's)")
     add_tile_args(p)
+    add_speed_args(p)
     p.add_argument("--imgsz", type=image_size, default=None, help="network input size (default: model's)")
     p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--save-dir", default="runs/predict",

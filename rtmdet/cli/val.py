@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (UsageError, add_model_args, add_tile_args, check_model_arg, image_size,
+from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, check_model_arg, image_size,
                      open_model, positive_int, tile_knobs, unit_float)
 
 
@@ -54,6 +54,7 @@ def add_parser(sub) -> None:
     p.add_argument("--iou", type=unit_float, default=None, help="default: model's (0.65)")
     p.add_argument("--max-det", type=positive_int, default=None, help="default: model's (300)")
     add_tile_args(p)
+    add_speed_args(p)
     p.add_argument("--imgsz", type=image_size, default=None)
     p.add_argument("--strict", action="store_true", help="any dataset problem is an error")
     p.add_argument("--save-json", action="store_true", help="write detections.json (COCO results; "

@@ -49,3 +49,37 @@ def letterbox_batch(images: list[np.ndarray], size: tuple[int, int]):
         padded.append(p)
         metas.append(ImageMeta(tuple(img.shape[:2]), scale, tuple(size)))
     return np.ascontiguousarray(np.stack(padded).transpose(0, 3, 1, 2)), metas
+
+
+def letterbox_batch_torch(images: list[np.ndarray], size: tuple[int, int], device,
+                          pad_val: int = 114):
+    """`letterbox_batch` on `device` (the GPU): each uint8 image is uploaded once, resized
+    bilinearly there (half-pixel centres, no antialias: OpenCV's INTER_LINEAR sampling grid) and
+    rounded back to whole grey levels, then padded into one (B,3,H,W) uint8 tensor.
+
+    Not bit-exact with OpenCV, whose uint8 resize uses 11-bit fixed-point weights: a pixel may
+    differ by one grey level (docs/speed.md measures what that does to detections). Images with
+    the same shape are resized in one call."""
+    import torch
+    import torch.nn.functional as F
+
+    th, tw = size
+    out = torch.full((len(images), 3, th, tw), pad_val, dtype=torch.uint8, device=device)
+    metas = []
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape[:2]), []).append(i)
+        nh, nw = fit_size(*img.shape[:2], size)
+        metas.append(ImageMeta(tuple(img.shape[:2]), (nw / img.shape[1], nh / img.shape[0]), tuple(size)))
+    pin = torch.device(device).type == "cuda"
+    for (h, w), idx in groups.items():
+        host = torch.from_numpy(np.stack([images[i] for i in idx]))  # (n,H,W,3)
+        if pin:
+            host = host.pin_memory()
+        x = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        nh, nw = fit_size(h, w, size)
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", align_corners=False)
+            x = x.round_().clamp_(0, 255).to(torch.uint8)
+        out[idx, :, :nh, :nw] = x
+    return out, metas

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..detections import Detections
 from .loop import run_inference
+from .speed import SpeedOptions
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
@@ -12,17 +13,23 @@ GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensor
 
 
 def open_backend(path, device: str = "cpu", providers=None, threads: int | None = None,
-                 model=None):
+                 model=None, options: SpeedOptions | None = None):
     """The backend for a file by its suffix: .onnx (ONNX Runtime), .xml (OpenVINO IR),
-    .engine/.trt/.plan (TensorRT), else a checkpoint or zoo name (PyTorch). `model`: an already built torch model."""
+    .engine/.trt/.plan (TensorRT), else a checkpoint or zoo name (PyTorch). `model`: an already
+    built torch model (left as it is: the speed `options` then run on a prepared copy)."""
     from .torch_backend import TorchBackend
     src = str(path)
     kind = GRAPH_SUFFIXES.get(Path(src).suffix.lower())
     if model is not None or kind is None:
+        owned = model is None
         if model is None:
             from ..api import load
             model = load(src, device=device)
-        return TorchBackend(model)
+        return TorchBackend(model, options, owned=owned)
+    if options is not None and options.changes_network and options != SpeedOptions(fuse=True):
+        raise ValueError(f"{src}: half/compile/cuda_graph/channels_last apply to PyTorch checkpoints; "
+                         "an exported graph keeps the precision it was exported with "
+                         "(rtmdet export --half)")
     if kind == "onnxruntime":
         from .onnxruntime_backend import OrtBackend
         return OrtBackend(src, device, providers, threads)
@@ -40,11 +47,19 @@ class Detector:
     CUDA provider), an OpenVINO `.xml` IR (CPU), or an `.engine` file (TensorRT; needs
     `tensorrt` and a GPU). `device`:
     "cpu" or "cuda[:i]". Exported graphs must come from `rtmdet export`: they carry the model
-    config, class names and test settings."""
+    config, class names and test settings.
+
+    PyTorch only (`rtmdet.inference.speed.SpeedOptions`): `fuse` (BatchNorm folded into the
+    convs, on by default), `half` (True/"fp16" or "bf16"), `channels_last` (default: with half on
+    CUDA), `compile` (torch.compile), `cuda_graph` (replay per input shape, CUDA),
+    `preprocess="device"` (letterbox on the GPU)."""
 
     def __init__(self, path, device: str = "cpu", providers: list[str] | None = None,
-                 threads: int | None = None, model=None):
-        self.backend = open_backend(path, device, providers, threads, model)
+                 threads: int | None = None, model=None, fuse: bool = True,
+                 half: bool | str = False, channels_last: bool | None = None,
+                 compile: bool = False, cuda_graph: bool = False, preprocess: str = "cpu"):
+        options = SpeedOptions(fuse, half, channels_last, compile, cuda_graph, preprocess)
+        self.backend = open_backend(path, device, providers, threads, model, options)
         self.path, self.device = str(path), device
 
     @property

@@ -1,32 +1,45 @@
-"""The PyTorch model as an inference backend."""
+"""The PyTorch model as an inference backend, with the speed options of `rtmdet.inference.speed`."""
 from __future__ import annotations
 
 import torch
 
 from .backend import Backend
 from .loop import letterbox_input
+from .speed import SpeedOptions, prepare_network
 
 
 class TorchBackend(Backend):
+    """`model` runs as given unless `options` ask for more (fused BN, fp16/bf16, channels-last,
+    torch.compile, CUDA graphs, letterbox on the device); then a prepared copy runs (`owned=True`:
+    the model itself is changed, for models nobody else holds, e.g. loaded from a path)."""
+
     name = "torch"
 
-    def __init__(self, model):
+    def __init__(self, model, options: SpeedOptions | None = None, owned: bool = False):
         self.model = model.eval()
+        self.options = options or SpeedOptions()
+        self.net = prepare_network(model, self.options, owned)
         self.family = model.family
         self.model_cfg = model.cfg
         self.class_names = list(model.class_names)
         self.test_cfg = model.test_cfg
 
     def __repr__(self) -> str:
-        return f"TorchBackend({type(self.model).__name__})"
+        return f"TorchBackend({type(self.model).__name__}, {self.options.describe()})"
 
     def preprocess(self, images, size):
-        arr, metas = letterbox_input(images, size)
-        return self.model.normalize(torch.from_numpy(arr).to(self.model.device)), metas
+        device = self.model.device
+        if self.options.device_preprocess(device):
+            from ..data.letterbox import letterbox_batch_torch
+            batch, metas = letterbox_batch_torch(images, size, device)
+        else:
+            arr, metas = letterbox_input(images, size)
+            batch = torch.from_numpy(arr).to(device)
+        return self.model.normalize(batch), metas
 
     @torch.inference_mode()
     def infer(self, x) -> dict:
-        out = self.model.decode(self.model(x), tuple(x.shape[-2:]))
+        out = self.model.decode(self.net(x), tuple(x.shape[-2:]))
         if x.is_cuda:
             torch.cuda.synchronize()
         return out

@@ -88,19 +88,30 @@ class RTMDet(nn.Module):
                 max_per_img: int | None = None, nms_pre: int | None = None,
                 batch_size: int = 8, imgsz: int | None = None,
                 mask_thr: float | None = None, tile: int | None = None,
-                overlap: int = 200) -> list[Detections] | Detections:
+                overlap: int = 200, fuse: bool = False, half: bool | str = False,
+                compile: bool = False, cuda_graph: bool = False,
+                preprocess: str = "cpu") -> list[Detections] | Detections:
         """Detect objects in a path, a BGR uint8 array, a PIL image, or a list of them.
 
         Returns one `Detections` per image (a single one for a single input), boxes in original
         pixels (and `masks` for RTMDet-Ins, binarised at `mask_thr`). Unset knobs fall back to
         `self.test_cfg` (the reference test settings). `tile=1024, overlap=200`: large images
         are predicted in overlapping `tile` x `tile` windows (each letterboxed to `imgsz`),
-        merged with the family's NMS (`rtmdet.inference.tiling`)."""
+        merged with the family's NMS (`rtmdet.inference.tiling`).
+
+        Speed (`rtmdet.inference.speed.SpeedOptions`; all off = the exact reference path):
+        `fuse` folds BatchNorm into the convs, `half` runs fp16 (True) or bf16 ("bf16") with
+        channels-last on CUDA, `compile` uses torch.compile, `cuda_graph` replays a captured
+        graph per input shape (CUDA), `preprocess="device"` letterboxes on the model's device.
+        They run on a prepared copy of the model, kept until its weights change."""
         from ..inference import TorchBackend, run_inference
+        from ..inference.speed import SpeedOptions
+        options = SpeedOptions(fuse=fuse, half=half, compile=compile, cuda_graph=cuda_graph,
+                               preprocess=preprocess)
         was_training = self.training
         self.eval()
         try:
-            return run_inference(TorchBackend(self), images, batch_size=batch_size, tile=tile,
+            return run_inference(TorchBackend(self, options), images, batch_size=batch_size, tile=tile,
                                  overlap=overlap, score_thr=score_thr, nms_iou=nms_iou,
                                  max_per_img=max_per_img, nms_pre=nms_pre, imgsz=imgsz,
                                  mask_thr=mask_thr)

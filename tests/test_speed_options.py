@@ -1,0 +1,160 @@
+"""Inference speed options (`rtmdet.inference.speed`): what each changes, that the default path
+is untouched, that a prepared copy never goes stale, and that bad values fail where they enter."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import DET_FIX, load_fixture, match_detections, need
+
+import rtmdet
+from rtmdet.data.letterbox import letterbox_batch, letterbox_batch_torch
+from rtmdet.inference import Detector, TorchBackend
+from rtmdet.inference.speed import SpeedOptions, prepare_network
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return rtmdet.load(need(DET_FIX / "weights.pth"))
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return rtmdet.create("rtmdet-tiny", num_classes=3).eval()
+
+
+@pytest.mark.parametrize("kw", [dict(half="fp8"), dict(half=1.0), dict(preprocess="gpu"),
+                                dict(fuse="yes"), dict(compile=1)])
+def test_bad_options_name_the_field(kw):
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        SpeedOptions(**kw)
+
+
+def test_cuda_graph_refused_off_cuda(small):
+    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
+        prepare_network(small, SpeedOptions(cuda_graph=True))
+
+
+def test_default_runs_the_model_itself(small):
+    assert prepare_network(small, SpeedOptions()) is small
+
+
+@pytest.mark.parametrize("shape", [(375, 500), (640, 427), (1200, 1600), (97, 61), (640, 640)])
+def test_device_letterbox_within_one_grey_level_of_opencv(shape):
+    img = np.random.default_rng(sum(shape)).integers(0, 256, shape + (3,), dtype=np.uint8)
+    ref, ref_metas = letterbox_batch([img, img[::-1].copy()], (640, 640))
+    ours, metas = letterbox_batch_torch([img, img[::-1].copy()], (640, 640), "cpu")
+    assert metas == ref_metas and ours.dtype == torch.uint8 and ours.shape == ref.shape
+    diff = (ours.int() - torch.from_numpy(ref).int()).abs()
+    assert int(diff.max()) <= 1
+    if shape == (640, 640):  # no resize: the same bytes
+        assert int(diff.max()) == 0
+    nh, nw = round(shape[0] * metas[0].scale_factor[1]), round(shape[1] * metas[0].scale_factor[0])
+    assert bool((ours[:, :, nh:, :] == 114).all()) and bool((ours[:, :, :, nw:] == 114).all())
+
+
+def test_device_letterbox_mixed_shapes_keep_their_order():
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, s + (3,), dtype=np.uint8) for s in [(300, 400), (200, 100), (300, 400)]]
+    ours, _ = letterbox_batch_torch(imgs, (320, 320), "cpu")
+    ref, _ = letterbox_batch(imgs, (320, 320))
+    assert int((ours.int() - torch.from_numpy(ref).int()).abs().amax(dim=(1, 2, 3)).max()) <= 1
+    assert not torch.equal(ours[0], ours[2])  # different images, not a repeated one
+
+
+def test_prepared_copy_is_cached_until_the_weights_change(small):
+    opt = SpeedOptions(fuse=True)
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    a = prepare_network(small, opt)
+    assert prepare_network(small, opt) is a
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in a.module.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in small.modules())  # the model untouched
+    assert all(torch.equal(v, small.state_dict()[k]) for k, v in before.items())
+    with torch.no_grad():
+        small.bbox_head.rtm_cls[0].bias.add_(0.5)  # an optimizer step would do the same
+    b = prepare_network(small, opt)
+    assert b is not a
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x)[0][0], small(x)[0][0], rtol=1e-4, atol=1e-4)
+        small.bbox_head.rtm_cls[0].bias.sub_(0.5)
+    assert "_speed_cache" not in small.state_dict()
+
+
+def test_fused_predict_matches_the_fixture_like_the_default(model):
+    for case in ("square", "portrait", "large"):
+        fix = load_fixture(DET_FIX / f"predict_{case}.pth")
+        d = model.predict(fix["image_bgr"].numpy(), fuse=True)
+        assert match_detections(d.boxes, d.scores, d.labels, fix["bboxes"], fix["scores"], fix["labels"]) == 0
+
+
+def test_detector_fuses_its_own_model_by_default(model):
+    det = Detector(need(DET_FIX / "weights.pth"))
+    net = det.backend.net
+    assert net.module is det.backend.model  # loaded from a path: prepared in place, no copy
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.module.modules())
+    plain = Detector(DET_FIX / "weights.pth", fuse=False)
+    assert plain.backend.net is plain.backend.model
+    given = Detector("model", model=model)  # a caller's model is never changed
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert given.backend.net.module is not model
+
+
+def test_device_preprocess_detections_stay_close(model):
+    fix = load_fixture(DET_FIX / "predict_portrait.pth")  # 700x500 -> resized
+    exact = model.predict(fix["image_bgr"].numpy())
+    dev = model.predict(fix["image_bgr"].numpy(), preprocess="device")
+    # a grey level of rounding moves scores by ~1e-4: the same detections at a looser tolerance
+    assert match_detections(dev.boxes, dev.scores, dev.labels, exact.boxes, exact.scores, exact.labels,
+                            score_tol=2e-3, box_tol=0.5) <= len(exact) // 20
+
+
+def test_bf16_runs_on_cpu_with_float32_results(small):
+    img = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    d = small.predict(img, imgsz=64, half="bf16", score_thr=0.0)
+    assert d.boxes.dtype == torch.float32 and d.scores.dtype == torch.float32
+    assert small.mean.dtype == torch.float32 and next(small.parameters()).dtype == torch.float32
+
+
+def test_graph_backends_refuse_torch_only_options(tmp_path):
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"")
+    with pytest.raises(ValueError, match="rtmdet export --half"):
+        Detector(f, half=True)
+
+
+def test_cli_speed_flags_reach_the_options():
+    from rtmdet.cli import build_parser
+    from rtmdet.cli.common import speed_kwargs
+    args = build_parser().parse_args(["predict", "x.jpg", "--model", "rtmdet-tiny", "--half", "--no-fuse",
+                                      "--device-preprocess"])
+    assert speed_kwargs(args) == dict(fuse=False, half="fp16", compile=False, cuda_graph=False,
+                                      preprocess="device")
+    args = build_parser().parse_args(["val", "--data", "d", "--model", "rtmdet-tiny", "--half", "bf16",
+                                      "--cuda-graph"])
+    assert speed_kwargs(args)["half"] == "bf16" and speed_kwargs(args)["cuda_graph"] and speed_kwargs(args)["fuse"]
+
+
+@cuda
+def test_cuda_graph_replays_what_the_network_computes(small):
+    m = rtmdet.create("rtmdet-tiny", num_classes=3).cuda().eval()
+    plain = prepare_network(m, SpeedOptions(fuse=True, half=True))
+    graphed = prepare_network(m, SpeedOptions(fuse=True, half=True, cuda_graph=True))
+    with torch.inference_mode():
+        for seed in (0, 1):  # a second input through the same graph
+            x = torch.rand(2, 3, 128, 160, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+            a, b = plain(x), graphed(x)
+            for ta, tb in zip(a[0] + a[1], b[0] + b[1]):
+                torch.testing.assert_close(ta, tb, rtol=0, atol=0)
+
+
+@cuda
+def test_cuda_device_letterbox_matches_cpu_torch():
+    img = np.random.default_rng(3).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    cpu, _ = letterbox_batch_torch([img], (640, 640), "cpu")
+    gpu, _ = letterbox_batch_torch([img], (640, 640), "cuda")
+    assert int((gpu.cpu().int() - cpu.int()).abs().max()) <= 1
