@@ -7,8 +7,9 @@ option changes on the reference fixtures.
 Part 1, per size (random weights: every score near sigmoid(-4.6) = 0.01, so at the reference
 settings - score_thr 0.001, nms_pre 30000 - the worst case reaches NMS) and mode:
 * exact: the default path (fp32, BatchNorm kept, OpenCV letterbox on the CPU);
-* fast: BatchNorm fused, and on CUDA fp16 + channels-last + CUDA graph + letterbox on the GPU
-  (`rtmdet.inference.speed.SpeedOptions`); on the CPU BN fusion only.
+* fast: BatchNorm fused, and on CUDA fp16 + channels-last + CUDA graph (network and decoding)
+  + letterbox on the GPU (`rtmdet.inference.speed.SpeedOptions`); on the CPU BN fusion only;
+* compiled (opt-in): as fast with torch.compile instead of the CUDA graph.
 Batch 1: median ms of pre / infer (network + decode) / post and of the whole `run_batch`, next to
 the network forward alone in the same mode ("whole/fwd"). Batch `--batch`: images/s of the whole
 path against the forward alone ("whole/fwd" as a share of the forward's rate).
@@ -64,6 +65,9 @@ def timed(fn, device, runs: int, warmup: int = 2) -> float:
 def mode_options(mode: str, device: torch.device) -> SpeedOptions:
     if mode == "exact":
         return SpeedOptions()
+    if mode == "compiled":  # torch.compile instead of the CUDA graph (the first batch compiles)
+        return SpeedOptions(fuse=True, half=device.type == "cuda", compile=True,
+                            preprocess="device" if device.type == "cuda" else "cpu")
     if device.type == "cuda":
         return SpeedOptions(fuse=True, half=True, cuda_graph=True, preprocess="device")
     return SpeedOptions(fuse=True)
@@ -184,7 +188,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models", nargs="+", default=SIZES)
-    ap.add_argument("--modes", nargs="+", default=["exact", "fast"], choices=["exact", "fast"])
+    ap.add_argument("--modes", nargs="+", default=["exact", "fast"], choices=["exact", "fast", "compiled"])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None)

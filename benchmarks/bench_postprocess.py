@@ -6,7 +6,7 @@
 Fixture tiny weights (random, so every score lies in (0.001, 0.3): ~90000 candidates per image
 reach NMS at the reference settings), the three fixture images (cycled to fill batch 8), input
 640x640. For batch 1 and batch 8 at score_thr 0.001 (reference settings) and 0.3: network
-forward, old post-processing (the original algorithm, copied below as the baseline), new
+forward, old post-processing (the original algorithm, `postprocess_single_reference`), new
 post-processing (`ops.postprocess.postprocess_batch` on the batch; and `postprocess_single` image
 by image, as `RTMDet.postprocess` calls it), and the ratios. "whole/fwd" = (forward + post) /
 forward. Times are the median of the runs (min in brackets); the machine may be shared, so
@@ -24,37 +24,21 @@ from pathlib import Path
 import torch
 
 import rtmdet
-from rtmdet.ops.boxes import distance2bbox, grid_priors
-from rtmdet.ops.postprocess import finish, postprocess_batch, postprocess_single, select_topk
+from rtmdet.ops.boxes import grid_priors
+from rtmdet.ops.postprocess import postprocess_batch, postprocess_single
+from rtmdet.ops.postprocess import postprocess_single_reference as old_postprocess_single
 
 SHARED = Path(os.environ.get("RTMDET_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 FIX = SHARED / "fixtures" / "rtmdet_tiny_8xb32-300e_coco"
 
 
-# ---- the baseline: the post-processing as it was before the batched path (per image) --------
-def old_postprocess_single(cls_scores, bbox_preds, priors, img_shape, scale_factor, cfg):
-    """The original step-by-step path, kept in `ops.postprocess`: per level `select_topk`
-    (score filter + top-k), decode, then `finish` (rescale, size filter, `ops.nms.batched_nms`:
-    torchvision per class above 10000 candidates)."""
-    sel = [[], [], [], []]
-    offset = 0
-    for cls, reg, pri in zip(cls_scores, bbox_preds, priors):
-        scores = cls.permute(1, 2, 0).reshape(-1, cls.shape[0]).sigmoid()
-        vals, keep, labels = select_topk(scores, cfg.score_thr, cfg.nms_pre)
-        for lst, v in zip(sel, (vals, labels, reg.permute(1, 2, 0).reshape(-1, 4)[keep], keep + offset)):
-            lst.append(v)
-        offset += pri.shape[0]
-    scores, labels, reg, inds = (torch.cat(x) for x in sel)
-    pts = torch.cat(priors)[inds]
-    d = finish(distance2bbox(pts, reg, max_shape=img_shape), scores, labels, inds, scale_factor, cfg)
-    return d.boxes, d.scores, d.labels, d.prior_inds
-
-
+# ---- the baseline: `ops.postprocess.postprocess_single_reference`, the original per-image path
 def compare(old_out, new_out) -> str:
     """'identical', or how the outputs differ: the new path may order exactly equal scores
     differently (the old one merged the per-class lists with an unstable sort)."""
     reordered = 0
-    for (_, o_scores, o_labels, o_inds), n in zip(old_out, new_out):
+    for o, n in zip(old_out, new_out):
+        o_scores, o_labels, o_inds = o.scores, o.labels, o.prior_inds
         if torch.equal(o_inds, n.prior_inds) and torch.equal(o_labels, n.labels):
             continue
         same_set = sorted(zip(o_inds.tolist(), o_labels.tolist())) == \
@@ -111,7 +95,7 @@ def main() -> None:
             x, metas = model.preprocess(chunk)
             fwd_med, fwd_min, out = timed(lambda: model(x), args.runs)
             cls, reg = out[0], out[1]
-            priors = grid_priors([c.shape[-2:] for c in cls], model.cfg.strides, cls[0].dtype)
+            priors = grid_priors([c.shape[-2:] for c in cls], model.cfg.strides, cls[0].dtype, cls[0].device)
             shapes = [m.img_shape for m in metas]
             factors = [m.scale_factor for m in metas]
             for thr in (0.001, 0.3):

@@ -71,12 +71,9 @@ def letterbox_batch_torch(images: list[np.ndarray], size: tuple[int, int], devic
         groups.setdefault(tuple(img.shape[:2]), []).append(i)
         nh, nw = fit_size(*img.shape[:2], size)
         metas.append(ImageMeta(tuple(img.shape[:2]), (nw / img.shape[1], nh / img.shape[0]), tuple(size)))
-    pin = torch.device(device).type == "cuda"
     for (h, w), idx in groups.items():
         host = torch.from_numpy(np.stack([images[i] for i in idx]))  # (n,H,W,3)
-        if pin:
-            host = host.pin_memory()
-        x = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        x = host.to(device).permute(0, 3, 1, 2)  # (pinning per call costs more than it saves)
         nh, nw = fit_size(h, w, size)
         if (nh, nw) != (h, w):
             x = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", align_corners=False)

@@ -71,9 +71,11 @@ class SpeedOptions:
 
 
 def map_tensors(fn, out):
-    """`fn` on every tensor of a head output (tensors inside nested lists/tuples)."""
+    """`fn` on every tensor of a head output or decoded dict (nested lists/tuples/dicts)."""
     if isinstance(out, torch.Tensor):
         return fn(out)
+    if isinstance(out, dict):
+        return {k: map_tensors(fn, v) for k, v in out.items()}
     return type(out)(map_tensors(fn, o) for o in out)
 
 
@@ -135,23 +137,31 @@ def _versions(model: torch.nn.Module) -> tuple:
     return tuple(t._version for t in (*model.parameters(), *model.buffers())) + (model.device,)
 
 
-def prepare_network(model: torch.nn.Module, options: SpeedOptions, owned: bool = False):
-    """A callable running `model`'s network as `options` say. Without changes that is the model
-    itself; else a prepared copy (cached on the model, rebuilt when its weights change), or the
-    model itself prepared in place when `owned`."""
-    if not options.changes_network:
-        return model
+class Prepared:
+    """What `prepare` builds for one model and one set of options: the network function, and
+    with `cuda_graph` the graphs of the network alone and of network + decoding."""
+
+    def __init__(self, net: Network, model: torch.nn.Module, cuda_graph: bool):
+        self.net = net
+        decode = model.decode  # reads only the config and shapes: safe to capture in a graph
+
+        def infer(x):
+            return decode(net(x), tuple(x.shape[-2:]))
+        self.network = CudaGraphNetwork(net) if cuda_graph else net
+        self.infer = CudaGraphNetwork(infer) if cuda_graph else infer
+
+
+def prepare(model: torch.nn.Module, options: SpeedOptions, owned: bool = False) -> Prepared:
+    """The network of `model` run as `options` say: a prepared copy (cached on the model and
+    rebuilt when its weights change), or the model itself prepared in place when `owned`."""
     device = model.device
     if options.cuda_graph and device.type != "cuda":
         raise ValueError(f"cuda_graph=True needs the model on a CUDA device, not {device}")
     cache = model.__dict__.get("_speed_cache")
-    if not owned and cache is not None and cache[0] == (options, _versions(model)):
+    if cache is not None and cache[0] == (options, _versions(model)):
         return cache[1]
-    if owned:
-        net = model
-    else:
-        model.__dict__.pop("_speed_cache", None)
-        net = copy.deepcopy(model)
+    model.__dict__.pop("_speed_cache", None)
+    net = model if owned else copy.deepcopy(model)
     net.eval()
     if options.fuse:
         net.fuse()
@@ -164,9 +174,14 @@ def prepare_network(model: torch.nn.Module, options: SpeedOptions, owned: bool =
     channels_last = options.use_channels_last(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    fn = Network(net, dtype, channels_last, options.compile)
-    if options.cuda_graph:
-        fn = CudaGraphNetwork(fn)
-    if not owned:
-        model.__dict__["_speed_cache"] = ((options, _versions(model)), fn)
-    return fn
+    prepared = Prepared(Network(net, dtype, channels_last, options.compile), model, options.cuda_graph)
+    model.__dict__["_speed_cache"] = ((options, _versions(model)), prepared)
+    return prepared
+
+
+def prepare_network(model: torch.nn.Module, options: SpeedOptions, owned: bool = False):
+    """`model`'s network as a function of the normalized batch, run as `options` say (the model
+    itself when they change nothing)."""
+    if not options.changes_network:
+        return model
+    return prepare(model, options, owned).network

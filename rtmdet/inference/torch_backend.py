@@ -5,7 +5,7 @@ import torch
 
 from .backend import Backend
 from .loop import letterbox_input
-from .speed import SpeedOptions, prepare_network
+from .speed import SpeedOptions, prepare
 
 
 class TorchBackend(Backend):
@@ -18,7 +18,12 @@ class TorchBackend(Backend):
     def __init__(self, model, options: SpeedOptions | None = None, owned: bool = False):
         self.model = model.eval()
         self.options = options or SpeedOptions()
-        self.net = prepare_network(model, self.options, owned)
+        if self.options.changes_network:
+            prepared = prepare(model, self.options, owned)
+            self.net, self._infer = prepared.network, prepared.infer  # cuda_graph: decode inside
+        else:
+            self.net = model
+            self._infer = lambda x: model.decode(model(x), tuple(x.shape[-2:]))
         self.family = model.family
         self.model_cfg = model.cfg
         self.class_names = list(model.class_names)
@@ -39,7 +44,7 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def infer(self, x) -> dict:
-        out = self.model.decode(self.net(x), tuple(x.shape[-2:]))
+        out = self._infer(x)
         if x.is_cuda:
             torch.cuda.synchronize()
         return out
