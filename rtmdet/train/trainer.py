@@ -322,6 +322,10 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         for g, kv in zip(self.optimizer.param_groups, kernels):
             g.update(kv)
+            for p in g["params"] if g.get("fused") else ():  # fused keeps `step` on the device
+                st = self.optimizer.state.get(p, {})
+                if torch.is_tensor(st.get("step")):
+                    st["step"] = st["step"].to(p.device, torch.float32)
         self.scheduler.load_state_dict(ck["scheduler"])
         if ck.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(ck["scaler"])
