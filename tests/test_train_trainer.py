@@ -125,7 +125,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
     monkeypatch.setattr(losses_mod, "rtmdet_loss", poisoned)
     cfg = TrainConfig(data=str(data), model="rtmdet-tiny", epochs=2, batch=2, imgsz=64, workers=0,
                       device="cpu", warmup_iters=2, stage2_epochs=1, val_interval=5, project=str(tmp_path),
-                      name="nan", plots=False, pretrained_backbone=False)
+                      name="nan", plots=False, pretrained_backbone=False,
+                      speed_probe=False)  # the probe's steps would count as loss calls
     t = tr_mod.Trainer(cfg)
     with pytest.raises(tr_mod.NonFiniteLossError, match="not finite.*epoch 2"):
         t.train()

@@ -428,8 +428,10 @@ def _write_dataset(tmp_path, n=10, seed=0) -> DetectionDataset:
 def test_train_dataset_and_collate(tmp_path):
     ds = TrainDataset(_write_dataset(tmp_path), model_size="tiny", seed=1)
     batch = collate([ds[i] for i in range(4)])
-    assert batch["imgs"].shape == (4, 3, 640, 640) and batch["imgs"].dtype == torch.float32
-    assert batch["imgs"].max() <= 255 and batch["imgs"].max() > 1  # not normalised
+    # uint8 (converted on the device), a channels-last view of the HWC pixels
+    assert batch["imgs"].shape == (4, 3, 640, 640) and batch["imgs"].dtype == torch.uint8
+    assert batch["imgs"].is_contiguous(memory_format=torch.channels_last)
+    assert batch["imgs"].max() > 1  # not normalised
     assert len(batch["boxes"]) == 4 and all(b.shape[1] == 4 for b in batch["boxes"])
     assert all(b.dtype == torch.int64 for b in batch["labels"])
     ds.set_stage(2)

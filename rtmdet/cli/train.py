@@ -45,7 +45,8 @@ def cmd_train(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a detector (the full RTMDet recipe)",
                        description="Train RTMDet. Extra settings as key=value (see TrainConfig), "
-                                   "e.g. lr=0.001 grad_accum=2 amp=false")
+                                   "e.g. lr=0.001 grad_accum=2 amp=false amp_dtype=bfloat16 "
+                                   "channels_last=false compile=true speed_probe=false")
     p.add_argument("--data", help="dataset: COCO json/folder or YOLO yaml/folder")
     p.add_argument("--model", help="preset, e.g. rtmdet-tiny (default)")
     p.add_argument("--weights", help="fine-tune from a checkpoint or zoo name")

@@ -4,8 +4,9 @@
   mmcv's ``LoadImageFromFile``), builds a :class:`~rtmdet.data.transforms.Sample` from the
   record (iscrowd -> ignore flags; the per-instance targets asked for, e.g. ``"masks"``: bitmap
   masks from polygons / RLE, see :mod:`rtmdet.data.targets`), runs the
-  current stage's pipeline and returns CHW float32 tensors (0..255, BGR, *not* normalised; the
-  model's preprocessor normalises with mean (103.53, 116.28, 123.675), std (57.375, 57.12, 58.395)).
+  current stage's pipeline and returns (3, H, W) uint8 tensors (BGR, a view of the HWC pixels,
+  *not* normalised: the model's ``normalize`` converts to float on the device, with mean
+  (103.53, 116.28, 123.675), std (57.375, 57.12, 58.395)).
 * An **unreadable image raises** ``FileNotFoundError`` naming the file: silently skipping would
   hide a broken dataset and make runs depend on which files happen to be missing.
 * A pipeline that returns ``None`` (RandomCrop left no box, FilterAnnotations emptied the
@@ -15,24 +16,33 @@
   ``(seed, epoch, worker_id)``; the Mosaic/MixUp caches live in the worker's copy of the pipeline
   (as in the reference). With the same seed, ``num_workers``, batch size and epoch the samples are
   identical run to run (the sampler is seeded by :func:`build_train_loader` as well).
-* ``set_stage(2)`` switches to the stage-2 pipeline. DataLoader workers copy the dataset when an
-  iterator is created, so call it before iterating the next epoch, and do not use
-  ``persistent_workers=True`` across the switch (or rebuild the loader).
+* ``set_stage(2)`` switches to the stage-2 pipeline of ``ds[i]``. A loader from
+  :func:`build_train_loader` does not depend on it: its :class:`EpochSampler` sends
+  ``(epoch, stage, index)`` keys, and a worker that sees a new (epoch, stage) starts a fresh copy
+  of that stage's pipeline (empty Mosaic/MixUp caches) and re-seeds its generator. So one loader
+  with ``persistent_workers=True`` serves every epoch of both stages (``sampler.set_epoch(epoch,
+  stage)`` before iterating), and each epoch still draws exactly what a fresh loader would: a
+  resumed run replays an epoch bit for bit.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+import copy
+import time
+from typing import Callable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from .records import DetectionDataset
 from .targets import TARGET_LOADERS, TargetLoader, decode_rle, record_masks
 from .transforms import PipelineParams, Sample, build_train_pipeline
 
-__all__ = ["TrainDataset", "collate", "build_train_loader", "load_image", "record_masks", "decode_rle"]
+__all__ = ["TrainDataset", "EpochSampler", "collate", "build_train_loader", "loader_images_per_s",
+           "load_image", "record_masks", "decode_rle"]
+
+PROBE_EPOCH = -1  # the epoch key of speed-probe draws (their own pipeline copies and generator)
 
 
 def load_image(path: str) -> np.ndarray:
@@ -94,6 +104,7 @@ class TrainDataset(Dataset):
         self.max_refetch = max_refetch
         self._rng: np.random.Generator | None = None
         self._rng_key: tuple | None = None
+        self._keyed: tuple | None = None  # (epoch, stage, worker) of _keyed_pipeline / _keyed_rng
 
     # -- state switches
     def set_stage(self, stage: int) -> None:
@@ -109,13 +120,29 @@ class TrainDataset(Dataset):
     def pipeline(self) -> Callable:
         return self.pipelines[self.stage]
 
+    def _generator(self, epoch: int, worker: int) -> np.random.Generator:
+        e = epoch if epoch >= 0 else 2**32 + epoch  # the probe's key, apart from every epoch
+        return np.random.default_rng(np.random.SeedSequence([self.seed, e, worker + 1]))
+
     def rng(self) -> np.random.Generator:
         info = get_worker_info()
         key = (self.seed, self.epoch, info.id if info is not None else -1)
         if self._rng is None or self._rng_key != key:
-            self._rng = np.random.default_rng(np.random.SeedSequence([key[0], key[1], key[2] + 1]))
+            self._rng = self._generator(key[1], key[2])
             self._rng_key = key
         return self._rng
+
+    def _keyed_state(self, epoch: int, stage: int) -> tuple[Callable, np.random.Generator]:
+        """The pipeline and generator of an ``(epoch, stage, index)`` key: on the first key of
+        a new (epoch, stage) in this process a fresh copy of ``pipelines[stage]`` (empty caches)
+        and a generator seeded from (seed, epoch, worker), as a fresh worker would have."""
+        info = get_worker_info()
+        key = (epoch, stage, info.id if info is not None else -1)
+        if self._keyed != key:
+            self._keyed_pipeline = copy.deepcopy(self.pipelines[stage])
+            self._keyed_rng = self._generator(epoch, key[2])
+            self._keyed = key
+        return self._keyed_pipeline, self._keyed_rng
 
     # -- data
     def __len__(self) -> int:
@@ -129,10 +156,16 @@ class TrainDataset(Dataset):
         return Sample(img, rec.boxes.copy(), rec.labels.copy(), iscrowd.copy(), targets,
                       {"image_id": rec.image_id, "path": rec.path})
 
-    def __getitem__(self, index: int) -> dict:
-        rng = self.rng()
+    def __getitem__(self, index: int | tuple[int, int, int]) -> dict:
+        """``ds[i]``: the current stage and epoch (`set_stage`, `set_epoch`); ``ds[epoch, stage,
+        i]`` (what `EpochSampler` sends): that epoch and stage, whatever the dataset was set to."""
+        if isinstance(index, tuple):
+            epoch, stage, index = index
+            pipeline, rng = self._keyed_state(int(epoch), int(stage))
+        else:
+            pipeline, rng = self.pipeline, self.rng()
         for _ in range(self.max_refetch + 1):
-            out = self.pipeline(self.load_sample(index), rng)
+            out = pipeline(self.load_sample(index), rng)
             if out is not None:
                 return self.to_tensors(out)
             index = int(rng.integers(0, len(self)))
@@ -140,7 +173,10 @@ class TrainDataset(Dataset):
 
     @staticmethod
     def to_tensors(s: Sample) -> dict:
-        img = torch.from_numpy(np.ascontiguousarray(s.img.transpose(2, 0, 1))).float()
+        # uint8 and no copy: a (3, H, W) view of the HWC pixels. The float conversion and the
+        # CHW layout happen on the training device (`collate` stacks in HWC order), so workers,
+        # shared memory, pinning and the host-to-device copy move a quarter of the bytes
+        img = torch.from_numpy(np.ascontiguousarray(s.img)).permute(2, 0, 1)
         keep = ~s.ignore
         out = {
             "img": img,
@@ -158,10 +194,14 @@ _ITEM_KEYS = {"img", "boxes", "labels", "ignored_boxes", "image_id"}  # what eve
 
 
 def collate(batch: list[dict]) -> dict:
-    """Stack images (B, 3, H, W); keep per-image boxes / labels / ignored boxes and the targets
-    (``masks``, ...) that every item has as lists."""
+    """Stack images (B, 3, H, W) uint8; keep per-image boxes / labels / ignored boxes and the
+    targets (``masks``, ...) that every item has as lists.
+
+    The images are stacked as (B, H, W, 3), the order `TrainDataset` items have in memory (one
+    copy), and returned as a channels-last view (B, 3, H, W): call ``.contiguous()`` (the trainer
+    does it on the device) where a contiguous NCHW tensor is needed."""
     out = {
-        "imgs": torch.stack([b["img"] for b in batch]),
+        "imgs": torch.stack([b["img"].permute(1, 2, 0) for b in batch]).permute(0, 3, 1, 2),
         "boxes": [b["boxes"] for b in batch],
         "labels": [b["labels"] for b in batch],
         "ignored_boxes": [b["ignored_boxes"] for b in batch],
@@ -173,17 +213,88 @@ def collate(batch: list[dict]) -> dict:
     return out
 
 
+class EpochSampler(Sampler):
+    """Yields ``(epoch, stage, index)`` keys for `TrainDataset`, so one DataLoader (persistent
+    workers) serves every epoch: call ``set_epoch(epoch, stage)`` before iterating.
+
+    The order is the one a fresh ``DataLoader(shuffle=True, generator=g)`` with
+    ``g.manual_seed(seed * 1000003 + epoch)`` draws (that loader takes one number from ``g``
+    for its workers' base seed first, then the permutation), so it does not change with the
+    loader's life; ``base`` (e.g. a DistributedSampler) gives the order instead.
+    ``probe(count, stage)``: the next iteration yields ``count`` keys of `PROBE_EPOCH`
+    (a speed measurement that leaves every real epoch's draws untouched)."""
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, base=None):
+        self.size, self.seed, self.shuffle, self.base = int(size), int(seed), shuffle, base
+        self.epoch, self.stage, self._probe = 0, 1, None
+
+    def set_epoch(self, epoch: int, stage: int = 1) -> None:
+        self.epoch, self.stage, self._probe = int(epoch), int(stage), None
+        if self.base is not None and hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(self.epoch)
+
+    def probe(self, count: int, stage: int = 1) -> None:
+        self.stage, self._probe = int(stage), int(count)
+
+    def order(self) -> list[int]:
+        if self._probe is not None:  # a fixed permutation, cycled to `count` keys
+            perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed)).tolist()
+            return [perm[i % self.size] for i in range(self._probe)]
+        if self.base is not None:
+            return list(self.base)
+        if not self.shuffle:
+            return list(range(self.size))
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1000003 + self.epoch)
+        torch.empty((), dtype=torch.int64).random_(generator=g)  # the loader's base-seed draw
+        return torch.randperm(self.size, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        epoch = PROBE_EPOCH if self._probe is not None else self.epoch
+        return iter([(epoch, self.stage, i) for i in self.order()])
+
+    def __len__(self) -> int:
+        if self._probe is not None:
+            return self._probe
+        return len(self.base) if self.base is not None else self.size
+
+
 def build_train_loader(dataset: TrainDataset, batch_size: int, *, num_workers: int = 0, shuffle: bool = True,
                        seed: int | None = None, epoch: int = 0, drop_last: bool = False,
-                       pin_memory: bool = False, sampler=None) -> DataLoader:
-    """A DataLoader with a seeded shuffle order (seed + epoch) and the dataset's RNG set to ``epoch``.
-
-    Build one per epoch (cheap) so both the order and the augmentation streams change with the
-    epoch yet stay reproducible. Pass ``sampler`` (e.g. DistributedSampler) to override shuffling.
+                       pin_memory: bool = False, sampler=None, persistent_workers: bool = False,
+                       prefetch_factor: int | None = None) -> DataLoader:
+    """A DataLoader over `EpochSampler` keys (seeded order, seed + epoch), set to ``epoch`` and
+    the dataset's current stage. Keep it for the next epochs (``loader.sampler.set_epoch(e,
+    stage)``; ``persistent_workers`` then keeps the worker processes) or build one per epoch:
+    both draw the same. ``sampler`` (e.g. a DistributedSampler) gives the order instead.
     """
     dataset.set_epoch(epoch)
-    g = torch.Generator()
-    g.manual_seed((dataset.seed if seed is None else seed) * 1000003 + epoch)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
-                      sampler=sampler, num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
-                      pin_memory=pin_memory, generator=g, persistent_workers=False)
+    seed = dataset.seed if seed is None else seed
+    keys = EpochSampler(len(dataset), seed, shuffle, base=sampler)
+    keys.set_epoch(epoch, dataset.stage)
+    g = torch.Generator()  # the workers' base seed (unused: every worker seeds its own generator)
+    g.manual_seed(seed * 1000003 + epoch)
+    extra = {"prefetch_factor": prefetch_factor} if num_workers and prefetch_factor else {}
+    return DataLoader(dataset, batch_size=batch_size, sampler=keys, num_workers=num_workers,
+                      collate_fn=collate, drop_last=drop_last, pin_memory=pin_memory, generator=g,
+                      persistent_workers=bool(persistent_workers and num_workers), **extra)
+
+
+def loader_images_per_s(loader: DataLoader, batches: int, stage: int = 1) -> tuple[float, dict]:
+    """Images/s of `loader` alone (drawn, not computed) over ``batches`` probe batches of
+    ``stage``, and a batch of it. A first pass of one batch per worker starts the workers
+    (persistent ones stay up) so the timed pass, from ``iter()`` on, measures the rate the
+    pipelines deliver, not what the queues held. The real epochs' draws are untouched
+    (`EpochSampler.probe`)."""
+    keys = loader.sampler
+    epoch, was = keys.epoch, keys.stage
+    try:
+        keys.probe(max(1, loader.num_workers) * loader.batch_size, stage)
+        first = list(loader)[0]
+        keys.probe(batches * loader.batch_size, stage)
+        t, n = time.perf_counter(), 0
+        for b in loader:
+            n += len(b["imgs"])
+        return n / max(time.perf_counter() - t, 1e-9), first
+    finally:
+        keys.set_epoch(epoch, was)

@@ -36,7 +36,15 @@ class TrainConfig:
     ema_gamma: float = 2000
     seed: int = 0
     deterministic: bool = False
-    amp: bool = True                  # only on CUDA
+    amp: bool = True                  # mixed precision on CUDA (on the CPU only with bfloat16)
+    amp_dtype: str = "float16"        # float16 (with loss scaling) or bfloat16 (no GradScaler);
+                                      # bfloat16 also turns autocast on for a CPU run
+    channels_last: bool = True        # NHWC model and input on CUDA (faster convs under AMP)
+    compile: bool = False             # torch.compile the training network (checkpoints keep the
+                                      # plain model's keys); the first steps compile (minutes)
+    speed_probe: bool = True          # at the start: images/s of the loader alone and of the
+                                      # step alone, and which one limits training (a few batches;
+                                      # the run's weights and random streams are untouched)
     grad_accum: int = 1
     save_period: int = 0              # also write last.pth every N optimizer steps inside an
     # epoch (0: at epoch ends only); resuming from such a checkpoint replays the epoch's data up
@@ -68,6 +76,7 @@ RULES = {
     "seed": (lambda v: v >= 0, ">= 0"), "grad_accum": (lambda v: v >= 1, ">= 1"),
     "save_period": (lambda v: v >= 0, ">= 0"), "val_batch": (lambda v: v >= 1, ">= 1"),
     "val_score_thr": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "amp_dtype": (lambda v: v in ("float16", "bfloat16"), "float16 or bfloat16"),
 }
 
 

@@ -43,8 +43,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05,
-                    betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+                    betas=(0.9, 0.999), eps: float = 1e-8, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over `param_groups`. `fused` None: the fused CUDA kernel (one launch for all
+    parameters instead of a few per tensor) when every parameter is on CUDA, torch's default
+    (foreach) otherwise, e.g. on the CPU."""
+    groups = param_groups(model, weight_decay)
+    if fused is None:
+        params = [p for g in groups for p in g["params"]]
+        fused = bool(params) and all(p.is_cuda for p in params)
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **extra)
 
 
 def warmup_steps(total: int, warmup_iters: int = 1000, ratio: float = 0.1,

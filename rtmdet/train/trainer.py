@@ -2,6 +2,7 @@
 logging, atomic checkpoints and exact resume."""
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import logging
@@ -23,15 +24,12 @@ from ..families import get_family
 from ..presets import get_record
 from ..atomic import WriteError
 from .config import TrainConfig, validate
-from .ema import ExpMomentumEMA, unwrap
+from .ema import ExpMomentumEMA
 from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr, warmup_steps
+from .step import autocast_dtype, backward_step, forward_loss, grad_scaler
+from .step import float_outputs  # noqa: F401  (its home before step.py)
 
 log = logging.getLogger("rtmdet.train")
-
-
-def float_outputs(out) -> tuple:
-    """Head outputs in float32 (after autocast): lists stay lists, a tensor stays a tensor."""
-    return tuple([t.float() for t in o] if isinstance(o, (list, tuple)) else o.float() for o in out)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,7 +98,8 @@ def claim_dir(path: Path, exist_ok: bool) -> Path:
 
 # settings a resumed run may change (where and how it runs, not what it computes); the others
 # are its saved ones, and asking for another value is an error rather than silently ignored
-RESUME_MAY_CHANGE = ("device", "workers", "val_batch", "plots", "save_period")
+RESUME_MAY_CHANGE = ("device", "workers", "val_batch", "plots", "save_period", "speed_probe",
+                     "channels_last", "compile")
 RESUME_LOCATORS = ("resume", "project", "name", "exist_ok")
 
 
@@ -224,6 +223,8 @@ class Trainer:
                 dist.init_process_group("nccl" if dev.startswith("cuda") else "gloo")
         self.device = torch.device(dev)
         self.main = self.rank == 0
+        if self.device.type == "cuda" and not self.cfg.deterministic:
+            torch.backends.cudnn.benchmark = True  # one input size all run: pick the fastest convs
 
     def _build(self) -> None:
         from ..data.datasets import load_dataset
@@ -256,6 +257,10 @@ class Trainer:
             if src is not None:
                 self.backbone_report = self._load_backbone(model, src)
         model.to(self.device)
+        # channels-last pays on CUDA (tensor-core convs); the CPU keeps the layout it trains with
+        self.channels_last = bool(cfg.channels_last and self.device.type == "cuda")
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         if cfg.sync_bn and self.world > 1:
             if self.device.type == "cuda":
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -267,6 +272,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:  # the forward only; checkpoints and the EMA read `self.model`'s keys
+            self.net = torch.compile(self.net)
         total_batch = cfg.batch * self.world * cfg.grad_accum
         self.lr = cfg.lr if cfg.lr is not None else scaled_lr(total_batch, *self.record.base_lr)
         self.optimizer = build_optimizer(model, self.lr, cfg.weight_decay)
@@ -276,8 +283,10 @@ class Trainer:
         self.scheduler = RTMDetLRScheduler(self.optimizer, self.iters_per_epoch, cfg.epochs,
                                            self.warmup, cfg.warmup_start, cfg.min_lr_ratio)
         self.ema = ExpMomentumEMA(model, cfg.ema_momentum, cfg.ema_gamma, update_buffers=True)
-        self.amp = bool(cfg.amp and self.device.type == "cuda")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp_dtype = autocast_dtype(cfg.amp, cfg.amp_dtype, self.device)
+        self.amp = self.amp_dtype is not None
+        self.scaler = grad_scaler(self.amp_dtype)
+        self._train_loader = None
         self.start_epoch, self.iteration, self.best_fitness = 0, 0, -1.0
         self.start_batch, self.resume_sums = 0, {}
         if self.resume_ckpt is not None:
@@ -307,9 +316,18 @@ class Trainer:
     def _load_resume(self, ck: dict) -> None:
         self.model.load_state_dict(ck["model"])
         self.ema.load_state_dict(ck["ema"])
+        # the kernel choice (fused on CUDA, foreach on the CPU) follows this run's device,
+        # not the one the checkpoint was written on
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ck["optimizer"])
+        for g, kv in zip(self.optimizer.param_groups, kernels):
+            g.update(kv)
+            for p in g["params"] if g.get("fused") else ():  # fused keeps `step` on the device
+                st = self.optimizer.state.get(p, {})
+                if torch.is_tensor(st.get("step")):
+                    st["step"] = st["step"].to(p.device, torch.float32)
         self.scheduler.load_state_dict(ck["scheduler"])
-        if ck.get("scaler"):
+        if ck.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(ck["scaler"])
         self.start_epoch, self.iteration = int(ck["epoch"]), int(ck["iteration"])
         self.start_batch = int(ck.get("batch", 0))
@@ -329,27 +347,83 @@ class Trainer:
         return 2 if epoch >= self.cfg.epochs - self.cfg.stage2_epochs else 1
 
     def _loader(self, epoch: int):
+        """The run's one DataLoader (persistent workers), set to `epoch` and its stage. Every
+        epoch draws what a fresh loader would: workers start fresh pipeline copies (empty
+        mosaic/mixup caches) and generators at each new epoch, so a resume replays exactly."""
         from ..data.loader import build_train_loader
         from ..data.transforms import build_train_pipeline
         ds = self.train_set
-        # fresh pipelines each epoch: mosaic/mixup caches start empty, so an epoch replays
-        # identically after a resume (worker processes get fresh copies anyway)
-        if self.cfg.pipeline == "light":
-            from ..data.transforms import PAD_VAL, Compose, Pad, RandomFlip, Resize
-            sc = (self.cfg.imgsz, self.cfg.imgsz)
-            ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
+        stage = self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2
+        ds.set_stage(stage)
+        if self._train_loader is None:
+            if self.cfg.pipeline == "light":
+                from ..data.transforms import PAD_VAL, Compose, Pad, RandomFlip, Resize
+                sc = (self.cfg.imgsz, self.cfg.imgsz)
+                ds.pipelines = {s: Compose([Resize(sc), RandomFlip(0.5), Pad(sc, PAD_VAL)]) for s in (1, 2)}
+            else:
+                ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz,
+                                                        self.train_data.class_names) for s in (1, 2)}
+            sampler = None
+            if self.world > 1:
+                from torch.utils.data.distributed import DistributedSampler
+                sampler = DistributedSampler(ds, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                             seed=self.cfg.seed)
+            # prefetch 4 batches a worker: uint8 batches are small, and mosaic's cost varies
+            self._train_loader = build_train_loader(
+                ds, self.cfg.batch, num_workers=self.cfg.workers, seed=self.cfg.seed, epoch=epoch,
+                sampler=sampler, pin_memory=self.device.type == "cuda", persistent_workers=True,
+                prefetch_factor=4)
+        self._train_loader.sampler.set_epoch(epoch, stage)
+        return self._train_loader
+
+    def speed_probe(self) -> dict:
+        """Images/s of the loader alone (a few batches drawn, not computed) and of the training
+        step alone (forward, loss, backward, AdamW on one repeated batch, on a copy of the
+        model with a throwaway optimizer), logged with which one limits training. The run's
+        weights, optimizer, data draws and random streams are untouched (RNG saved/restored)."""
+        from ..data.loader import loader_images_per_s
+        cfg, cuda = self.cfg, self.device.type == "cuda"
+        state = rng_state()
+        try:
+            loader = self._loader(self.start_epoch)
+            stage = loader.sampler.stage
+            loader_ips, batch = loader_images_per_s(loader, 10 if cuda else max(3, cfg.workers), stage)
+            model = copy.deepcopy(self.model).train()
+            opt = build_optimizer(model, self.lr, cfg.weight_decay)
+            scaler = grad_scaler(self.amp_dtype)
+
+            def step():
+                parts = forward_loss(model, model, self.family, batch, self.device, self.amp_dtype,
+                                     self.channels_last)
+                backward_step(sum(parts.values()), opt, scaler)
+
+            warm, timed = (2, 5) if cuda else (1, 2)
+            for _ in range(warm):
+                step()
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            t = time.perf_counter()
+            for _ in range(timed):
+                step()
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            step_ips = timed * len(batch["imgs"]) / max(time.perf_counter() - t, 1e-9)
+            del model, opt
+        finally:
+            set_rng_state(state)
+        w = cfg.workers
+        how = ", ".join(x for x in (f"{str(self.amp_dtype).split('.')[-1]} AMP" if self.amp else "float32",
+                                    "channels_last" if self.channels_last else "",
+                                    "not compiled" if cfg.compile else "") if x)
+        if loader_ips < step_ips:
+            verdict = (f"the loader limits training; raise --workers ({w} now, {os.cpu_count()} CPUs)"
+                       if w < (os.cpu_count() or 1) else "the loader limits training (all CPUs busy)")
         else:
-            ds.pipelines = {s: build_train_pipeline(self.record.pipeline, s, self.cfg.imgsz,
-                                                    self.train_data.class_names) for s in (1, 2)}
-        ds.set_stage(self.stage_of(epoch) if self.cfg.pipeline == "recipe" else 2)
-        sampler = None
-        if self.world > 1:
-            from torch.utils.data.distributed import DistributedSampler
-            sampler = DistributedSampler(ds, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                         seed=self.cfg.seed)
-            sampler.set_epoch(epoch)
-        return build_train_loader(ds, self.cfg.batch, num_workers=self.cfg.workers, seed=self.cfg.seed,
-                                  epoch=epoch, sampler=sampler, pin_memory=self.device.type == "cuda")
+            verdict = "the step limits training (the loader keeps up)"
+        if self.main:
+            log.info("speed probe (stage %d, batch %d): loader %.1f img/s (%d workers) vs step %.1f "
+                     "img/s (%s): %s", stage, len(batch["imgs"]), loader_ips, w, step_ips, how, verdict)
+        return {"loader": loader_ips, "step": step_ips}
 
     def train(self) -> dict:
         cfg = self.cfg
@@ -368,6 +442,15 @@ class Trainer:
             log.info("lr %.2e now, %.2e after a %d-step linear warm-up, cosine down to %.2e from "
                      "epoch %d", self.optimizer.param_groups[0]["lr"], self.lr, self.warmup,
                      self.lr * cfg.min_lr_ratio, cfg.epochs // 2 + 1)
+        try:
+            return self._train_epochs()
+        finally:  # stop the persistent workers
+            self._train_loader = None
+
+    def _train_epochs(self) -> dict:
+        cfg = self.cfg
+        if cfg.speed_probe:
+            self.speed_probe()
         metrics = {}
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.time()
@@ -407,11 +490,8 @@ class Trainer:
         for i, batch in enumerate(bar):
             if i < skip:
                 continue
-            imgs = unwrap(self.net).normalize(batch["imgs"].to(self.device, non_blocking=True))
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                out = self.net(imgs)
-            out = float_outputs(out)
-            parts = self.family.loss(out, batch, tuple(imgs.shape[-2:]), self.model.cfg, self.device)
+            parts = forward_loss(self.net, self.model, self.family, batch, self.device, self.amp_dtype,
+                                 self.channels_last)
             loss = sum(parts.values())
             parts = {k: v.detach() for k, v in parts.items()}
             vals = torch.stack([*parts.values(), loss.detach()])
@@ -422,7 +502,7 @@ class Trainer:
                 raise NonFiniteLossError(
                     f"loss is not finite at epoch {epoch + 1}, batch {i} (loss_cls={vals[0].item()}, "
                     f"loss_bbox={vals[1].item()}, total={vals[-1].item()}); stopped. The last good checkpoint is "
-                    f"{self.save_dir / 'last.pth'}. Try a lower lr, a longer warm-up, or --amp off.")
+                    f"{self.save_dir / 'last.pth'}. Try a lower lr, a longer warm-up, amp_dtype=bfloat16 or amp=false.")
             # the epoch's last group may hold fewer batches: average over the ones it has
             group = min(cfg.grad_accum, n - i // cfg.grad_accum * cfg.grad_accum)
             self.scaler.scale(loss / group).backward()
@@ -463,7 +543,7 @@ class Trainer:
         return {"state_dict": self.ema.module.state_dict(),  # EMA weights: what rtmdet.load reads
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.amp else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch": epoch, "batch": batch, "epoch_sums": dict(sums or {}),
                 "iteration": self.iteration, "best_fitness": self.best_fitness,
                 "rng": rng_state(), "meta": checkpoint_meta(self.ema.module), "train_cfg": to_dict(self.cfg)}

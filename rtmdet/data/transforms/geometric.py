@@ -136,9 +136,9 @@ class RandomFlip:
     @staticmethod
     def flip(s: Sample, direction: str = "horizontal") -> Sample:
         h, w = s.img.shape[:2]
-        cols = slice(None, None, -1) if direction in ("horizontal", "diagonal") else slice(None)
-        rows = slice(None, None, -1) if direction in ("vertical", "diagonal") else slice(None)
-        s.img = np.ascontiguousarray(s.img[rows, cols])
+        # cv2.flip writes the flipped copy in one pass (a reversed view + ascontiguousarray is
+        # several times slower); flipCode 1: around the vertical axis, 0: horizontal, -1: both
+        s.img = cv2.flip(s.img, {"horizontal": 1, "vertical": 0, "diagonal": -1}[direction])
         flip_boxes(s.boxes, w, h, direction)
         s.map_targets(lambda t: t.flip(w, h, direction))
         return s

@@ -143,7 +143,7 @@ class CachedMixUp(_Cached):
         if is_flip:
             out = out[:, ::-1]
         th, tw = s.img.shape[:2]
-        padded = np.full((max(oh, th), max(ow, tw)) + out.shape[2:], self.pad_val, np.float64).astype(np.uint8)
+        padded = np.full((max(oh, th), max(ow, tw)) + out.shape[2:], self.pad_val, np.uint8)
         padded[:oh, :ow] = out
         y_off = int(rng.integers(0, padded.shape[0] - th)) if padded.shape[0] > th else 0
         x_off = int(rng.integers(0, padded.shape[1] - tw)) if padded.shape[1] > tw else 0
@@ -165,7 +165,8 @@ class CachedMixUp(_Cached):
                 rt = rt.flip(ow, oh)
             targets[name] = type(t).concat([t, rt.translate(-x_off, -y_off, tw, th)])
 
-        img = (0.5 * s.img.astype(np.float32) + 0.5 * cropped.astype(np.float32)).astype(np.uint8)
+        # 0.5 * a + 0.5 * b in float32, truncated, is exactly (a + b) >> 1: no float image needed
+        img = ((s.img.astype(np.uint16) + cropped) >> 1).astype(np.uint8)
         res = Sample(img, np.concatenate([s.boxes, rb]).astype(np.float32),
                      np.concatenate([s.labels, r.labels]), np.concatenate([s.ignore, r.ignore]),
                      targets, dict(s.meta))
