@@ -50,7 +50,11 @@ def distance2bbox(points: torch.Tensor, distance: torch.Tensor, max_shape=None) 
     y1 = points[..., 1] - distance[..., 1]
     x2 = points[..., 0] + distance[..., 2]
     y2 = points[..., 1] + distance[..., 3]
-    if max_shape is not None:
+    if max_shape is not None and not any(isinstance(v, torch.Tensor) for v in max_shape):
+        h, w = (float(v) for v in max_shape)  # Python scalars: no host-to-device copy (CUDA graphs)
+        x1, x2 = x1.clamp(0, w), x2.clamp(0, w)
+        y1, y2 = y1.clamp(0, h), y2.clamp(0, h)
+    elif max_shape is not None:
         h, w = (torch.as_tensor(v, dtype=distance.dtype, device=distance.device) for v in max_shape)
         x1, x2 = torch.minimum(x1.clamp(min=0), w), torch.minimum(x2.clamp(min=0), w)
         y1, y2 = torch.minimum(y1.clamp(min=0), h), torch.minimum(y2.clamp(min=0), h)
