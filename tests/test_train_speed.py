@@ -129,3 +129,25 @@ def test_compile_keeps_the_checkpoint_keys(data, tmp_path, monkeypatch):
     t.train()
     ck = safe_load(t.save_dir / "last.pth")
     assert set(ck["model"]) == set(rtmdet.create("rtmdet-tiny", num_classes=3).state_dict())
+
+
+def test_results_table_rewritten_atomically_and_resume_replaces_rows(tmp_path, monkeypatch):
+    import csv
+
+    import rtmdet.atomic as atomic
+    from rtmdet.train.trainer import write_results_row
+    path = tmp_path / "results.csv"
+    for e in (1, 2, 3):
+        write_results_row(path, {"epoch": e, "loss": 1.0 / e, "AP": ""})
+    write_results_row(path, {"epoch": 3, "loss": 0.25, "AP": 0.5})  # a resumed run redoes epoch 3
+    rows = list(csv.DictReader(open(path)))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[2]["AP"] == "0.5"
+    before = path.read_bytes()
+
+    def full_disk(self, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(atomic.AtomicFile, "write", full_disk)
+    with pytest.raises(atomic.WriteError):
+        write_results_row(path, {"epoch": 4, "loss": 0.2, "AP": ""})
+    assert path.read_bytes() == before  # the old table, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary left behind

@@ -22,7 +22,7 @@ from ..checkpoint import atomic_save, extract_state_dict, safe_load
 from ..config import from_dict, save_yaml, to_dict
 from ..families import get_family
 from ..presets import get_record
-from ..atomic import WriteError
+from ..atomic import WriteError, write_text
 from .config import TrainConfig, validate
 from .ema import ExpMomentumEMA
 from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr, warmup_steps
@@ -560,12 +560,7 @@ class Trainer:
         row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **losses,
                **{k: metrics.get(k, "") for k in self.family.metric_keys},
                "time_s": round(seconds, 2)}
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        write_results_row(path, row)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                        for k, v in row.items() if v != ""))
         if self.cfg.plots:
@@ -573,6 +568,23 @@ class Trainer:
                 plot_results(path, self.save_dir / "results.png", self.family.metric_keys)
             except Exception as e:  # plotting must never stop training
                 log.warning("could not plot results: %s", e)
+
+
+def write_results_row(path: Path, row: dict) -> None:
+    """Add `row` to the results table, replacing rows of the same or a later epoch (a resumed
+    run repeats them); the whole file is rewritten atomically, so a kill mid-write leaves the
+    previous table, never a torn line."""
+    import io
+    rows = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("epoch", "").isdigit()
+                    and int(r["epoch"]) < int(row["epoch"])]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(row), restval="", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows + [row])
+    write_text(path, buf.getvalue())
 
 
 def plot_results(csv_path: Path, out: Path, metric_keys=("AP", "AP50")) -> None:
