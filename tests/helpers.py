@@ -33,6 +33,21 @@ def need(path: Path) -> Path:
     return path
 
 
+def shapes_data(root: Path, train: int = 2, val: int = 1) -> Path:
+    """A tiny synthetic COCO-json shapes dataset (64x64 images) for training tests."""
+    from rtmdet.data.synthetic import make_shapes_splits
+    make_shapes_splits(root, {"train": train, "val": val}, image_size=(64, 64), scale_range=(0.3, 0.6))
+    return root
+
+
+def tiny_train_cfg(data, project, **kw):
+    """A TrainConfig for a few 64-px steps on the CPU, offline; `kw` overrides."""
+    from rtmdet.train.config import TrainConfig
+    return TrainConfig(**{**dict(data=str(data), epochs=1, batch=2, imgsz=64, workers=0, device="cpu",
+                                 project=str(project), plots=False, pretrained_backbone=False,
+                                 val_interval=5), **kw})
+
+
 def load_fixture(path: Path):
     return torch.load(need(path), map_location="cpu", weights_only=True)
 

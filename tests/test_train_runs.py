@@ -15,24 +15,18 @@ import pytest
 import torch
 
 from rtmdet.cli import main
-from rtmdet.train.config import TrainConfig
 from rtmdet.train.schedule import warmup_steps
 from rtmdet.train.trainer import Trainer
-from helpers import ROOT
+from helpers import ROOT, shapes_data, tiny_train_cfg
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from rtmdet.data.synthetic import make_shapes_splits
-    root = tmp_path_factory.mktemp("shapes_runs")
-    make_shapes_splits(root, {"train": 2, "val": 1}, image_size=(64, 64), scale_range=(0.3, 0.6))
-    return root
+    return shapes_data(tmp_path_factory.mktemp("shapes_runs"))
 
 
 def cfg_for(data, project, **kw):
-    return TrainConfig(**{**dict(data=str(data), epochs=1, batch=2, imgsz=64, workers=0, device="cpu",
-                                 pipeline="light", project=str(project), plots=False,
-                                 pretrained_backbone=False, val_interval=5), **kw})
+    return tiny_train_cfg(data, project, **{"pipeline": "light", **kw})
 
 
 # Each process builds its Trainer, says so, waits for the go file, then trains: both have

@@ -14,20 +14,16 @@ from rtmdet.checkpoint import safe_load
 from rtmdet.train.config import TrainConfig, validate
 from rtmdet.train.schedule import build_optimizer
 from rtmdet.train.trainer import Trainer
+from helpers import shapes_data, tiny_train_cfg
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from rtmdet.data.synthetic import make_shapes_splits
-    root = tmp_path_factory.mktemp("shapes_speed")
-    make_shapes_splits(root, {"train": 4, "val": 1}, image_size=(64, 64), scale_range=(0.3, 0.6))
-    return root
+    return shapes_data(tmp_path_factory.mktemp("shapes_speed"), train=4)
 
 
 def cfg_for(data, project, **kw):
-    return TrainConfig(**{**dict(data=str(data), epochs=1, batch=2, imgsz=64, workers=0, device="cpu",
-                                 project=str(project), plots=False, pretrained_backbone=False,
-                                 val_interval=5, warmup_iters=1, seed=1), **kw})
+    return tiny_train_cfg(data, project, **{"warmup_iters": 1, "seed": 1, **kw})
 
 
 @pytest.mark.parametrize("field,value,says", [
