@@ -28,7 +28,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -161,17 +160,6 @@ def fixture_accuracy(imgsz: int, work: Path, data: Path, calib: int, keep_float)
     return "\n".join(lines)
 
 
-class _AsModel:
-    """What `evaluate_model` needs from a model, over a Detector."""
-
-    def __init__(self, det: Detector, imgsz: int):
-        self.det, self.imgsz = det, imgsz
-        self.cfg = SimpleNamespace(num_classes=len(det.class_names), with_mask=False)
-
-    def predict(self, imgs, batch_size=1, **knobs):
-        return self.det.predict(imgs, batch_size=1, imgsz=self.imgsz, **knobs)
-
-
 def shapes_ap(run: Path, work: Path, calib: int, keep_float, max_val: int | None = None) -> str:
     from rtmdet.data.datasets import load_dataset
     from rtmdet.eval.validate import evaluate_model
@@ -190,7 +178,8 @@ def shapes_ap(run: Path, work: Path, calib: int, keep_float, max_val: int | None
              f"{'backend':32s} {'AP':>6s} {'AP50':>6s} {'dAP vs torch':>12s}"]
     ref = None
     for name, det in dets.items():
-        m, _ = evaluate_model(_AsModel(det, imgsz), val, batch_size=1, progress=False)
+        m, _ = evaluate_model(det, val, batch_size=1, progress=False, imgsz=imgsz)
+        m = det.family.summary(m)
         ref = m["AP"] if ref is None else ref
         lines.append(f"{name:32s} {100 * m['AP']:6.2f} {100 * m['AP50']:6.2f} "
                      f"{100 * (m['AP'] - ref):+12.2f}")
@@ -209,6 +198,7 @@ def main() -> None:
     ap.add_argument("--val-images", type=int, default=None, help="AP: first N val images")
     ap.add_argument("--exclusions", action="store_true", help="also keep_float post / none")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-fixtures", action="store_true", help="no fixture-accuracy table")
     args = ap.parse_args()
     import onnxruntime
     import openvino
@@ -237,8 +227,9 @@ def main() -> None:
                 dets = build_backends(model, ckpt, args.imgsz, work, data, args.calib)
                 print(speed_table(time_backends(dets, images, args.imgsz, args.runs,
                                                 args.warmup)))
-        (tmp / "fix").mkdir()
-        print("\n" + fixture_accuracy(args.imgsz, tmp / "fix", data, args.calib, keep))
+        if not args.skip_fixtures:
+            (tmp / "fix").mkdir()
+            print("\n" + fixture_accuracy(args.imgsz, tmp / "fix", data, args.calib, keep))
         if args.shapes:
             (tmp / "ap").mkdir()
             print("\n" + shapes_ap(Path(args.shapes), tmp / "ap", args.calib, keep,
