@@ -125,6 +125,8 @@ def test_graph_backends_refuse_torch_only_options(tmp_path):
     f.write_bytes(b"")
     with pytest.raises(ValueError, match="rtmdet export --half"):
         Detector(f, half=True)
+    with pytest.raises(ValueError, match="preprocess apply to PyTorch"):
+        Detector(f, preprocess="device")
 
 
 def test_cli_speed_flags_reach_the_options():

@@ -1,6 +1,7 @@
 """`Detector`: `predict` over any backend (PyTorch, ONNX Runtime, TensorRT), same `Detections`."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..detections import Detections
@@ -26,9 +27,9 @@ def open_backend(path, device: str = "cpu", providers=None, threads: int | None 
             from ..api import load
             model = load(src, device=device)
         return TorchBackend(model, options, owned=owned)
-    if options is not None and options.changes_network and options != SpeedOptions(fuse=True):
-        raise ValueError(f"{src}: half/compile/cuda_graph/channels_last apply to PyTorch checkpoints; "
-                         "an exported graph keeps the precision it was exported with "
+    if options is not None and dataclasses.replace(options, fuse=True) != SpeedOptions(fuse=True):
+        raise ValueError(f"{src}: half/compile/cuda_graph/channels_last/preprocess apply to PyTorch "
+                         "checkpoints; an exported graph keeps the precision it was exported with "
                          "(rtmdet export --half)")
     if kind == "onnxruntime":
         from .onnxruntime_backend import OrtBackend

@@ -56,9 +56,6 @@ class SpeedOptions:
             return self.dtype != torch.float32 and device.type == "cuda"
         return bool(self.channels_last)
 
-    def device_preprocess(self, device: torch.device) -> bool:
-        return self.preprocess == "device"
-
     @property
     def changes_network(self) -> bool:
         return (self.fuse or self.dtype != torch.float32 or bool(self.channels_last)

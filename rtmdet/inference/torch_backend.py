@@ -34,7 +34,7 @@ class TorchBackend(Backend):
 
     def preprocess(self, images, size):
         device = self.model.device
-        if self.options.device_preprocess(device):
+        if self.options.preprocess == "device":
             from ..data.letterbox import letterbox_batch_torch
             batch, metas = letterbox_batch_torch(images, size, device)
         else:
