@@ -107,6 +107,21 @@ def test_one_persistent_loader_draws_what_fresh_loaders_draw(data):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+def test_loader_probe_keeps_every_worker_busy(data):
+    """Fewer probe batches than workers would time one batch's latency: the count is rounded up
+    to a multiple of the workers."""
+    from rtmdet.data.datasets import load_dataset
+    from rtmdet.data.loader import TrainDataset, build_train_loader, loader_images_per_s
+    ds = TrainDataset(load_dataset(str(data), "train"), model_size="tiny", img_scale=64, seed=2)
+    loader = build_train_loader(ds, 1, num_workers=2, persistent_workers=True)
+    asked = []
+    probe = loader.sampler.probe
+    loader.sampler.probe = lambda n, stage: (asked.append(n), probe(n, stage))[1]
+    loader_images_per_s(loader, 1, stage=1)
+    loader_images_per_s(loader, 3, stage=1)
+    assert asked == [2, 2, 2, 4]  # (warm-up, timed) x 2: one batch per worker, then 1 -> 2, 3 -> 4
+
+
 def test_fused_adamw_only_when_every_parameter_is_on_cuda():
     model = torch.nn.Conv2d(3, 4, 3)
     assert not build_optimizer(model, 1e-3).param_groups[0].get("fused")

@@ -284,12 +284,16 @@ def loader_images_per_s(loader: DataLoader, batches: int, stage: int = 1) -> tup
     """Images/s of `loader` alone (drawn, not computed) over ``batches`` probe batches of
     ``stage``, and a batch of it. A first pass of one batch per worker starts the workers
     (persistent ones stay up) so the timed pass, from ``iter()`` on, measures the rate the
-    pipelines deliver, not what the queues held. The real epochs' draws are untouched
-    (`EpochSampler.probe`)."""
+    pipelines deliver, not what the queues held. `batches` is rounded up to a multiple of the
+    worker count: each worker builds whole batches, so with fewer batches than workers the
+    timing would be one batch's latency, not the workers' combined rate. The real epochs'
+    draws are untouched (`EpochSampler.probe`)."""
     keys = loader.sampler
     epoch, was = keys.epoch, keys.stage
+    workers = max(1, loader.num_workers)
+    batches = -(-max(1, batches) // workers) * workers
     try:
-        keys.probe(max(1, loader.num_workers) * loader.batch_size, stage)
+        keys.probe(workers * loader.batch_size, stage)
         first = list(loader)[0]
         keys.probe(batches * loader.batch_size, stage)
         t, n = time.perf_counter(), 0
