@@ -5,7 +5,8 @@
 
 1. Speed (random weights, batch 1, `--imgsz`): median ms of pre-processing + inference +
    post-processing ("total") and of inference alone per backend, with ratios vs ONNX Runtime
-   fp32. The backends are timed round-robin (one run of each in turn), so load from other
+   fp32. The backends are timed round-robin (one run of each in turn, with a pause between
+   them so ONNX Runtime's spinning threads do not slow the next one), so load from other
    processes on a shared CPU hits all of them alike. INT8 models are calibrated on `--calib`
    images of `--data` (default: generated shapes images). With random weights almost every
    (prior, class) pair passes score_thr 0.001, so post-processing costs more than with trained
@@ -74,10 +75,17 @@ def build_backends(model, ckpt: Path, imgsz: int, work: Path, data: Path, calib:
 
 
 # --------------------------------------------------------------------------------- speed
+# ONNX Runtime's intra-op threads spin-wait for a while after a run; the next backend timed
+# straight after would share the cores with them (measured: OpenVINO 126 ms right after an ORT
+# run, 95 ms after a 50 ms pause). A pause between backends keeps the round-robin fair.
+PAUSE_S = 0.1
+
+
 def time_backends(dets: dict[str, Detector], images, imgsz: int, runs: int, warmup: int):
     times = {n: {"pre": [], "infer": [], "post": []} for n in dets}
     for i in range(warmup + runs):
         for name, det in dets.items():  # round-robin
+            time.sleep(PAUSE_S)
             cfg = resolve_test_cfg(det.test_cfg, imgsz=imgsz)
             t0 = time.perf_counter()
             x, metas = det.preprocess(images, imgsz)

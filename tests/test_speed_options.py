@@ -129,6 +129,14 @@ def test_graph_backends_refuse_torch_only_options(tmp_path):
         Detector(f, preprocess="device")
 
 
+def test_onnxruntime_threads_stop_spinning_between_runs(small, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from rtmdet.deploy.onnx import export_onnx
+    export_onnx(small, tmp_path / "m.onnx", imgsz=64)
+    opts = Detector(tmp_path / "m.onnx").backend.session.get_session_options()
+    assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 def test_cli_speed_flags_reach_the_options():
     from rtmdet.cli import build_parser
     from rtmdet.cli.common import speed_kwargs
