@@ -36,7 +36,7 @@ import torch
 import rtmdet
 from rtmdet.api import checkpoint_meta
 from rtmdet.inference import Detector, resolve_test_cfg
-from rtmdet.deploy.bench import bench_images
+from rtmdet.deploy.bench import bench_images, time_stages
 from rtmdet.deploy.onnx import export_onnx
 from rtmdet.deploy.openvino import export_openvino
 from rtmdet.inference.openvino_backend import OpenVINOBackend
@@ -86,16 +86,9 @@ def time_backends(dets: dict[str, Detector], images, imgsz: int, runs: int, warm
     for i in range(warmup + runs):
         for name, det in dets.items():  # round-robin
             time.sleep(PAUSE_S)
-            cfg = resolve_test_cfg(det.test_cfg, imgsz=imgsz)
-            t0 = time.perf_counter()
-            x, metas = det.preprocess(images, imgsz)
-            t1 = time.perf_counter()
-            out = det.infer(x)
-            t2 = time.perf_counter()
-            det.postprocess(out, metas, cfg)
-            t3 = time.perf_counter()
+            stages = time_stages(det, images, imgsz, resolve_test_cfg(det.test_cfg, imgsz=imgsz))
             if i >= warmup:
-                for k, v in (("pre", t1 - t0), ("infer", t2 - t1), ("post", t3 - t2)):
+                for k, v in zip(("pre", "infer", "post"), stages):
                     times[name][k].append(v)
     return times
 

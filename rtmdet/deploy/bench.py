@@ -81,6 +81,17 @@ def make_detector(backend: str, weights: str, imgsz: int, batch: int, device: st
     return Detector(onnx_path, device=device)
 
 
+def time_stages(det: Detector, images, imgsz: int, cfg) -> tuple[float, float, float]:
+    """Seconds of pre-processing, inference and post-processing of one batch through `det`."""
+    t0 = time.perf_counter()
+    x, metas = det.preprocess(images, imgsz)
+    t1 = time.perf_counter()
+    out = det.infer(x)
+    t2 = time.perf_counter()
+    det.postprocess(out, metas, cfg)
+    return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
 def run_bench(weights: str, backends=BACKENDS, imgsz: int | None = None, batch: int = 1, runs: int = 20,
               warmup: int = 3, device: str = "cpu", nms: bool = False,
               images: list[np.ndarray] | None = None) -> list[BenchRow]:
@@ -105,17 +116,11 @@ def run_bench(weights: str, backends=BACKENDS, imgsz: int | None = None, batch: 
                 continue
             cfg = resolve_test_cfg(det.test_cfg, imgsz=imgsz)
             for i in range(warmup + runs):
-                t0 = time.perf_counter()
-                x, metas = det.preprocess(images, imgsz)
-                t1 = time.perf_counter()
-                out = det.infer(x)
-                t2 = time.perf_counter()
-                det.postprocess(out, metas, cfg)
-                t3 = time.perf_counter()
+                pre, infer, post = time_stages(det, images, imgsz, cfg)
                 if i >= warmup:
-                    row.pre.append(t1 - t0)
-                    row.infer.append(t2 - t1)
-                    row.post.append(t3 - t2)
+                    row.pre.append(pre)
+                    row.infer.append(infer)
+                    row.post.append(post)
             rows.append(row)
     return rows
 
