@@ -71,6 +71,31 @@ def match_detections(boxes, scores, labels, ref_boxes, ref_scores, ref_labels,
     return unmatched
 
 
+def pair_rows(boxes, scores, labels, ref_boxes, ref_scores, ref_labels):
+    """For each row, the index of the reference row with the same label, score within 1e-4 and
+    box within 1e-4 + 1e-4 x |value| (asserts that every row has one); rows whose scores tie to
+    float rounding may come in another order."""
+    used = np.zeros(len(ref_scores), bool)
+    perm = []
+    for b, s, lab in zip(boxes, scores, labels):
+        ok = (~used) & (ref_labels == lab) & (np.abs(ref_scores - s) <= 1e-4) & \
+            (np.abs(ref_boxes - b) <= 1e-4 + 1e-4 * np.abs(b)).all(1)
+        j = np.flatnonzero(ok)
+        assert len(j), (b, s, lab)
+        used[j[0]] = True
+        perm.append(int(j[0]))
+    return np.array(perm)
+
+
+def save_random_checkpoint(path: Path, name: str = "rtmdet-tiny") -> Path:
+    """A randomly initialised model saved as our checkpoint (meta included), for CLI tests."""
+    import rtmdet
+    from rtmdet.api import checkpoint_meta
+    m = rtmdet.create(name)
+    torch.save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, path)
+    return path
+
+
 def unpack_masks(fix: dict) -> np.ndarray:
     """A `-ins` fixture's bit-packed reference masks -> (N,H,W) bool."""
     n, h, w = fix["masks_shape"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import DET_FIX, load_fixture, match_detections, need, run_onnx
+from helpers import DET_FIX, load_fixture, match_detections, need, run_onnx, save_random_checkpoint
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -179,11 +179,7 @@ def test_tensorrt_parity(fixtures, onnx_files, tmp_path):
 # ------------------------------------------------------------------------------------ CLI
 @pytest.fixture(scope="module")
 def random_ckpt(tmp_path_factory):
-    from rtmdet.api import checkpoint_meta
-    m = rtmdet.create("rtmdet-tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, path)
-    return path
+    return save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 def test_cli_export(random_ckpt, tmp_path, capsys):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import INS_FIX, load_fixture, mask_ious, match_detections, need, run_onnx
+from helpers import INS_FIX, load_fixture, mask_ious, match_detections, need, pair_rows, run_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -118,7 +118,7 @@ def _check_nms_outputs(model, x, outs):
         n = int(num_dets[i, 0])
         assert n > 0
         # rows pair up one to one; two rows whose scores tie to float rounding may swap places
-        perm = _pair_rows(boxes[i, :n], scores[i, :n], labels[i, :n],
+        perm = pair_rows(boxes[i, :n], scores[i, :n], labels[i, :n],
                           ref[1][i, :n], ref[2][i, :n], ref[3][i, :n])
         np.testing.assert_allclose(masks[i, :n], ref[4][i, perm], atol=1e-4, rtol=1e-4)
         assert not masks[i, n:].any()
@@ -127,21 +127,6 @@ def _check_nms_outputs(model, x, outs):
             kernels = torch.cat([k[i].permute(1, 2, 0).reshape(-1, 169) for k in ker])
             own = model.bbox_head.mask_logits(mf[i], kernels[idx], priors[idx])
         np.testing.assert_allclose(masks[i, :n], own.numpy(), atol=1e-4, rtol=1e-4)
-
-
-def _pair_rows(boxes, scores, labels, ref_boxes, ref_scores, ref_labels):
-    """For each row, the index of the reference row with the same label, score within 1e-4 and
-    box within 1e-4 + 1e-4 x |value| (asserts that every row has one)."""
-    used = np.zeros(len(ref_scores), bool)
-    perm = []
-    for b, s, lab in zip(boxes, scores, labels):
-        ok = (~used) & (ref_labels == lab) & (np.abs(ref_scores - s) <= 1e-4) & \
-            (np.abs(ref_boxes - b) <= 1e-4 + 1e-4 * np.abs(b)).all(1)
-        j = np.flatnonzero(ok)
-        assert len(j), (b, s, lab)
-        used[j[0]] = True
-        perm.append(int(j[0]))
-    return np.array(perm)
 
 
 def test_nms_outputs_match_torch(model, fixtures, onnx_files):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import infer_arrays, DET_FIX, INS_FIX, load_fixture, match_detections, need
+from helpers import infer_arrays, DET_FIX, INS_FIX, load_fixture, match_detections, need, pair_rows
 
 ov = pytest.importorskip("openvino")
 pytest.importorskip("onnx")
@@ -37,21 +37,6 @@ def _wrapper(model, nms):
 def _torch_graph(model, x, nms):
     with torch.no_grad():
         return [t.numpy() for t in _wrapper(model, nms)(torch.from_numpy(x))]
-
-
-def _pair_rows(boxes, scores, labels, ref_boxes, ref_scores, ref_labels):
-    """Index of the reference row each row equals (label, score within 1e-4, box within
-    1e-4 + 1e-4 |value|); rows whose scores tie to float rounding may come in another order."""
-    used = np.zeros(len(ref_scores), bool)
-    perm = []
-    for b, s, lab in zip(boxes, scores, labels):
-        ok = (~used) & (ref_labels == lab) & (np.abs(ref_scores - s) <= 1e-4) & \
-            (np.abs(ref_boxes - b) <= 1e-4 + 1e-4 * np.abs(b)).all(1)
-        j = np.flatnonzero(ok)
-        assert len(j), (b, s, lab)
-        used[j[0]] = True
-        perm.append(int(j[0]))
-    return np.array(perm)
 
 
 # ------------------------------------------------------------------------------- detection
@@ -148,7 +133,7 @@ def test_nms_outputs_match_torch(det_model, det_images, det_ir, kind):
     for i in range(names):
         n = int(num_dets[i, 0])
         assert n > 0 and (labels[i, n:] == -1).all()
-        _pair_rows(boxes[i, :n], scores[i, :n], labels[i, :n], ref[1][i, :n], ref[2][i, :n],
+        pair_rows(boxes[i, :n], scores[i, :n], labels[i, :n], ref[1][i, :n], ref[2][i, :n],
                    ref[3][i, :n])
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from helpers import DET_FIX, load_fixture, need
+from helpers import DET_FIX, load_fixture, need, save_random_checkpoint
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -187,11 +187,7 @@ def test_openvino_nncf_int8(fp32, calib_dir, images, fp32_dets, ort_int8, tmp_pa
 # ------------------------------------------------------------------------------- CLI
 @pytest.fixture(scope="module")
 def random_ckpt(tmp_path_factory):
-    from rtmdet.api import checkpoint_meta
-    m = rtmdet.create("rtmdet-tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, path)
-    return path
+    return save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
