@@ -19,6 +19,7 @@ def cmd_predict(args) -> int:
 
     from ..atomic import ensure_dir, write_image, write_json, write_text
     from ..data.images import ImageReadError, read_image
+    from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
     from ..sources import is_video, list_images, output_names, source_root
 
     check_model_arg(args)
@@ -39,31 +40,47 @@ def cmd_predict(args) -> int:
     records, failed, n_dets = [], [], 0
     images = [f for f in files if not is_video(f)]
     videos = [f for f in files if is_video(f)]
-    bar = tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2)
-    for start in range(0, len(images), args.batch):
-        chunk, arrays = [], []
-        for f in images[start:start + args.batch]:
+    batches = [images[start:start + args.batch] for start in range(0, len(images), args.batch)]
+
+    def read_batch(batch):
+        """(readable files, their arrays, unreadable ones): run ahead on a worker thread."""
+        chunk, arrays, bad = [], [], []
+        for f in batch:
             try:
                 arrays.append(read_image(f))
                 chunk.append(f)
             except ImageReadError as e:
+                bad.append((f, e))
+        return chunk, arrays, bad
+
+    def save(f, img, d):
+        if not args.no_save:
+            write_image(save_dir / drawn[f], d.draw(img))
+        if args.save_txt:
+            write_text(save_dir / "labels" / labels[f], d.to_txt())
+
+    bar = tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2)
+    # on a GPU, reading ahead and drawing / writing behind overlap the network
+    pipelined = on_accelerator(model)
+    with bar, BackgroundWriter(enabled=pipelined) as writer:
+        for batch, (chunk, arrays, bad) in zip(batches, ordered_map(read_batch, batches,
+                                                                    ahead=int(pipelined))):
+            for f, e in bad:
                 failed.append(str(f))
                 log.warning("skipped %s", e)
-        if arrays:
-            dets = model.predict(arrays, batch_size=args.batch, **knobs)
-            for f, img, d in zip(chunk, arrays, dets):
-                d.source = str(f)
-                n_dets += len(d)
-                rec = d.to_dict()
-                if not args.no_save:
-                    write_image(save_dir / drawn[f], d.draw(img))
-                    rec["output"] = str(drawn[f])
-                if args.save_txt:
-                    write_text(save_dir / "labels" / labels[f], d.to_txt())
-                    rec["labels"] = str(Path("labels") / labels[f])
-                records.append(rec)
-        bar.update(len(images[start:start + args.batch]))
-    bar.close()
+            if arrays:
+                dets = model.predict(arrays, batch_size=args.batch, **knobs)
+                for f, img, d in zip(chunk, arrays, dets):
+                    d.source = str(f)
+                    n_dets += len(d)
+                    rec = d.to_dict()
+                    if not args.no_save:
+                        rec["output"] = str(drawn[f])
+                    if args.save_txt:
+                        rec["labels"] = str(Path("labels") / labels[f])
+                    records.append(rec)
+                    writer.submit(save, f, img, d)
+            bar.update(len(batch))
     for v in videos:
         n = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args)
         if n is None:
@@ -99,11 +116,13 @@ def _predict_video(model, path: Path, save_dir: Path, out_name: Path, txt_name: 
     """Detections of every frame (drawn into `<save-dir>/<out_name>`, an mp4 written to a
     temporary name, checked frame by frame, then renamed); None when the video is unreadable."""
     import contextlib
+    import itertools
 
     import cv2
     from tqdm import tqdm
 
     from ..atomic import WriteError, atomic_path, write_text
+    from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         log.warning("skipped %s: not a readable video", path)
@@ -118,34 +137,52 @@ def _predict_video(model, path: Path, save_dir: Path, out_name: Path, txt_name: 
         got = _count_frames(tmp)
         return None if got == written[0] else f"{got} of {written[0]} frames were written"
 
+    def read_frames(_):  # the next batch of frames, read ahead on a worker thread
+        frames = []
+        while len(frames) < args.batch:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+        return frames
+
+    def put(frame, d):
+        writer.write(d.draw(frame))
+        written[0] += 1
+
+    writer = None
     try:
         with contextlib.ExitStack() as stack:
             tmp = None if args.no_save else stack.enter_context(atomic_path(out, check=check))
-            writer = None
+            pipelined = on_accelerator(model)
+            background = stack.enter_context(BackgroundWriter(enabled=pipelined))
+            batches = stack.enter_context(contextlib.closing(
+                ordered_map(read_frames, itertools.count(), ahead=int(pipelined))))
             with tqdm(total=total, desc=path.name, unit="frame") as bar:
-                while True:
-                    ok, frame = cap.read()
-                    if not ok:
+                for frames in batches:
+                    dets = model.predict(frames, batch_size=args.batch, **knobs) if frames else []
+                    for frame, d in zip(frames, dets):
+                        d.source = f"{path}#{frame_idx}"
+                        n += len(d)
+                        rec = d.to_dict()
+                        if tmp is not None:
+                            if writer is None:
+                                h, w = frame.shape[:2]
+                                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                         fps, (w, h))
+                                if not writer.isOpened():
+                                    raise WriteError(out, "OpenCV cannot open an mp4 video writer")
+                            background.submit(put, frame, d)
+                            rec["output"] = f"{out_name}#{frame_idx}"
+                        if args.save_txt:
+                            txt += [f"{frame_idx} {line}" for line in d.to_txt().splitlines()]
+                            rec["labels"] = str(Path("labels") / txt_name)
+                        records.append(rec)
+                        frame_idx += 1
+                    bar.update(len(frames))
+                    if len(frames) < args.batch:
                         break
-                    d = model.predict(frame, **knobs)
-                    d.source = f"{path}#{frame_idx}"
-                    n += len(d)
-                    rec = d.to_dict()
-                    if tmp is not None:
-                        if writer is None:
-                            h, w = frame.shape[:2]
-                            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                            if not writer.isOpened():
-                                raise WriteError(out, "OpenCV cannot open an mp4 video writer")
-                        writer.write(d.draw(frame))
-                        written[0] += 1
-                        rec["output"] = f"{out_name}#{frame_idx}"
-                    if args.save_txt:
-                        txt += [f"{frame_idx} {line}" for line in d.to_txt().splitlines()]
-                        rec["labels"] = str(Path("labels") / txt_name)
-                    records.append(rec)
-                    frame_idx += 1
-                    bar.update(1)
+            background.close()
             if writer is not None:
                 writer.release()
             if frame_idx == 0:  # leaves nothing behind (the temporary file is removed)

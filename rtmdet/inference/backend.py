@@ -26,6 +26,7 @@ class Backend:
     fixed_size: tuple[int, int] | None = None  # static-shape graphs
     fixed_batch: int | None = None
     has_nms: bool = False  # the graph already ran the NMS
+    accelerated: bool = False  # the network runs on a GPU: the host is free to read ahead
 
     def input_size(self, imgsz=None) -> tuple[int, int]:
         from .loop import input_size

@@ -11,6 +11,7 @@ from ..config import TestConfig
 from ..data.images import is_single_image, read_image
 from ..data.letterbox import letterbox_batch
 from ..detections import Detections
+from .prefetch import ordered_map
 
 
 def check_knobs(**knobs) -> dict:
@@ -54,13 +55,16 @@ def run_batch(backend, images: list[np.ndarray], cfg: TestConfig) -> list[Detect
 
 
 def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
-                  overlap: int = 200, **knobs) -> list[Detections] | Detections:
+                  overlap: int = 200, prefetch: bool | None = None, **knobs) -> list[Detections] | Detections:
     """Detect in a path, array, PIL image, or a list of them, batch by batch.
 
     Returns one `Detections` per image (a single one for a single input). Unset knobs
     (score_thr, nms_iou, max_per_img, nms_pre, imgsz, mask_thr) come from `backend.test_cfg`.
     `tile`: predict each image in `tile` x `tile` windows overlapping by `overlap` px, merged with
-    the family's NMS (`rtmdet.inference.tiling`; the knobs apply per patch and to the merge)."""
+    the family's NMS (`rtmdet.inference.tiling`; the knobs apply per patch and to the merge).
+    `prefetch`: read and letterbox the next batch on a worker thread while this one runs
+    (`rtmdet.inference.prefetch`; same results). Default: when the network runs on a GPU; on a
+    CPU the worker would take cores from the network (benchmarks/bench_pipeline.py)."""
     check_knobs(batch_size=batch_size)
     single = is_single_image(images)
     items = [images] if single else list(images)
@@ -70,12 +74,24 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
         tile, overlap = check_tiling(tile, overlap)
     if backend.fixed_batch:
         batch_size = min(batch_size, backend.fixed_batch)
-    results: list[Detections] = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+    chunks = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+
+    def prepare(chunk):
         arrays = [read_image(x) for x in chunk]
-        dets = (run_batch(backend, arrays, cfg) if tile is None
-                else run_tiled(backend, arrays, cfg, tile, overlap, batch_size))
+        if tile is not None:
+            return arrays, None
+        return arrays, backend.preprocess(arrays, backend.input_size(cfg.imgsz))
+
+    results: list[Detections] = []
+    if prefetch is None:
+        prefetch = backend.accelerated
+    ready = ordered_map(prepare, chunks, ahead=1 if prefetch and len(chunks) > 1 else 0)
+    for chunk, (arrays, pre) in zip(chunks, ready):
+        if tile is None:
+            x, metas = pre
+            dets = backend.postprocess(backend.infer(x), metas, cfg)
+        else:
+            dets = run_tiled(backend, arrays, cfg, tile, overlap, batch_size)
         for d, src in zip(dets, chunk):
             d.source = str(src) if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__") else None
         results.extend(dets)

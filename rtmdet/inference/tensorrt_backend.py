@@ -22,6 +22,7 @@ def import_tensorrt():
 
 class TrtBackend(GraphBackend):
     name = "tensorrt"
+    accelerated = True
 
     def __init__(self, path: str, device: str = "cuda"):
         trt = import_tensorrt()

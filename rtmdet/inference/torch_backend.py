@@ -29,6 +29,10 @@ class TorchBackend(Backend):
         self.class_names = list(model.class_names)
         self.test_cfg = model.test_cfg
 
+    @property
+    def accelerated(self) -> bool:
+        return self.model.device.type != "cpu"
+
     def __repr__(self) -> str:
         return f"TorchBackend({type(self.model).__name__}, {self.options.describe()})"
 
