@@ -329,6 +329,22 @@ def test_fixture_whole_path_equals_old(heads, over):
                                         new[i].boxes_input))
 
 
+@pytest.mark.parametrize("over", [dict(), dict(score_thr=0.05, nms_pre=300)])
+def test_batched_score_preparation_equals_per_image(heads, monkeypatch, over):
+    """The batch-at-once score preparation (GPUs) gives the per-image one's (CPU) detections,
+    bit for bit: the sigmoid runs on the same contiguous layout either way."""
+    import rtmdet.ops.postprocess as pp
+    model, cls, reg, priors, metas = heads
+    cfg = dataclasses.replace(model.test_cfg, **over)
+    args = (cls, reg, priors, [m.img_shape for m in metas], [m.scale_factor for m in metas], cfg)
+    per_image = postprocess_batch(*args)
+    monkeypatch.setattr(pp, "_per_image_scores", lambda ref: False)
+    at_once = postprocess_batch(*args)
+    assert any(len(r.scores) for r in per_image)
+    for a, b in zip(per_image, at_once):
+        assert_same_detections(b, (a.boxes, a.scores, a.labels, a.prior_inds, a.boxes_input))
+
+
 # ---- CUDA: the same kept sets as the CPU oracle -------------------------------------------------
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

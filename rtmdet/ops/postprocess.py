@@ -216,6 +216,11 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     return out
 
 
+def _per_image_scores(ref: torch.Tensor) -> bool:
+    """Whether the batch's scores are prepared image by image (CPU) or at once (other devices)."""
+    return ref.device.type == "cpu"
+
+
 def postprocess_batch(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
                       priors: list[torch.Tensor], img_shapes: Sequence[tuple[int, int]],
                       scale_factors: Sequence[tuple[float, float]], cfg: TestConfig) -> list[RawDetections]:
@@ -227,17 +232,27 @@ def postprocess_batch(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Ten
     scores = ref.new_empty((bsz, sum(sizes), num_classes))
     valid = torch.empty(scores.shape, dtype=torch.bool, device=ref.device)
     counts = torch.empty((bsz, len(sizes)), dtype=torch.long, device=ref.device)
-    for b in range(bsz):  # image by image: each step's data is still in cache for the next
+    # sigmoid on a contiguous copy: on a strided view the CPU takes another (non-vectorized)
+    # path whose values differ in the last bit from the reference's
+    if _per_image_scores(ref):  # CPU: image by image, each step's data still in cache for the next
+        for b in range(bsz):
+            start = 0
+            for c in cls_scores:
+                h, w = c.shape[-2:]
+                scores[b, start:start + h * w].view(h, w, num_classes).copy_(c[b].permute(1, 2, 0))
+                start += h * w
+            scores[b].sigmoid_()
+            torch.gt(scores[b], cfg.score_thr, out=valid[b])
+            counts[b] = torch.stack([count_true(v, (0, 1)) for v in valid[b].split(sizes, 0)])
+    else:  # GPU: the whole batch in a few kernels (a loop would launch ~20 per image)
         start = 0
         for c in cls_scores:
             h, w = c.shape[-2:]
-            scores[b, start:start + h * w].view(h, w, num_classes).copy_(c[b].permute(1, 2, 0))
+            scores[:, start:start + h * w].view(bsz, h, w, num_classes).copy_(c.permute(0, 2, 3, 1))
             start += h * w
-        # sigmoid on the contiguous copy: on a strided view it takes another (non-vectorized)
-        # path whose values differ in the last bit from the reference's
-        scores[b].sigmoid_()
-        torch.gt(scores[b], cfg.score_thr, out=valid[b])
-        counts[b] = torch.stack([count_true(v, (0, 1)) for v in valid[b].split(sizes, 0)])
+        scores.sigmoid_()
+        torch.gt(scores, cfg.score_thr, out=valid)
+        torch.stack([count_true(v, (1, 2)) for v in valid.split(sizes, 1)], 1, out=counts)
 
     def decode():
         reg = torch.cat([r.permute(0, 2, 3, 1).reshape(bsz, -1, 4) for r in bbox_preds], 1)
