@@ -173,7 +173,7 @@ def shapes_ap(run: Path, work: Path, calib: int, keep_float, max_val: int | None
     data = run / "data"
     val = load_dataset(data, split="val")
     val.records = val.records[:max_val]
-    dets = build_backends(model, ckpt, imgsz, work, data, calib, keep_float, extra=False)
+    dets = build_backends(model, ckpt, imgsz, work, data, calib, keep_float)
     lines = [f"COCO AP on {len(val)} val images of {run} (trained rtmdet-tiny, {imgsz}px; INT8 "
              f"calibrated on {calib} train images):",
              f"{'backend':32s} {'AP':>6s} {'AP50':>6s} {'dAP vs torch':>12s}"]
