@@ -11,10 +11,11 @@ import torch.nn.functional as F
 import rtmdet.ops.instance_masks as im
 from rtmdet.ops.bilinear import AxisTable, axis_table, lerp2
 
-# F.interpolate's vectorised CPU kernel uses fused multiply-adds on these (every x86 CPU of the
-# last decade): there `lerp2` is bit-identical for outputs of a few thousand pixels and more (the
-# size of any mask canvas); tiny outputs take another path, equal up to float rounding
-FMA_KERNEL = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+# F.interpolate's own CPU results move in the last bit with the thread count (its kernel splits
+# and vectorises the work differently); `lerp2` follows its arithmetic (the 2-thread results here
+# bit for bit), so values agree to float rounding and masks may differ only at pixels whose
+# logit is within that rounding of the threshold.
+ROUNDING = 1e-4
 
 
 def reference_masks(logits, ori_shape, scale_factor, stride=8, mask_thr=0.5):
@@ -28,14 +29,12 @@ def reference_masks(logits, ori_shape, scale_factor, stride=8, mask_thr=0.5):
     return x.sigmoid() > mask_thr, x
 
 
-def assert_same_masks(ours, ref, ref_logits, mask_thr, exact=True):
+def assert_same_masks(ours, ref, ref_logits, mask_thr):
     assert ours.shape == ref.shape and ours.dtype == torch.bool
-    if FMA_KERNEL and exact:
-        assert torch.equal(ours, ref), int((ours != ref).sum())
-    else:  # only pixels at the threshold (within float rounding) may differ
-        thr = math.log(mask_thr) - math.log1p(-mask_thr)
-        differ = ours != ref
-        assert ((ref_logits[differ] - thr).abs() < 1e-4).all()
+    thr = math.log(mask_thr) - math.log1p(-mask_thr)
+    differ = ours != ref
+    assert ((ref_logits[differ] - thr).abs() < ROUNDING).all(), int(differ.sum())
+    assert int(differ.sum()) <= max(2, ref.numel() // 100000)
 
 
 def blobs(n, h=80, w=80, seed=0, noise=0.3):
@@ -70,11 +69,8 @@ def test_lerp2_equals_interpolate(in_size, out_size, scale):
     xx = (xs[:, None] + span_x).clamp(max=ref.shape[2] - 1)
     part = lerp2(x, rows.take(yy), cols.take(xx))
     expect = ref[torch.arange(3)[:, None, None], yy[:, :, None], xx[:, None, :]]
-    if FMA_KERNEL and ref[0].numel() >= 4096:
-        assert torch.equal(full, ref) and torch.equal(part, expect)
-    else:
-        torch.testing.assert_close(full, ref, atol=1e-4, rtol=1e-5)
-        torch.testing.assert_close(part, expect, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(full, ref, atol=ROUNDING, rtol=1e-5)
+    torch.testing.assert_close(part, expect, atol=ROUNDING, rtol=1e-5)
 
 
 CASES = [((1080, 1920), (1 / 3, 1 / 3)), ((480, 640), (1.0, 1.0)), ((640, 427), (1.0, 427 / 640)),
@@ -90,14 +86,16 @@ def test_windowed_masks_equal_reference(monkeypatch, ori, scale, share):
     logits = blobs(24, seed=len(ori) + ori[0])
     ref, ref_logits = reference_masks(logits, ori, scale)
     assert ref.any() and not ref.all()  # the case has masks with edges to get right
-    assert_same_masks(im.logits_to_masks(logits, ori, scale), ref, ref_logits, 0.5,
-                      exact=ori[0] * ori[1] >= 4096)
+    assert_same_masks(im.logits_to_masks(logits, ori, scale), ref, ref_logits, 0.5)
 
 
 @pytest.mark.parametrize("mask_thr", [0.5, 0.05, 0.95, 1e-6])
-def test_windowed_masks_any_threshold(monkeypatch, mask_thr):
-    monkeypatch.setattr(im, "WINDOW_BUDGET", 5000)  # many small groups
+@pytest.mark.parametrize("scatter", [False, True])
+def test_windowed_masks_any_threshold(monkeypatch, mask_thr, scatter):
+    """Any threshold, many small groups, pasted by slices (CPU) or one scatter (GPUs)."""
+    monkeypatch.setattr(im, "WINDOW_BUDGET", 5000)
     monkeypatch.setattr(im, "WINDOW_SHARE", 1.01)
+    monkeypatch.setattr(im, "_paste_by_slices", lambda out: not scatter)
     logits = blobs(16, seed=3) - 4 * (0.5 - mask_thr)
     ref, ref_logits = reference_masks(logits, (480, 640), (1.0, 1.0), mask_thr=mask_thr)
     ours = im.logits_to_masks(logits, (480, 640), (1.0, 1.0), mask_thr=mask_thr)
@@ -118,7 +116,7 @@ def test_edge_thresholds_and_instances():
         ours = im.logits_to_masks(logits, ori, scale, mask_thr=thr)
         if thr == 0.5:
             assert not ours[0].any() and not ours[1].any() and ours[2].all() and ours[3].any()
-        assert torch.equal(ours, ref) if FMA_KERNEL else (ours != ref).sum() == 0
+        assert torch.equal(ours, ref)  # no logit near these thresholds
 
 
 def test_no_instances_and_windows_are_tight():

@@ -2,9 +2,10 @@
 
 `F.interpolate` only produces whole images; instance-mask finishing needs the pixels around each
 instance of a full-resolution canvas. `axis_table` is F.interpolate's per-output-index source
-indices and weights, `lerp2` combines the four neighbours in the order of its CPU kernel, with
-the fused multiply-adds that kernel is compiled to: on x86 CPUs the values are bit-identical to
-F.interpolate (tests/test_mask_finishing.py), on other devices equal up to float rounding."""
+indices and weights, `lerp2` combines the four neighbours in the order of its vectorised CPU
+kernel, with the fused multiply-adds that kernel is compiled to. F.interpolate's own results move
+in the last bit with how its kernel splits the work (thread count, device); `lerp2` matches them
+to float rounding (bit for bit where the kernel runs vectorised on x86) - tests/test_mask_finishing.py."""
 from __future__ import annotations
 
 from typing import NamedTuple

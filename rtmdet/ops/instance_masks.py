@@ -86,8 +86,10 @@ def logits_to_masks(logits: torch.Tensor, ori_shape: tuple[int, int],
     Only the pixels that can pass the threshold are computed: a bilinear value is a convex
     combination of its source logits, so a pixel whose sources all lie below logit(mask_thr) is
     False. Each instance's window (the pixels whose sources include a cell above it) is computed
-    with F.interpolate's own tables (`ops.bilinear`); an instance whose window covers most of the
-    image goes through F.interpolate whole."""
+    with F.interpolate's own tables and arithmetic (`ops.bilinear`: equal to float rounding, so
+    only a pixel within that rounding of the threshold can differ - as F.interpolate's own
+    results do between thread counts); an instance whose window covers most of the image goes
+    through F.interpolate whole."""
     ori_h, ori_w = (int(v) for v in ori_shape[:2])
     n, h, w = logits.shape
     out = torch.zeros((n, ori_h, ori_w), dtype=torch.bool, device=logits.device)
@@ -211,6 +213,15 @@ def _finish_windows(out, logits, sel, ys, ye, xs, xe, rows1, cols1, rows2, cols2
     local_r = AxisTable(r2.i0 - rs[:, None], r2.i1 - rs[:, None], r2.w0, r2.w1)
     local_c = AxisTable(c2.i0 - cs[:, None], c2.i1 - cs[:, None], c2.w0, c2.w1)
     masks = lerp2(canvas, local_r, local_c).sigmoid() > mask_thr
-    for j, (i, y0, y1, x0, x1) in enumerate(zip(sel.tolist(), ys.tolist(), ye.tolist(),
-                                                 xs.tolist(), xe.tolist())):
-        out[i, y0:y1 + 1, x0:x1 + 1] = masks[j, :y1 - y0 + 1, :x1 - x0 + 1]
+    if _paste_by_slices(out):  # CPU: a strided copy per instance
+        for j, (i, y0, y1, x0, x1) in enumerate(zip(sel.tolist(), ys.tolist(), ye.tolist(),
+                                                     xs.tolist(), xe.tolist())):
+            out[i, y0:y1 + 1, x0:x1 + 1] = masks[j, :y1 - y0 + 1, :x1 - x0 + 1]
+    else:  # GPU: one scatter (a padded row / column repeats its last one: same value written)
+        out[sel[:, None, None], yy[:, :, None], xx[:, None, :]] = masks
+
+
+def _paste_by_slices(out: torch.Tensor) -> bool:
+    """Whether windows are pasted one slice per instance (CPU) or in one scatter (other devices,
+    where a copy per instance is a kernel launch per instance)."""
+    return out.device.type == "cpu"
