@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 import rtmdet
+from rtmdet.deploy.bench import median_seconds
 from rtmdet.ops.instance_masks import logits_to_masks, whole_canvas_masks
 
 SHARED = Path(os.environ.get("RTMDET_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
@@ -54,17 +53,6 @@ def fixture_logits(n: int) -> torch.Tensor | None:
     return seen[0]
 
 
-def median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -86,8 +74,8 @@ def main() -> None:
         for name, (ori, scale) in IMAGES.items():
             old = whole_canvas_masks(logits, ori, scale)
             new = logits_to_masks(logits, ori, scale)
-            t_old = median_ms(lambda: whole_canvas_masks(logits, ori, scale), args.runs)
-            t_new = median_ms(lambda: logits_to_masks(logits, ori, scale), args.runs)
+            t_old = 1000 * median_seconds(lambda: whole_canvas_masks(logits, ori, scale), args.runs)
+            t_new = 1000 * median_seconds(lambda: logits_to_masks(logits, ori, scale), args.runs)
             print(f"| {kind} | {name} | {t_old:.1f} | {t_new:.1f} | {t_old / t_new:.2f}x | "
                   f"{torch.equal(old, new)} |")
 

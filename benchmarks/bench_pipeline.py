@@ -13,9 +13,7 @@ are checked to be identical.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -24,6 +22,7 @@ import torch
 
 from rtmdet.api import build_model
 from rtmdet.data.images import read_image
+from rtmdet.deploy.bench import median_seconds
 from rtmdet.inference import TorchBackend
 from rtmdet.inference.loop import run_inference
 from rtmdet.inference.speed import SpeedOptions
@@ -39,17 +38,6 @@ def write_images(folder: Path, n: int) -> list[Path]:
         cv2.imwrite(str(p), np.roll(base, 7 * i, axis=1))
         paths.append(p)
     return paths
-
-
-def timed(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -76,9 +64,9 @@ def main() -> None:
         ahead = run_inference(backend, paths, prefetch=True, **kw)
         same = all(torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores)
                    for a, b in zip(plain, ahead))
-        t_read = timed(lambda: [read_image(p) for p in paths], args.runs)
-        t_off = timed(lambda: run_inference(backend, paths, prefetch=False, **kw), args.runs)
-        t_on = timed(lambda: run_inference(backend, paths, prefetch=True, **kw), args.runs)
+        t_read = median_seconds(lambda: [read_image(p) for p in paths], args.runs)
+        t_off = median_seconds(lambda: run_inference(backend, paths, prefetch=False, **kw), args.runs)
+        t_on = median_seconds(lambda: run_inference(backend, paths, prefetch=True, **kw), args.runs)
     n = args.images
     print(f"{args.model} on {args.device} ({torch.get_num_threads()} threads), {options.describe()}, "
           f"{n} JPEGs 640x480, batch {args.batch}, score_thr {args.score_thr}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..inference import BACKENDS, BackendUnavailable, Detector, resolve_test_cfg
 from ..inference.loop import check_knobs
@@ -79,6 +80,18 @@ def make_detector(backend: str, weights: str, imgsz: int, batch: int, device: st
         return Detector(export_openvino(onnx_path, onnx_path.with_suffix(".xml")), device=device)
     export_onnx(model, onnx_path, imgsz=imgsz, batch=batch, nms=nms)
     return Detector(onnx_path, device=device)
+
+
+def median_seconds(fn, runs: int) -> float:
+    """Median wall time of `runs` calls of fn(), waiting for queued CUDA work inside each."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def time_stages(det: Detector, images, imgsz: int, cfg) -> tuple[float, float, float]:
