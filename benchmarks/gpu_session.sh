@@ -3,7 +3,10 @@
 #
 #   bash benchmarks/gpu_session.sh --prepare   # here: the fixtures the checks read -> .gpu/,
 #                                              # faster-coco-eval for Python 3.12 -> .whl/
-#   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"])
+#   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"]):
+#                                              # ~9 minutes, within one call's 10
+#   bash benchmarks/gpu_session.sh --compile   # a second call: torch.compile, inference and
+#                                              # training (compiling takes minutes)
 #
 # .gpu/ and .whl/ stay out of git (.git/info/exclude); ../shared does not travel to the device
 # machine, so RTMDET_SHARED points the tests and benchmarks at the copy (tests needing the
@@ -40,14 +43,21 @@ ls .whl/*.whl >/dev/null 2>&1 && pip install -q --no-deps --no-index .whl/*.whl
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 step() { local limit=$1; shift; echo; echo "== [$limit s] $*"; timeout "$limit" "$@" 2>&1 | tail -n 60; }
+if [ "${1:-}" = "--compile" ]; then
+    step 270 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 10 \
+        --models rtmdet-tiny --modes exact fast compiled
+    step 270 python benchmarks/bench_train.py --device cuda --models rtmdet-tiny --sizes 640 \
+        --batch 32 --iters 5 --modes fp16 --compile --skip-loader --skip-assigner
+    exit 0
+fi
 # correctness on the GPU first: NMS, speed options (CUDA graphs, fp16), rotated ops, masks
-step 180 python -m pytest -q -rs -x tests/test_nms_fast.py tests/test_speed_options.py \
+step 150 python -m pytest -q -rs -x tests/test_nms_fast.py tests/test_speed_options.py \
     tests/test_rotated_ops.py tests/test_mask_finishing.py tests/test_prefetch.py
-step 60 python benchmarks/bench_postprocess.py --device cuda --runs 5 --old-runs 1
-step 150 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 10 \
+step 50 python benchmarks/bench_postprocess.py --device cuda --runs 5 --old-runs 1
+step 120 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 10 \
     --models rtmdet-tiny rtmdet-s rtmdet-x --modes exact fast
-step 40 python benchmarks/bench_masks.py --device cuda --runs 5
-step 60 python benchmarks/bench_pipeline.py --device cuda --images 256 --batch 32 --half \
+step 30 python benchmarks/bench_masks.py --device cuda --runs 5
+step 45 python benchmarks/bench_pipeline.py --device cuda --images 256 --batch 32 --half \
     --cuda-graph --device-preprocess
-step 150 python benchmarks/bench_train.py --device cuda --models rtmdet-s rtmdet-m --sizes 640 \
+step 140 python benchmarks/bench_train.py --device cuda --models rtmdet-s rtmdet-m --sizes 640 \
     --batch 32 --iters 5 --workers 14 --loader-images 448 --loader-batches 28 --skip-assigner
