@@ -15,6 +15,11 @@ from .detect import DetectFamily
 MASK_METRICS = ("mask_AP", "mask_AP50", "mask_AP75")
 
 
+def _per_image_masks(feat: torch.Tensor) -> bool:
+    """Whether mask logits are computed image by image (CPU) or for the batch at once."""
+    return feat.device.type == "cpu"
+
+
 def _kept_priors(meta, strides, inds, device):
     """(x, y, stride, stride) of the kept priors of an input of `meta.img_shape`."""
     sizes = level_shapes(*meta.img_shape, strides)
@@ -49,18 +54,32 @@ class SegmentFamily(DetectFamily):
         return out
 
     def postprocess(self, outs, metas, test_cfg, cfg, class_names):
-        wn, bn = dynamic_param_sizes(cfg.num_prototypes, cfg.dyconv_channels, cfg.num_dyconvs)
+        raws = self.select(outs, metas, test_cfg, cfg)
         results = []
-        for i, (raw, meta) in enumerate(zip(self.select(outs, metas, test_cfg, cfg), metas)):
-            priors = _kept_priors(meta, cfg.strides, raw.prior_inds, raw.boxes.device)
-            logits = dynamic_mask_logits(outs["mask_feat"][i].float(),
-                                         outs["kernels"][i][raw.prior_inds].float(), priors, wn, bn,
-                                         cfg.dyconv_channels, cfg.strides[0])
+        for raw, meta, logits in zip(raws, metas, self.mask_logits(outs, metas, raws, cfg)):
             masks = logits_to_masks(logits, meta.ori_shape, meta.scale_factor, cfg.strides[0],
                                     test_cfg.mask_thr)
             results.append(Detections(raw.boxes, raw.scores, raw.labels, list(class_names),
                                       masks=masks, image_shape=meta.ori_shape))
         return results
+
+    def mask_logits(self, outs, metas, raws, cfg) -> list[torch.Tensor]:
+        """Per image the stride-8 mask logits (n,h,w) of its kept detections: image by image on
+        the CPU, the whole batch in one padded dynamic conv elsewhere (a GPU would launch its
+        ~15 kernels per image)."""
+        wn, bn = dynamic_param_sizes(cfg.num_prototypes, cfg.dyconv_channels, cfg.num_dyconvs)
+        feat, kernels = outs["mask_feat"][:len(raws)].float(), outs["kernels"]
+        priors = _kept_priors(metas[0], cfg.strides, slice(None), feat.device)  # the batch's input
+        if _per_image_masks(feat) or len(raws) == 1:
+            return [dynamic_mask_logits(feat[i], kernels[i][r.prior_inds].float(),
+                                        priors[r.prior_inds], wn, bn, cfg.dyconv_channels,
+                                        cfg.strides[0]) for i, r in enumerate(raws)]
+        sizes = [len(r.prior_inds) for r in raws]
+        idx = torch.nn.utils.rnn.pad_sequence([r.prior_inds for r in raws], batch_first=True)
+        kern = kernels[:len(raws)].gather(1, idx[..., None].expand(-1, -1, kernels.shape[-1]))
+        logits = batched_dynamic_mask_logits(feat, kern.float(), priors[idx], wn, bn,
+                                             cfg.dyconv_channels, cfg.strides[0])
+        return [logits[i, :n] for i, n in enumerate(sizes)]
 
     def postprocess_nms(self, outs, metas, test_cfg, cfg, class_names):
         results = super().postprocess_nms(outs, metas, test_cfg, cfg, class_names)
