@@ -145,3 +145,24 @@ def test_on_accelerator():
     with torch.device("meta"):
         meta = build_model(model_config("rtmdet-tiny"))
     assert on_accelerator(meta)  # anything but the CPU
+
+
+def test_device_work_stays_on_the_calling_thread(backend, tmp_path, monkeypatch):
+    """Reading ahead runs only the host part of pre-processing on the worker; moving to the
+    device (and a CUDA graph's capture, in `infer`) happens on the caller's thread."""
+    seen = {"host": set(), "device": set(), "infer": set()}
+    for part in ("preprocess_host", "preprocess_device", "infer"):
+        real = getattr(backend, part)
+
+        def spy(*a, real=real, key=part.replace("preprocess_", "")):
+            seen[key].add(threading.current_thread().name)
+            return real(*a)
+        monkeypatch.setattr(backend, part, spy)
+    paths = []
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 50, 3), 20 * i, np.uint8))
+        paths.append(tmp_path / f"{i}.png")
+    run_inference(backend, paths, batch_size=2, imgsz=64, prefetch=True)
+    main = threading.current_thread().name
+    assert seen["device"] == seen["infer"] == {main}
+    assert seen["host"] and main not in seen["host"]  # the later batches came from the worker

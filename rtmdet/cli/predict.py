@@ -79,7 +79,8 @@ def cmd_predict(args) -> int:
                     if args.save_txt:
                         rec["labels"] = str(Path("labels") / labels[f])
                     records.append(rec)
-                    writer.submit(save, f, img, d)
+                    # the writer thread gets host copies: no CUDA call off the main thread
+                    writer.submit(save, f, img, d.numpy() if pipelined else d)
             bar.update(len(batch))
     for v in videos:
         n = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args)
@@ -172,7 +173,7 @@ def _predict_video(model, path: Path, save_dir: Path, out_name: Path, txt_name: 
                                                          fps, (w, h))
                                 if not writer.isOpened():
                                     raise WriteError(out, "OpenCV cannot open an mp4 video writer")
-                            background.submit(put, frame, d)
+                            background.submit(put, frame, d.numpy() if pipelined else d)
                             rec["output"] = f"{out_name}#{frame_idx}"
                         if args.save_txt:
                             txt += [f"{frame_idx} {line}" for line in d.to_txt().splitlines()]

@@ -41,6 +41,15 @@ class Backend:
     def preprocess(self, images, size):
         raise NotImplementedError
 
+    # reading ahead (`run_inference`) splits `preprocess`: the host part runs on a worker
+    # thread and must not touch a GPU (a CUDA call from another thread breaks a graph capture);
+    # the device part runs in the caller's thread. Graph backends letterbox with numpy only.
+    def preprocess_host(self, images, size):
+        return self.preprocess(images, size)
+
+    def preprocess_device(self, prepared):
+        return prepared
+
     def infer(self, x) -> dict:
         raise NotImplementedError
 

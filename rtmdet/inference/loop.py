@@ -76,11 +76,11 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
         batch_size = min(batch_size, backend.fixed_batch)
     chunks = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
 
-    def prepare(chunk):
+    def prepare(chunk):  # on the worker thread when reading ahead: host work only
         arrays = [read_image(x) for x in chunk]
         if tile is not None:
             return arrays, None
-        return arrays, backend.preprocess(arrays, backend.input_size(cfg.imgsz))
+        return arrays, backend.preprocess_host(arrays, backend.input_size(cfg.imgsz))
 
     results: list[Detections] = []
     if prefetch is None:
@@ -88,7 +88,7 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     ready = ordered_map(prepare, chunks, ahead=1 if prefetch and len(chunks) > 1 else 0)
     for chunk, (arrays, pre) in zip(chunks, ready):
         if tile is None:
-            x, metas = pre
+            x, metas = backend.preprocess_device(pre)
             dets = backend.postprocess(backend.infer(x), metas, cfg)
         else:
             dets = run_tiled(backend, arrays, cfg, tile, overlap, batch_size)

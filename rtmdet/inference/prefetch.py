@@ -1,6 +1,11 @@
 """Overlap the work around the network with the network: the next batch is read and letterboxed
 on a worker thread while the current one runs, and `rtmdet predict` draws and writes results on
-another (OpenCV, file I/O and torch release the GIL)."""
+another (OpenCV, file I/O and torch release the GIL).
+
+The threads never touch the GPU: the worker runs `Backend.preprocess_host` (decoding and the
+numpy letterbox), the writer gets host copies of the detections. A CUDA call from another thread
+while the main one captures a CUDA graph (`cuda_graph=True`, first batch of each shape) would
+break the capture."""
 from __future__ import annotations
 
 import concurrent.futures as cf

@@ -37,12 +37,20 @@ class TorchBackend(Backend):
         return f"TorchBackend({type(self.model).__name__}, {self.options.describe()})"
 
     def preprocess(self, images, size):
+        return self.preprocess_device(self.preprocess_host(images, size))
+
+    def preprocess_host(self, images, size):
+        if self.options.preprocess == "device":  # letterboxed on the device, in preprocess_device
+            return images, size
+        return letterbox_input(images, size)
+
+    def preprocess_device(self, prepared):
         device = self.model.device
         if self.options.preprocess == "device":
             from ..data.letterbox import letterbox_batch_torch
-            batch, metas = letterbox_batch_torch(images, size, device)
+            batch, metas = letterbox_batch_torch(*prepared, device)
         else:
-            arr, metas = letterbox_input(images, size)
+            arr, metas = prepared
             batch = torch.from_numpy(arr).to(device)
         return self.model.normalize(batch), metas
 
