@@ -24,6 +24,13 @@ class AxisTable(NamedTuple):
         return AxisTable(self.i0[idx], self.i1[idx], self.w0[idx], self.w1[idx])
 
 
+def index_spans(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """(K,) inclusive ranges start..end -> (K, longest) indices, each row padded by repeating
+    its end (a padded position recomputes that index)."""
+    steps = torch.arange(int((end - start).max()) + 1, device=start.device)
+    return (start[:, None] + steps).minimum(end[:, None])
+
+
 def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """float32 a * b + c with one rounding (the product of two floats is exact in float64)."""
     return torch.addcmul(c.double(), a.double(), b.double()).float()
@@ -50,10 +57,9 @@ def lerp2(x: torch.Tensor, rows: AxisTable, cols: AxisTable) -> torch.Tensor:
     The tables' indices address x's own rows and columns and must be nondecreasing (as
     `axis_table`'s are). Columns are interpolated first, once per source row the output reads,
     then rows, which is also the kernel's evaluation order."""
-    n_k, _, w = x.shape
-    first, last = rows.i0[:, 0], rows.i1[:, -1]
-    src = (first[:, None] + torch.arange(int((last - first).max()) + 1, device=x.device)
-           ).minimum(last[:, None])
+    n_k = x.shape[0]
+    first = rows.i0[:, 0]
+    src = index_spans(first, rows.i1[:, -1])
     xr = x[torch.arange(n_k, device=x.device)[:, None], src]  # (K,S,w)
     shape = (n_k, src.shape[1], cols.i0.shape[1])
     b0, b1 = cols.w0[:, None, :], cols.w1[:, None, :]

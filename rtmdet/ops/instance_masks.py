@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .bilinear import AxisTable, axis_table, lerp2
+from .bilinear import AxisTable, axis_table, index_spans, lerp2
 
 # instances whose masks are upsampled together (bounds the memory of large originals)
 MASK_CHUNK = 16
@@ -98,8 +98,8 @@ def logits_to_masks(logits: torch.Tensor, ori_shape: tuple[int, int],
     in_h, in_w = h * stride, w * stride
     out_size = _canvas_size(in_h, in_w, scale_factor)
     # the pixels the reference keeps: the top-left of its resized canvas
-    rows = _crop(axis_table(in_h, out_size[0], device=logits.device), ori_h)
-    cols = _crop(axis_table(in_w, out_size[1], device=logits.device), ori_w)
+    rows = axis_table(in_h, out_size[0], device=logits.device).take(slice(ori_h))
+    cols = axis_table(in_w, out_size[1], device=logits.device).take(slice(ori_w))
     rows1 = axis_table(h, in_h, stride, logits.device)
     cols1 = axis_table(w, in_w, stride, logits.device)
     ys, ye, xs, xe = _support_windows(logits, mask_thr, rows1, rows, cols1, cols)
@@ -149,10 +149,6 @@ def _canvas_size(in_h: int, in_w: int, scale_factor) -> list[int]:
     return [math.ceil(in_h * inv[0]), math.ceil(in_w * inv[1])]
 
 
-def _crop(table: AxisTable, size: int) -> AxisTable:
-    return AxisTable(*(t[:size] for t in table))
-
-
 def _window_batches(order: list[int], heights: list[int], widths: list[int]) -> list[list[int]]:
     """Instances (largest window first) grouped so a group's windows, padded to its tallest and
     widest, stay within WINDOW_BUDGET pixels."""
@@ -198,17 +194,11 @@ def _support_windows(logits, mask_thr, rows1, rows2, cols1, cols2):
 def _finish_windows(out, logits, sel, ys, ye, xs, xe, rows1, cols1, rows2, cols2, mask_thr):
     """Masks of the instances `sel` inside their windows, written into `out`. Windows are padded
     to the group's largest by repeating their last row / column."""
-    dev = logits.device
-
-    def spread(start, end):
-        return (start[:, None] + torch.arange(int((end - start).max()) + 1, device=dev)
-                ).minimum(end[:, None])
-
-    yy, xx = spread(ys, ye), spread(xs, xe)
+    yy, xx = index_spans(ys, ye), index_spans(xs, xe)
     r2, c2 = rows2.take(yy), cols2.take(xx)
     # the rows / cols of the x`stride` canvas those pixels read, then their values
     rs, cs = r2.i0[:, 0], c2.i0[:, 0]
-    rr, cc = spread(rs, r2.i1[:, -1]), spread(cs, c2.i1[:, -1])
+    rr, cc = index_spans(rs, r2.i1[:, -1]), index_spans(cs, c2.i1[:, -1])
     canvas = lerp2(logits[sel], rows1.take(rr), cols1.take(cc))
     local_r = AxisTable(r2.i0 - rs[:, None], r2.i1 - rs[:, None], r2.w0, r2.w1)
     local_c = AxisTable(c2.i0 - cs[:, None], c2.i1 - cs[:, None], c2.w0, c2.w1)
