@@ -165,3 +165,49 @@ def format_table(rows: list[BenchRow], ratios: bool = False) -> str:
         else:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return "\n".join(lines)
+
+
+class OpCounter:
+    """Counts, inside `with OpCounter() as c:`, the tensor operations that launch a kernel on a
+    GPU (`c.kernels`: every ATen op except views, allocations and scalar reads) and those that
+    wait for the GPU (`c.syncs`: reading a value to the host - `.item()`, `int()`, `bool()`,
+    `.tolist()` - and ops whose output size depends on the data, e.g. `nonzero`). Run on the
+    CPU it tells what a GPU would launch, without a GPU."""
+
+    _FREE = {"empty", "empty_strided", "empty_like", "lift_fresh", "_local_scalar_dense", "detach",
+             "set_", "resize_", "scalar_tensor"}
+    _SIZED_BY_DATA = {"nonzero", "masked_select", "unique", "_unique2", "unique_consecutive"}
+
+    def __init__(self):
+        self.kernels = self.syncs = 0
+        self.ops: dict[str, int] = {}
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.overloadpacket.__name__
+                if name == "_local_scalar_dense" or name in counter._SIZED_BY_DATA:
+                    counter.syncs += 1
+                if not (func.is_view or name in counter._FREE):
+                    counter.kernels += 1
+                    counter.ops[name] = counter.ops.get(name, 0) + 1
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Mode()
+        self._tolist = torch.Tensor.tolist
+
+        def tolist(t):
+            counter.syncs += 1
+            return counter._tolist(t)
+        torch.Tensor.tolist = tolist
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        torch.Tensor.tolist = self._tolist
+        return False

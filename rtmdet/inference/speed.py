@@ -68,9 +68,13 @@ class SpeedOptions:
 
 
 def map_tensors(fn, out):
-    """`fn` on every tensor of a head output or decoded dict (nested lists/tuples/dicts)."""
+    """`fn` on every tensor of a head output or decoded dict (nested lists/tuples/dicts/
+    dataclasses)."""
     if isinstance(out, torch.Tensor):
         return fn(out)
+    if dataclasses.is_dataclass(out):
+        return dataclasses.replace(out, **{f.name: map_tensors(fn, getattr(out, f.name))
+                                           for f in dataclasses.fields(out)})
     if isinstance(out, dict):
         return {k: map_tensors(fn, v) for k, v in out.items()}
     return type(out)(map_tensors(fn, o) for o in out)
@@ -95,7 +99,8 @@ class Network:
 
 class CudaGraphNetwork:
     """Replays one captured CUDA graph per input shape; outputs are copied out of the graph's
-    static buffers so the next replay cannot overwrite what the caller holds."""
+    static buffers so the next replay cannot overwrite what the caller holds. `fn` takes one or
+    more tensors."""
 
     MAX_GRAPHS = 8
 
@@ -103,29 +108,66 @@ class CudaGraphNetwork:
         self.fn = fn
         self.graphs: dict = {}
 
-    def _capture(self, x: torch.Tensor):
-        static_in = x.clone()
-        side = torch.cuda.Stream(device=x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
+    def _capture(self, xs):
+        static_in = tuple(x.clone() for x in xs)
+        device = xs[0].device
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(3):  # warm-up outside the graph (cuDNN picks its algorithms here)
-                self.fn(static_in)
-        torch.cuda.current_stream(x.device).wait_stream(side)
+                self.fn(*static_in)
+        torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = self.fn(static_in)
+            static_out = self.fn(*static_in)
         if len(self.graphs) >= self.MAX_GRAPHS:
             self.graphs.pop(next(iter(self.graphs)))
         return graph, static_in, static_out
 
-    def __call__(self, x: torch.Tensor):
-        key = (tuple(x.shape), x.dtype, x.device)
+    def __call__(self, *xs: torch.Tensor):
+        key = tuple((tuple(x.shape), x.dtype, x.device) for x in xs)
         if key not in self.graphs:
-            self.graphs[key] = self._capture(x)
+            self.graphs[key] = self._capture(xs)
         graph, static_in, static_out = self.graphs[key]
-        static_in.copy_(x)
+        for s, x in zip(static_in, xs):
+            s.copy_(x)
         graph.replay()
         return map_tensors(torch.clone, static_out)
+
+
+class GraphedSelect:
+    """The fixed-shape post-processing (`ops.fixed_nms.fixed_select`) replayed from a CUDA
+    graph per input shape and test setting: its ~110 small kernels launched as one. Calls with
+    other arguments (the second pass on a few images) run eagerly, and so does everything after
+    a capture fails (with a warning: the results are the same, only slower)."""
+
+    MAX_SETTINGS = 8
+    device_type = "cuda"  # where graphs are captured
+
+    def __init__(self):
+        self.graphs: dict = {}
+        self.failed: str | None = None
+
+    def __call__(self, boxes_in, scores, sizes, factors, *knobs, **kw):
+        from ..ops.fixed_nms import fixed_select
+        if self.failed or kw or boxes_in.device.type != self.device_type:
+            return fixed_select(boxes_in, scores, sizes, factors, *knobs, **kw)
+        key = (tuple(int(s) for s in sizes), tuple(knobs))
+        runner = self.graphs.get(key)
+        if runner is None:
+            if len(self.graphs) >= self.MAX_SETTINGS:
+                self.graphs.pop(next(iter(self.graphs)))
+            runner = self.graphs[key] = CudaGraphNetwork(
+                lambda b, s, f: fixed_select(b, s, key[0], f, *key[1]))
+        try:
+            return runner(boxes_in, scores, factors)
+        except RuntimeError as e:  # capture refused: run eagerly from now on
+            import warnings
+            self.failed = f"{type(e).__name__}: {e}"
+            self.graphs.clear()
+            warnings.warn(f"post-processing runs without a CUDA graph: {self.failed}", RuntimeWarning,
+                          stacklevel=2)
+            return fixed_select(boxes_in, scores, sizes, factors, *knobs)
 
 
 def _versions(model: torch.nn.Module) -> tuple:
@@ -136,7 +178,8 @@ def _versions(model: torch.nn.Module) -> tuple:
 
 class Prepared:
     """What `prepare` builds for one model and one set of options: the network function, and
-    with `cuda_graph` the graphs of the network alone and of network + decoding."""
+    with `cuda_graph` the graphs of the network alone, of network + decoding, and of the
+    fixed-shape post-processing."""
 
     def __init__(self, net: Network, model: torch.nn.Module, cuda_graph: bool):
         self.net = net
@@ -146,6 +189,7 @@ class Prepared:
             return decode(net(x), tuple(x.shape[-2:]))
         self.network = CudaGraphNetwork(net) if cuda_graph else net
         self.infer = CudaGraphNetwork(infer) if cuda_graph else infer
+        self.select = GraphedSelect() if cuda_graph else None
 
 
 def prepare(model: torch.nn.Module, options: SpeedOptions, owned: bool = False) -> Prepared:

@@ -15,6 +15,8 @@ which leaves that order to the sort implementation (std::sort / x86-simd-sort / 
 exactly equal scores involved the results are identical."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,6 +24,8 @@ import torch
 
 from ..config import TestConfig
 from .boxes import distance2bbox
+from .fixed_nms import (BATCH_PAIRS, MAX_PAIRS, NOT_CONVERGED, PROVEN, TOO_SHALLOW, fixed_select,
+                        pair_budget, search_depth)
 from .nms import SPLIT_THR, Candidates, count_true, greedy_blocks, batched_nms
 
 
@@ -143,7 +147,7 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
 
 def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
                       scale_factors: Sequence[tuple[float, float]], cfg: TestConfig,
-                      valid_counts=None) -> list[RawDetections]:
+                      valid_counts=None, fixed: bool = True) -> list[RawDetections]:
     """scores (B,P,C) sigmoid, boxes_in (B,P,4) decoded input-pixel boxes of all P priors (levels
     of `sizes` concatenated; or a function giving them, called only if there are candidates)
     -> per image the kept detections, as `finish` would return them. `valid_counts`: the
@@ -155,6 +159,8 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     too-small boxes of a level - every box visited then is one the cut keeps - and an image
     that needs to visit more is redone with the exact cut."""
     bsz, num_priors, num_classes = scores.shape
+    if fixed and _fixed_first(scores) and cfg.max_per_img > 0 and num_priors > 0:
+        return _postprocess_fixed(scores, sizes, boxes_in, scale_factors, cfg, valid_counts)
     max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
     if valid_counts is None:
         valid = scores > cfg.score_thr
@@ -209,6 +215,70 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     if cfg.max_per_img < 0:
         keeps = [keep[: cfg.max_per_img] for keep in keeps]
     return _gather_kept(keeps, boxes, scores, boxes_in)
+
+
+def _fixed_first(ref: torch.Tensor) -> bool:
+    """Whether the fixed-shape selection runs first (GPUs: ~80 kernels and one host sync for
+    the batch, against a few hundred kernels and ~20 syncs of the block-wise search; the CPU
+    keeps the block-wise search, which does less arithmetic)."""
+    return ref.device.type != "cpu"
+
+
+_RUNNER: contextvars.ContextVar = contextvars.ContextVar("fixed_select_runner", default=None)
+
+
+@contextlib.contextmanager
+def fixed_select_runner(runner):
+    """Within: the first fixed-shape pass runs as `runner(...)` (same arguments and result as
+    `fixed_select`; e.g. replayed from a CUDA graph, `inference.speed.GraphedSelect`)."""
+    token = _RUNNER.set(runner)
+    try:
+        yield
+    finally:
+        _RUNNER.reset(token)
+
+
+# A second fixed-shape pass, for the images the first could not prove for want of depth or of
+# iterations: 4x deeper, 4x the pairs, 4x the iterations; then the block-wise search.
+RETRY_DEPTH, RETRY_ITERATIONS = 4, 24
+
+
+def _postprocess_fixed(scores, sizes, boxes_in, scale_factors, cfg, valid_counts=None):
+    """`_postprocess_grid` by `ops.fixed_nms.fixed_select` (one host sync for the batch when it
+    proves every image); the images it cannot prove are redone by the block-wise search."""
+    if callable(boxes_in):
+        boxes_in = boxes_in()
+    factors = torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
+                           dtype=boxes_in.dtype).to(boxes_in.device, non_blocking=True)
+    knobs = (cfg.score_thr, cfg.nms_pre, cfg.nms_iou, cfg.max_per_img, cfg.min_bbox_size)
+    sel = (_RUNNER.get() or fixed_select)(boxes_in, scores, sizes, factors, *knobs)
+    status, count = torch.stack([sel.status, sel.count]).tolist()  # host sync
+    out = [RawDetections(sel.boxes[b, :c], sel.scores[b, :c], sel.labels[b, :c],
+                         sel.prior_inds[b, :c], sel.boxes_input[b, :c]) for b, c in enumerate(count)]
+    retry = [b for b, s in enumerate(status) if s in (TOO_SHALLOW, NOT_CONVERGED)]
+    if retry:
+        m = scores.shape[1] * scores.shape[2]
+        depth = search_depth(m, cfg.max_per_img, cfg.nms_pre)
+        if any(status[b] == TOO_SHALLOW for b in retry):
+            depth = search_depth(m, cfg.max_per_img, cfg.nms_pre, RETRY_DEPTH * depth)
+        rows = torch.tensor(retry, device=scores.device)
+        sel = fixed_select(boxes_in[rows], scores[rows], sizes, factors[rows], *knobs, depth=depth,
+                           iterations=RETRY_ITERATIONS,
+                           pairs=pair_budget(len(retry), 4 * BATCH_PAIRS, 4 * MAX_PAIRS))
+        status2, count2 = torch.stack([sel.status, sel.count]).tolist()  # host sync
+        for r, (b, s, c) in enumerate(zip(retry, status2, count2)):
+            status[b] = s
+            out[b] = RawDetections(sel.boxes[r, :c], sel.scores[r, :c], sel.labels[r, :c],
+                                   sel.prior_inds[r, :c], sel.boxes_input[r, :c])
+    redo = [b for b, s in enumerate(status) if s != PROVEN]
+    if redo:
+        rows = torch.tensor(redo, device=scores.device)
+        vc = None if valid_counts is None else (valid_counts[0][rows], valid_counts[1][rows])
+        again = _postprocess_grid(scores[rows], sizes, boxes_in[rows],
+                                  [scale_factors[b] for b in redo], cfg, vc, fixed=False)
+        for b, r in zip(redo, again):
+            out[b] = r
+    return out
 
 
 def _gather_kept(keeps: list[torch.Tensor], boxes, scores, boxes_in) -> list[RawDetections]:
