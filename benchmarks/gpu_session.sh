@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_session.sh --prepare   # here: the fixtures the checks read -> .gpu/,
 #                                              # faster-coco-eval for Python 3.12 -> .whl/
 #   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"]):
-#                                              # ~9 minutes, within one call's 10
+#                                              # ~9.5 minutes, within one call's 10
 #   bash benchmarks/gpu_session.sh --compile   # a second call: torch.compile, inference and
 #                                              # training (compiling takes minutes)
 #
@@ -50,10 +50,13 @@ if [ "${1:-}" = "--compile" ]; then
         --batch 32 --iters 5 --modes fp16 --compile --skip-loader --skip-assigner
     exit 0
 fi
-# correctness on the GPU first: NMS, speed options (CUDA graphs, fp16), rotated ops, masks
-step 150 python -m pytest -q -rs -x tests/test_nms_fast.py tests/test_speed_options.py \
-    tests/test_rotated_ops.py tests/test_mask_finishing.py tests/test_prefetch.py
-step 50 python benchmarks/bench_postprocess.py --device cuda --runs 5 --old-runs 1
+# correctness on the GPU first: NMS (block-wise and fixed-shape, its CUDA graph), speed options
+# (CUDA graphs, fp16), rotated ops, masks; of test_fixed_nms only the CUDA tests (the others are
+# the CPU's)
+step 170 python -m pytest -q -rs -x tests/test_nms_fast.py tests/test_fixed_nms.py \
+    tests/test_speed_options.py tests/test_rotated_ops.py tests/test_mask_finishing.py \
+    tests/test_prefetch.py -k "not test_fixed_nms or cuda"
+step 60 python benchmarks/bench_postprocess.py --device cuda --runs 5 --old-runs 1
 step 120 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 10 \
     --models rtmdet-tiny rtmdet-s rtmdet-x --modes exact fast
 step 30 python benchmarks/bench_masks.py --device cuda --runs 5

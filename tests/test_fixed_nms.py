@@ -132,7 +132,7 @@ def test_fixture_whole_path_one_host_sync(decoded, fixed_first):
     with one host sync for the batch (the block-wise search needs ~19)."""
     model, boxes, scores, sizes, sf = decoded
     cfg = model.test_cfg
-    fx._threshold(float(cfg.nms_iou), torch.float32)  # a cached host-side constant
+    nms_mod._threshold_below(float(cfg.nms_iou), torch.float32)  # a cached host-side constant
     with OpCounter() as c:
         got = postprocess_decoded_batch(boxes, scores, sizes, sf, cfg)
     assert c.syncs == 1 and fixed_first.statuses == [PROVEN] * 3
@@ -320,15 +320,23 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("over", [dict(), dict(score_thr=0.05), dict(max_per_img=100, nms_iou=0.5)])
 def test_cuda_equals_the_cpu_oracle(over):
     sizes = [6400, 1600, 400]
-    imgs = [detector_like(k, sizes, 80) for k in range(3)]
+    imgs = [detector_like(k, sizes, 80, objects=4) for k in range(3)]
     boxes, scores = torch.stack([i[0] for i in imgs]), torch.stack([i[1] for i in imgs])
     cfg = dataclasses.replace(rcfg.TestConfig(), **over)
     sf = [(1.0, 1.0), (0.6, 0.6), (1.3, 1.3)]
-    sel = select(boxes.cuda(), scores.cuda(), sizes, sf, cfg)
+    sel = select(boxes.cuda(), scores.cuda(), sizes, sf, cfg)  # the first pass proves all three
     assert sel.status.tolist() == [PROVEN] * 3
     for b in range(3):
         old = old_postprocess_decoded(boxes[b], scores[b], sizes, sf[b], cfg, stable=True)
         assert_equal_rows([t.cpu() for t in rows_of(sel, b)], old)
+    # the whole path (retry, block-wise redo) on denser clusters
+    imgs = [detector_like(k, sizes, 80, objects=12) for k in range(3)]
+    boxes, scores = torch.stack([i[0] for i in imgs]), torch.stack([i[1] for i in imgs])
+    got = postprocess_decoded_batch(boxes.cuda(), scores.cuda(), sizes, sf, cfg)
+    for b in range(3):
+        old = old_postprocess_decoded(boxes[b], scores[b], sizes, sf[b], cfg, stable=True)
+        assert_equal_rows([getattr(got[b], f).cpu() for f in ("boxes", "scores", "labels", "prior_inds",
+                                                               "boxes_input")], old)
 
 
 # ---- the CUDA-graph runner: wiring and the fallback (the capture itself: tests on CUDA) -------
@@ -386,3 +394,31 @@ def test_cuda_graph_select_equals_eager():
             for a, b in zip(vars(got).values(), vars(want).values()):
                 assert torch.equal(a, b)
     assert g.failed is None and len(g.graphs) == 2
+
+
+@cuda
+def test_cuda_graph_backend_keeps_the_exact_detections():
+    """`cuda_graph=True` without other options: the network, the decoding and the first
+    post-processing pass replayed from graphs; the fixture detections of the exact path (TF32
+    off: the comparison is with fp32 convolutions), on the capture and on a replay."""
+    from helpers import match_detections
+    from rtmdet.inference import TorchBackend
+    from rtmdet.inference.loop import run_inference
+    from rtmdet.inference.speed import SpeedOptions
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        model = rtmdet.load(need(DET_FIX / "weights.pth"), device="cuda")
+        imgs = [load_fixture(DET_FIX / f"predict_{c}.pth")["image_bgr"].numpy()
+                for c in ("square", "portrait", "large")]
+        exact = run_inference(TorchBackend(model), imgs, batch_size=3)
+        graphed = TorchBackend(model, SpeedOptions(cuda_graph=True))
+        for _ in range(2):
+            got = run_inference(graphed, imgs, batch_size=3)
+            for g, w in zip(got, exact):
+                g, w = g.numpy(), w.numpy()
+                assert len(g.scores) == len(w.scores) == 300
+                assert match_detections(g.boxes, g.scores, g.labels, w.boxes, w.scores, w.labels) == 0
+        assert graphed._select.failed is None and len(graphed._select.graphs) == 1
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32

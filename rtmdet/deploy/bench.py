@@ -170,13 +170,16 @@ def format_table(rows: list[BenchRow], ratios: bool = False) -> str:
 class OpCounter:
     """Counts, inside `with OpCounter() as c:`, the tensor operations that launch a kernel on a
     GPU (`c.kernels`: every ATen op except views, allocations and scalar reads) and those that
-    wait for the GPU (`c.syncs`: reading a value to the host - `.item()`, `int()`, `bool()`,
-    `.tolist()` - and ops whose output size depends on the data, e.g. `nonzero`). Run on the
-    CPU it tells what a GPU would launch, without a GPU."""
+    wait for the GPU (`c.syncs`: reading a value to the host - `.item()`, `int()`, `float()`,
+    `bool()`, `.tolist()`, `torch.equal` - and ops whose output size depends on the data, e.g.
+    `nonzero`). Run on the CPU it tells what a GPU would launch, without a GPU. (Host reads are
+    counted at the Python methods: under inference mode a CPU tensor's `int()` skips the
+    dispatcher.)"""
 
     _FREE = {"empty", "empty_strided", "empty_like", "lift_fresh", "_local_scalar_dense", "detach",
-             "set_", "resize_", "scalar_tensor"}
-    _SIZED_BY_DATA = {"nonzero", "masked_select", "unique", "_unique2", "unique_consecutive"}
+             "set_", "resize_", "scalar_tensor", "is_nonzero"}
+    _SIZED_BY_DATA = {"nonzero", "masked_select", "unique", "_unique2", "unique_consecutive", "equal"}
+    _READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 
     def __init__(self):
         self.kernels = self.syncs = 0
@@ -190,24 +193,34 @@ class OpCounter:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 name = func.overloadpacket.__name__
-                if name == "_local_scalar_dense" or name in counter._SIZED_BY_DATA:
+                if name in counter._SIZED_BY_DATA:
                     counter.syncs += 1
                 if not (func.is_view or name in counter._FREE):
                     counter.kernels += 1
                     counter.ops[name] = counter.ops.get(name, 0) + 1
                 return func(*args, **(kwargs or {}))
 
-        self._mode = Mode()
-        self._tolist = torch.Tensor.tolist
+        def reading(method):
+            def read(t, *a, **k):
+                if not counter._reading:  # int() may call __index__ / item inside: count once
+                    counter.syncs += 1
+                counter._reading += 1
+                try:
+                    return method(t, *a, **k)
+                finally:
+                    counter._reading -= 1
+            return read
 
-        def tolist(t):
-            counter.syncs += 1
-            return counter._tolist(t)
-        torch.Tensor.tolist = tolist
+        self._reading = 0
+        self._saved = {name: getattr(torch.Tensor, name) for name in self._READS}
+        for name, method in self._saved.items():
+            setattr(torch.Tensor, name, reading(method))
+        self._mode = Mode()
         self._mode.__enter__()
         return self
 
     def __exit__(self, *exc):
         self._mode.__exit__(*exc)
-        torch.Tensor.tolist = self._tolist
+        for name, method in self._saved.items():
+            setattr(torch.Tensor, name, method)
         return False

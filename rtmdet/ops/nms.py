@@ -1,6 +1,8 @@
 """Class-aware NMS with the reference's semantics on top of torchvision's kernel."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torchvision
 
@@ -55,6 +57,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
 _MIN_BLOCK, _MAX_BLOCK = 64, 2048
 
 
+@functools.lru_cache(maxsize=64)
 def _threshold_below(thr: float, dtype: torch.dtype) -> float:
     """The largest `dtype` value t <= thr: for x of that dtype, `x > t` iff `double(x) > thr`."""
     t = torch.tensor(thr, dtype=dtype)
