@@ -26,8 +26,9 @@ class SpeedOptions:
         decoding and NMS stay in float32.
     channels_last: NHWC memory format (None: on with `half` on CUDA, where tensor cores want it).
     compile: `torch.compile` the network (the first batch of each shape compiles: seconds).
-    cuda_graph: capture the network once per input shape and replay it (CUDA only; removes the
-        per-kernel launch cost that dominates small batches).
+    cuda_graph: capture the network (with decoding) and the post-processing's fixed-shape pass
+        once per input shape and replay them (CUDA only; removes the per-kernel launch cost
+        that dominates small batches; the post-processing's results do not change).
     preprocess: "cpu" letterboxes with OpenCV (bit-exact with the reference), "device" uploads
         the uint8 images and letterboxes on the model's device (one grey level of rounding)."""
 
