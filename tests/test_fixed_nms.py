@@ -132,7 +132,7 @@ def test_fixture_whole_path_one_host_sync(decoded, fixed_first):
     with one host sync for the batch (the block-wise search needs ~19)."""
     model, boxes, scores, sizes, sf = decoded
     cfg = model.test_cfg
-    nms_mod._threshold_below(float(cfg.nms_iou), torch.float32)  # a cached host-side constant
+    nms_mod.threshold_below(float(cfg.nms_iou), torch.float32)  # a cached host-side constant
     with OpCounter() as c:
         got = postprocess_decoded_batch(boxes, scores, sizes, sf, cfg)
     assert c.syncs == 1 and fixed_first.statuses == [PROVEN] * 3

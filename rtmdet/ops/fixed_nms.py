@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 
 from . import nms as _nms
-from .nms import _area, _iou_over, _threshold_below, count_true
+from .nms import count_true, iou_over, nms_area, threshold_below
 
 ITERATIONS = 6  # fixed-point steps before the check (the fixtures' prefixes need 1, dense
 # clusters of one class up to 6: tests/test_fixed_nms.py detector_like)
@@ -106,7 +106,7 @@ def fixed_select(boxes_in: torch.Tensor, scores: torch.Tensor, sizes: Sequence[i
     device = scores.device
     m = num_priors * num_classes
     depth = search_depth(m, max_per_img, nms_pre, depth)
-    thr = _threshold_below(float(nms_iou), boxes_in.dtype)
+    thr = threshold_below(float(nms_iou), boxes_in.dtype)
 
     boxes = boxes_in * factors[:, None, :]
     flat = scores.reshape(bsz, m)
@@ -141,7 +141,7 @@ def fixed_select(boxes_in: torch.Tensor, scores: torch.Tensor, sizes: Sequence[i
     # class offsets (offset-mode images): per image max coordinate of its candidates, + 1
     scale = boxes.masked_fill(~used[..., None], float("-inf")).amax(dim=(1, 2)) + 1
     frame = torch.where(offset[:, None, None], torch.addcmul(bb, label[..., None], scale[:, None, None]), bb)
-    area = _area(frame)
+    area = nms_area(frame)
 
     # suppression pairs j -> i (j visited first): only pairs of the same group - the same class
     # in split mode, and in offset mode where the offsets keep the classes apart (as in
@@ -170,7 +170,7 @@ def fixed_select(boxes_in: torch.Tensor, scores: torch.Tensor, sizes: Sequence[i
     nth = slot - (ends.gather(1, k) - before.gather(1, k))  # which earlier member of the group
     j = order[(first[at[e]] + nth.view(-1)).clamp_(0, entries - 1)]
     boxes_flat, area_flat = frame.view(-1, 4), area.view(-1)
-    hit = _iou_over(boxes_flat[e], area_flat[e], boxes_flat[j], area_flat[j], thr) & \
+    hit = iou_over(boxes_flat[e], area_flat[e], boxes_flat[j], area_flat[j], thr) & \
         (slot < ends[:, -1:]).view(-1)
     src = torch.where(hit, j, entries)  # entry `entries`: a spare that is never kept
     dst = torch.where(hit, e, entries)

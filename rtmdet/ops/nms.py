@@ -58,7 +58,7 @@ _MIN_BLOCK, _MAX_BLOCK = 64, 2048
 
 
 @functools.lru_cache(maxsize=64)
-def _threshold_below(thr: float, dtype: torch.dtype) -> float:
+def threshold_below(thr: float, dtype: torch.dtype) -> float:
     """The largest `dtype` value t <= thr: for x of that dtype, `x > t` iff `double(x) > thr`."""
     t = torch.tensor(thr, dtype=dtype)
     if float(t) > thr:
@@ -72,11 +72,12 @@ def count_true(mask: torch.Tensor, dim) -> torch.Tensor:
     return mask.view(torch.uint8).sum(dim, dtype=torch.int32).long()
 
 
-def _area(b: torch.Tensor) -> torch.Tensor:
+def nms_area(b: torch.Tensor) -> torch.Tensor:
+    """Box areas as torchvision's NMS computes them (not clamped)."""
     return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
 
 
-def _iou_over(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor,
+def iou_over(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor,
               thr: float) -> torch.Tensor:
     """IoU > thr with torchvision's CPU arithmetic (symmetric in the two boxes). Shapes broadcast:
     pairwise (..., n, 1, 4) with (..., 1, m, 4), or aligned (E, 4) with (E, 4)."""
@@ -181,7 +182,7 @@ class Candidates:
         if self.scale is not None:
             off = lab.to(b) * self.scale[r, None]
             b = torch.where(self.offset_mode[r, None, None], b + off[..., None], b)
-        return b, _area(b), lab
+        return b, nms_area(b), lab
 
     def group_key(self, lab, r):
         """Which pairs may interact: same image and label; in `cross` images every pair (the
@@ -206,7 +207,7 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
     cap = max(counts) if max_keep is None else min(max_keep, max(counts))
     if cap <= 0:
         return [torch.zeros((0,), dtype=torch.long, device=device) for _ in range(bsz)], []
-    thr = _threshold_below(float(iou_threshold), cand.boxes.dtype)
+    thr = threshold_below(float(iou_threshold), cand.boxes.dtype)
     cand.prepare(thr)
     # kept boxes per image, in visiting order; one spare slot absorbs writes beyond `cap`
     k_idx = torch.zeros((bsz, cap + 1), dtype=torch.long, device=device)
@@ -251,7 +252,7 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
             k_ok = (slots[None, :kmax] < cnt[:, None]).view(-1).nonzero().view(-1)
             k_key = cand.group_key(k_lab[r, :kmax], r).view(-1)[k_ok]
             ia, ib = _same_key_pairs(i_key, k_key)
-            hit = _iou_over(i_box[ia], i_area[ia], k_box[r, :kmax].reshape(-1, 4)[k_ok[ib]],
+            hit = iou_over(i_box[ia], i_area[ia], k_box[r, :kmax].reshape(-1, 4)[k_ok[ib]],
                             k_area[r, :kmax].reshape(-1)[k_ok[ib]], thr)
             live = torch.ones_like(item, dtype=torch.bool)
             live[ia[hit]] = False
@@ -259,7 +260,7 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
         # inside the block: edges j -> i, j visited first and suppressing i if j is kept
         ia, ib = _same_key_pairs(i_key, i_key)
         ia, ib = ia[ia < ib], ib[ia < ib]
-        hit = _iou_over(i_box[ia], i_area[ia], i_box[ib], i_area[ib], thr)
+        hit = iou_over(i_box[ia], i_area[ia], i_box[ib], i_area[ib], thr)
         src, dst = ia[hit], ib[hit]
         keep = torch.ones_like(item, dtype=torch.bool)
         while True:  # greedy result = the unique fixed point, reached in <= chain length steps

@@ -159,7 +159,8 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     too-small boxes of a level - every box visited then is one the cut keeps - and an image
     that needs to visit more is redone with the exact cut."""
     bsz, num_priors, num_classes = scores.shape
-    if fixed and _fixed_first(scores) and cfg.max_per_img > 0 and num_priors > 0:
+    if fixed and _fixed_first(scores) and cfg.max_per_img > 0 and num_priors > 0 \
+            and scores.dtype == torch.float32:  # (its order keys are float32 bits)
         return _postprocess_fixed(scores, sizes, boxes_in, scale_factors, cfg, valid_counts)
     max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
     if valid_counts is None:
