@@ -177,27 +177,29 @@ def fixed_select(boxes_in: torch.Tensor, scores: torch.Tensor, sizes: Sequence[i
     reach = count_true(ends <= budget, 1)  # (B,) entries whose pairs are all listed
     cand &= torch.arange(depth, device=device) < reach[:, None]
 
-    candidate = torch.cat([cand.view(-1), cand.new_zeros(1)])
+    # keep as 0/1 floats with a spare last entry (never kept); `hit_by` is written only where
+    # pairs end (max over this step's pairs, include_self=False), elsewhere it stays 0
+    candidate = torch.cat([cand.view(-1), cand.new_zeros(1)]).to(boxes.dtype)
+    hit_by = torch.zeros_like(candidate)
 
     def step(keep):  # keep[i] = candidate[i] and no kept j < i suppresses i
-        hits = torch.zeros_like(keep)
-        hits[torch.where(keep[src], dst, entries)] = True
-        return candidate & ~hits
+        hit_by.scatter_reduce_(0, dst, keep[src], "amax", include_self=False)
+        return torch.addcmul(candidate, candidate, hit_by, value=-1)  # candidate and not hit
 
     keep = candidate
     for _ in range(iterations):
         keep = step(keep)
-    again = step(keep)[:-1].view(bsz, depth)
-    keep = keep[:-1].view(bsz, depth)
+    again = step(keep)[:-1].view(bsz, depth) > 0
+    keep = keep[:-1].view(bsz, depth) > 0
     kept_before = keep.cumsum(1) - keep.long()
     prefix = kept_before < max_per_img  # up to and including the max_per_img-th kept entry
     converged = ((again == keep) | ~prefix).all(1)
     total = keep.sum(1)
     candidates = n.sum(1)
     enough = (total >= max_per_img) | (candidates <= reach)
-    status = torch.where(~(split | offset), MODE_UNKNOWN,
-                         torch.where(~enough, TOO_SHALLOW,
-                                     torch.where(~converged, NOT_CONVERGED, PROVEN)))
+    status = torch.where(split | offset,
+                         torch.where(enough, torch.where(converged, PROVEN, NOT_CONVERGED), TOO_SHALLOW),
+                         MODE_UNKNOWN)
 
     # the kept rows, in visiting order, into (B, max_per_img) (one spare slot for the rest)
     width = min(max_per_img, depth)
