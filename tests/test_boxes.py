@@ -88,3 +88,32 @@ def test_batched_nms_large_input_uses_per_class_loop():
     assert sorted(keep.tolist()) == sorted(ref.tolist())  # float32 scores tie here: order may differ
     assert bool((scores[keep][:-1] >= scores[keep][1:]).all())
     assert batched_nms(boxes[:0], scores[:0], labels[:0], 0.5).numel() == 0
+
+
+def test_all_priors_cached_equals_grid_priors():
+    from rtmdet.ops.boxes import all_priors
+    sizes, strides = [(80, 60), (40, 30), (20, 15)], (8, 16, 32)
+    for with_stride in (False, True):
+        got = all_priors(sizes, strides, "cpu", with_stride)
+        assert torch.equal(got, torch.cat(grid_priors(sizes, strides, torch.float32, "cpu", with_stride)))
+        assert all_priors(sizes, strides, "cpu", with_stride) is got  # cached
+    # sizes as tensors (a traced export): computed, not cached
+    traced = [tuple(torch.tensor(v) for v in hw) for hw in sizes]
+    assert torch.equal(all_priors(traced, strides, "cpu"), all_priors(sizes, strides, "cpu"))
+    assert all_priors(traced, strides, "cpu") is not all_priors(sizes, strides, "cpu")
+
+
+def test_decode_launches_few_kernels():
+    """All levels decoded at once from cached priors: what a GPU launches per batch (each op a
+    kernel; counted on the CPU) stays small - it was 50 with per-level priors and boxes."""
+    import rtmdet
+    from rtmdet.deploy.bench import OpCounter
+    for name, most in (("rtmdet-tiny", 14), ("rtmdet-ins-tiny", 15)):
+        m = rtmdet.create(name, num_classes=3).eval()
+        with torch.inference_mode():
+            out = m(torch.rand(2, 3, 128, 96))
+            first = m.decode(out, (128, 96))
+            with OpCounter() as c:
+                again = m.decode(out, (128, 96))
+        assert c.kernels <= most and c.syncs == 0, (name, c.ops)
+        assert torch.equal(first["boxes"], again["boxes"])

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..detections import Detections
-from ..ops.boxes import feature_sizes, grid_priors, level_shapes
+from ..ops.boxes import all_priors, feature_sizes, level_shapes
 from ..ops.graph_nms import graph_multiclass_nms
 from ..ops.instance_masks import (batched_dynamic_mask_logits, dynamic_mask_logits,
                                   dynamic_param_sizes, logits_to_masks)
@@ -23,7 +23,7 @@ def _per_image_masks(feat: torch.Tensor) -> bool:
 def _kept_priors(meta, strides, inds, device):
     """(x, y, stride, stride) of the kept priors of an input of `meta.img_shape`."""
     sizes = level_shapes(*meta.img_shape, strides)
-    return torch.cat(grid_priors(sizes, strides, torch.float32, device, with_stride=True))[inds]
+    return all_priors(sizes, strides, device, with_stride=True)[inds]
 
 
 class SegmentFamily(DetectFamily):
@@ -49,8 +49,8 @@ class SegmentFamily(DetectFamily):
         out = super().decode(head_out, input_hw, cfg)
         out["kernels"] = torch.cat([k.float().permute(0, 2, 3, 1).flatten(1, 2) for k in head_out[2]], 1)
         out["mask_feat"] = head_out[3].float()
-        out["priors"] = torch.cat(grid_priors(feature_sizes(head_out[0]), cfg.strides, torch.float32,
-                                              out["kernels"].device, with_stride=True))
+        out["priors"] = all_priors(feature_sizes(head_out[0]), cfg.strides, out["kernels"].device,
+                                   with_stride=True)
         return out
 
     def postprocess(self, outs, metas, test_cfg, cfg, class_names):

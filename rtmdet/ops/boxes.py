@@ -25,6 +25,26 @@ def grid_priors(featmap_sizes, strides, dtype=torch.float32, device="cpu",
     return out
 
 
+_PRIORS: dict = {}
+
+
+def all_priors(featmap_sizes, strides, device, with_stride: bool = False) -> torch.Tensor:
+    """`grid_priors` of every level concatenated (N,2) / (N,4), float32. Eager calls with int sizes
+    get one cached tensor per (sizes, strides, device): ~6 kernels a level saved per batch (on a
+    GPU the launches are what decoding costs) - callers must not write into it. Traced sizes
+    (tensors) are computed every time, so the exported graph keeps dynamic shapes."""
+    if any(isinstance(v, torch.Tensor) for hw in featmap_sizes for v in hw):
+        return torch.cat(grid_priors(featmap_sizes, strides, torch.float32, device, with_stride))
+    key = (tuple(tuple(int(v) for v in hw) for hw in featmap_sizes), tuple(strides),
+           torch.device(device), with_stride)
+    priors = _PRIORS.get(key)
+    if priors is None:
+        if len(_PRIORS) >= 16:
+            _PRIORS.pop(next(iter(_PRIORS)))
+        priors = _PRIORS[key] = torch.cat(grid_priors(key[0], strides, torch.float32, device, with_stride))
+    return priors
+
+
 def feature_sizes(maps) -> list:
     """(h, w) of each (B,C,h,w) map: ints when eager, tensors while tracing (dynamic export)."""
     if torch.jit.is_tracing():
