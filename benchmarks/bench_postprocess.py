@@ -13,8 +13,8 @@ forward. Times are the median of the runs (min in brackets); the machine may be 
 absolute numbers are noisy.
 
 Then the two batched paths side by side, on the decoded outputs (`postprocess_decoded_batch`, what
-`predict` runs): the block-wise search (`ops.nms`, the CPU's default) and the fixed-shape selection
-(`ops.fixed_nms`, the GPU's default), each with its tensor operations (each a kernel launch on a
+`predict` runs): the block-wise search (`ops.nms`, the default) and the fixed-shape selection
+(`ops.fixed_nms`, first with `cuda_graph=True`), each with its tensor operations (each a kernel launch on a
 GPU) and host syncs counted by `rtmdet.deploy.bench.OpCounter`, and on CUDA the fixed-shape
 selection replayed from a CUDA graph (`--cuda-graph`, what `cuda_graph=True` runs).
 """

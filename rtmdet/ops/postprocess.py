@@ -5,7 +5,9 @@ image's maps (PyTorch models) and `postprocess_decoded` for already decoded boxe
 scores (exported graphs). All run the same batched steps: the per-level filter and `nms_pre`
 cut as masks over the (prior, class) grid, then the early-stopping class-aware NMS
 (`ops.nms.batched_nms_topk`), which visits candidates in global score order and stops after
-`max_per_img` kept. `select_topk` + `finish` are the step-by-step original, kept for reference.
+`max_per_img` kept. On a GPU inside `fixed_select_runner` (CUDA graphs) the fixed-shape
+selection of `ops.fixed_nms` runs first; the images it cannot prove take the path above.
+`select_topk` + `finish` are the step-by-step original, kept for reference.
 
 Ties: wherever the reference sorts (the per-level top-k, the NMS visiting order, the final
 order) equal scores are taken by ascending flat index (level, prior, class): the reference with
@@ -219,10 +221,12 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
 
 
 def _fixed_first(ref: torch.Tensor) -> bool:
-    """Whether the fixed-shape selection runs first (GPUs: ~80 kernels and one host sync for
-    the batch, against a few hundred kernels and ~20 syncs of the block-wise search; the CPU
-    keeps the block-wise search, which does less arithmetic)."""
-    return ref.device.type != "cpu"
+    """Whether the fixed-shape selection runs first: on a GPU when it is replayed from a CUDA
+    graph (`fixed_select_runner`: one launch instead of ~160, one host sync instead of ~18).
+    Run eagerly it launches as many kernels as the block-wise search (counted: docs/speed.md),
+    which keeps that case until a GPU measurement says otherwise; the CPU keeps the block-wise
+    search, which does far less arithmetic."""
+    return ref.device.type != "cpu" and _RUNNER.get() is not None
 
 
 _RUNNER: contextvars.ContextVar = contextvars.ContextVar("fixed_select_runner", default=None)
