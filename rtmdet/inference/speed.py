@@ -142,7 +142,7 @@ class GraphedSelect:
     other arguments (the second pass on a few images) run eagerly, and so does everything after
     a capture fails (with a warning: the results are the same, only slower)."""
 
-    MAX_SETTINGS = 8
+    MAX_SETTINGS = 4  # each holds its graphs' memory pool (the pair lists: 0.1-1 GB)
     device_type = "cuda"  # where graphs are captured
 
     def __init__(self):

@@ -80,9 +80,8 @@ def order_keys(scores: torch.Tensor, valid: torch.Tensor, positive: bool) -> tor
     ascending; -1 where not valid. `positive`: every valid score is > 0 (its bits are then
     already in float order)."""
     m = scores.shape[1]
-    bits = scores.contiguous().view(torch.int32).long()
-    if not positive:  # -0.0 as +0.0 (they are equal), negative floats' bits reversed
-        bits = (scores + 0.0).contiguous().view(torch.int32).long()
+    bits = (scores if positive else scores + 0.0).contiguous().view(torch.int32).long()
+    if not positive:  # (+ 0.0: -0.0 becomes +0.0, they are equal) negative floats' bits reversed
         bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + (1 << 31)
     reverse = torch.arange(m - 1, -1, -1, device=scores.device)
     return torch.where(valid, torch.add(reverse, bits, alpha=m), -1)
