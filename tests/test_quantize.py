@@ -137,7 +137,7 @@ def test_ort_int8_graph(fp32, ort_int8):
     # (the prediction convs do read their tower's int8 output, with float weights)
     post = [nodes[n] for n in onnx_float_nodes(onnx.load(str(fp32["static"])), "post")
             if n in nodes]
-    assert len(post) > 50
+    assert len(post) > 30  # the decoding and score nodes (40 since all levels decode at once)
     for node in post:
         assert not any(getattr(producer.get(i), "op_type", None) in QDQ for i in node.input), \
             node.name
