@@ -147,7 +147,8 @@ def compare_paths(model, imgs, batches, runs: int, cuda_graph: bool) -> None:
                     row, results = [], []
                     for fixed in (False, True):
                         pp._fixed_first = lambda ref, f=fixed: f
-                        run = lambda: pp.postprocess_decoded_batch(out["boxes"], out["scores"], sizes, factors, cfg)
+                        run = lambda: pp.postprocess_decoded_batch(out["boxes"], out["scores"], sizes,
+                                                                   factors, cfg)
                         med, _, res = timed(run, runs)
                         with OpCounter() as c:
                             run()
@@ -161,7 +162,9 @@ def compare_paths(model, imgs, batches, runs: int, cuda_graph: bool) -> None:
                         with pp.fixed_select_runner(graphed):
                             med, _, res = timed(lambda: pp.postprocess_decoded_batch(
                                 out["boxes"], out["scores"], sizes, factors, cfg), runs, warmup=2)
-                        note += "; graphed " + compare(results[0], res) + (f" (FAILED: {graphed.failed})" if graphed.failed else "")
+                        note += "; graphed " + compare(results[0], res)
+                        if graphed.failed:
+                            note += f" (capture FAILED: {graphed.failed})"
                         line += f" {med:>10.2f} {row[0] / med:>12.2f}x"
                     print(line + "  " + note)
     finally:

@@ -239,7 +239,8 @@ def test_negative_scores_and_threshold(fixed_first):
     scores[1::4, 0] = 0.0
     cfg = dataclasses.replace(rcfg.TestConfig(), score_thr=-0.1, max_per_img=60)
     got = postprocess_decoded_batch(boxes[None], scores[None], [300, 75], [(1.0, 1.0)], cfg)[0]
-    assert_same_detections(got, old_postprocess_decoded(boxes, scores, [300, 75], (1.0, 1.0), cfg, stable=True))
+    want = old_postprocess_decoded(boxes, scores, [300, 75], (1.0, 1.0), cfg, stable=True)
+    assert_same_detections(got, want)
     assert fixed_first.statuses == [PROVEN]
 
 
@@ -279,7 +280,8 @@ def test_unproven_images_are_retried_or_redone(monkeypatch, fixed_first, case):
     monkeypatch.setattr(pp_mod, "fixed_select", patched)
     redone = []
     grid = pp_mod._postprocess_grid
-    monkeypatch.setattr(pp_mod, "_postprocess_grid", lambda s, *a, **k: redone.append(len(s)) or grid(s, *a, **k))
+    monkeypatch.setattr(pp_mod, "_postprocess_grid",
+                        lambda s, *a, **k: redone.append(len(s)) or grid(s, *a, **k))
     sf = [(1.0, 1.0), (1.0, 1.0)]
     got = postprocess_decoded_batch(boxes, scores, sizes, sf, cfg)
     assert [sel.status.tolist() for sel in fixed_first] == want

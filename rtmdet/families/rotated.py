@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..detections import Detections
-from ..ops.boxes import feature_sizes, grid_priors, level_sizes
+from ..ops.boxes import all_priors, feature_sizes, grid_priors, level_sizes
 from ..ops.postprocess import select_topk
 from ..ops.rotated import batched_nms_rotated, distance2obb, obb2poly, rescale_rotated
 from .base import TaskFamily
@@ -55,8 +55,11 @@ class RotatedFamily(TaskFamily):
         """boxes (B,N,5) (cx, cy, w, h, theta) in input pixels (not clipped), scores (B,N,C)
         sigmoid; N runs over the levels, row-major within a level (the reference prior order)."""
         cls_scores, bbox_preds, angle_preds = head_out[0], head_out[1], head_out[2]
-        priors = grid_priors(feature_sizes(cls_scores), cfg.strides, torch.float32,
-                             cls_scores[0].device)
+        sizes = feature_sizes(cls_scores)
+        if torch.jit.is_tracing():  # sizes are tensors: the export keeps dynamic shapes
+            priors = grid_priors(sizes, cfg.strides, torch.float32, cls_scores[0].device)
+        else:  # cached; the boxes stay per level (the same float paths as the reference's)
+            priors = all_priors(sizes, cfg.strides, cls_scores[0].device).split([h * w for h, w in sizes])
         boxes = []
         for p, r, a in zip(priors, bbox_preds, angle_preds):
             dist = torch.cat([r.float(), a.float()], 1).permute(0, 2, 3, 1).flatten(1, 2)
