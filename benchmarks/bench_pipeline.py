@@ -5,7 +5,8 @@
         [--batch 8] [--runs 3] [--score-thr 0.3] [--half] [--cuda-graph] [--device-preprocess]
 
 Writes `--images` 640x480 JPEGs to a temporary folder, then times (median of `--runs`): decoding
-them alone (cv2.imread), and `run_inference` over the paths with prefetch off and on, random
+them alone (cv2.imread), letterboxing the decoded batch (`letterbox_batch`, against stacking the
+letterboxed images and transposing the stack, as it did before), and `run_inference` over the paths with prefetch off and on, random
 weights, `--score-thr` (0.3: a trained model's post-processing load; the reference 0.001 makes
 the worst case of random weights). Prints images/s and the ratio; the detections of both paths
 are checked to be identical.
@@ -22,6 +23,7 @@ import torch
 
 from rtmdet.api import build_model
 from rtmdet.data.images import read_image
+from rtmdet.data.letterbox import letterbox, letterbox_batch
 from rtmdet.deploy.bench import median_seconds
 from rtmdet.inference import TorchBackend
 from rtmdet.inference.loop import run_inference
@@ -65,12 +67,19 @@ def main() -> None:
         same = all(torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores)
                    for a, b in zip(plain, ahead))
         t_read = median_seconds(lambda: [read_image(p) for p in paths], args.runs)
+        arrays = [read_image(p) for p in paths[:args.batch]]
+        size = (640, 640)
+        t_box = median_seconds(lambda: letterbox_batch(arrays, size), args.runs)
+        t_stack = median_seconds(lambda: np.ascontiguousarray(np.stack(
+            [letterbox(a, size)[0] for a in arrays]).transpose(0, 3, 1, 2)), args.runs)
         t_off = median_seconds(lambda: run_inference(backend, paths, prefetch=False, **kw), args.runs)
         t_on = median_seconds(lambda: run_inference(backend, paths, prefetch=True, **kw), args.runs)
     n = args.images
     print(f"{args.model} on {args.device} ({torch.get_num_threads()} threads), {options.describe()}, "
           f"{n} JPEGs 640x480, batch {args.batch}, score_thr {args.score_thr}")
     print(f"decode alone          {n / t_read:8.1f} img/s")
+    print(f"letterbox batch       {len(arrays) / t_box:8.1f} img/s   stack + transpose: "
+          f"{len(arrays) / t_stack:.1f} img/s ({t_stack / t_box:.2f}x)")
     print(f"prefetch off          {n / t_off:8.1f} img/s")
     print(f"prefetch on           {n / t_on:8.1f} img/s   {t_off / t_on:.2f}x   identical: {same}")
 

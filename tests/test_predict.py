@@ -122,6 +122,22 @@ def test_letterbox_arithmetic(h, w):
     assert sw == nw / w and sh == nh / h
 
 
+@pytest.mark.parametrize("size", [(640, 640), (320, 480)])
+def test_letterbox_batch_is_the_stacked_letterboxes(size):
+    """The batch is written plane by plane in place: the same array as stacking the letterboxed
+    HWC images and transposing, for mixed shapes and for a non-contiguous (channel-flipped)
+    view."""
+    from rtmdet.data.letterbox import letterbox_batch
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            for h, w in [(480, 640), (1080, 1920), (375, 500), (640, 640), (100, 2000), (3000, 200)]]
+    imgs.append(imgs[0][:, :, ::-1])
+    got, metas = letterbox_batch(imgs, size)
+    want = np.stack([letterbox(i, size)[0] for i in imgs]).transpose(0, 3, 1, 2)
+    assert got.flags.c_contiguous and got.dtype == np.uint8 and np.array_equal(got, want)
+    assert [m.scale_factor for m in metas] == [letterbox(i, size)[1] for i in imgs]
+
+
 def test_normalization_constants_are_bgr_order():
     x = torch.tensor(MEAN_BGR).view(1, 3, 1, 1).expand(1, 3, 2, 2)
     m = rtmdet.create("rtmdet-tiny")
