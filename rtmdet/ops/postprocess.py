@@ -258,8 +258,7 @@ def _postprocess_fixed(scores, sizes, boxes_in, scale_factors, cfg, valid_counts
     knobs = (cfg.score_thr, cfg.nms_pre, cfg.nms_iou, cfg.max_per_img, cfg.min_bbox_size)
     sel = (_RUNNER.get() or fixed_select)(boxes_in, scores, sizes, factors, *knobs)
     status, count = torch.stack([sel.status, sel.count]).tolist()  # host sync
-    out = [RawDetections(sel.boxes[b, :c], sel.scores[b, :c], sel.labels[b, :c],
-                         sel.prior_inds[b, :c], sel.boxes_input[b, :c]) for b, c in enumerate(count)]
+    out = [_selected(sel, b, c) for b, c in enumerate(count)]
     retry = [b for b, s in enumerate(status) if s in (TOO_SHALLOW, NOT_CONVERGED)]
     if retry:
         m = scores.shape[1] * scores.shape[2]
@@ -272,9 +271,7 @@ def _postprocess_fixed(scores, sizes, boxes_in, scale_factors, cfg, valid_counts
                            pairs=pair_budget(len(retry), 4 * BATCH_PAIRS, 4 * MAX_PAIRS))
         status2, count2 = torch.stack([sel.status, sel.count]).tolist()  # host sync
         for r, (b, s, c) in enumerate(zip(retry, status2, count2)):
-            status[b] = s
-            out[b] = RawDetections(sel.boxes[r, :c], sel.scores[r, :c], sel.labels[r, :c],
-                                   sel.prior_inds[r, :c], sel.boxes_input[r, :c])
+            status[b], out[b] = s, _selected(sel, r, c)
     redo = [b for b, s in enumerate(status) if s != PROVEN]
     if redo:
         rows = torch.tensor(redo, device=scores.device)
@@ -284,6 +281,12 @@ def _postprocess_fixed(scores, sizes, boxes_in, scale_factors, cfg, valid_counts
         for b, r in zip(redo, again):
             out[b] = r
     return out
+
+
+def _selected(sel, row: int, count: int) -> RawDetections:
+    """Row `row` of a `FixedSelection`: its first `count` detections (views)."""
+    return RawDetections(sel.boxes[row, :count], sel.scores[row, :count], sel.labels[row, :count],
+                         sel.prior_inds[row, :count], sel.boxes_input[row, :count])
 
 
 def _gather_kept(keeps: list[torch.Tensor], boxes, scores, boxes_in) -> list[RawDetections]:
