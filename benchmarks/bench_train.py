@@ -14,7 +14,9 @@ loader alone; plus the batched assigner against a per-image loop.
 * loader: images/s of the training DataLoader alone (the recipe's stage-1 and stage-2
   pipelines of the model at that size, on a synthetic shapes dataset, `--workers` persistent
   workers, batches drawn and not computed), and its ratio to the fp32 step: below the best step
-  row, the loader limits training.
+  row, the loader limits training. Each worker runs OpenCV on one thread (`build_train_loader`);
+  `--loader-opencv-default` adds a stage-1 row with OpenCV's default thread count (one per
+  core) in every worker, what the loader did before.
 * assigner: time per batch of `DynamicSoftLabelAssigner.assign` over B images at once against a
   Python loop calling it once per image (B=1, that image's gts only), on the same inputs; the
   assignments are checked to be identical before timing.
@@ -23,6 +25,7 @@ loader alone; plus the batched assigner against a per-image loop.
                                      [--sizes 320 640] [--batch 8] [--iters 3] [--warmup 1]
                                      [--modes fp32 fp16 bf16] [--compile] [--workers 4]
                                      [--loader-images 64] [--loader-batches 10] [--skip-loader]
+                                     [--loader-opencv-default]
                                      [--threads N] [--classes 80] [--assign-batch 8]
                                      [--assign-gts 1 20] [--assign-size 640] [--skip-assigner]
 
@@ -37,6 +40,7 @@ import statistics
 import tempfile
 import time
 
+import cv2
 import torch
 
 import rtmdet
@@ -149,16 +153,18 @@ def bench_step(name: str, size: int, batch: int, iters: int, warmup: int, num_cl
 
 
 def bench_loader(name: str, size: int, batch: int, workers: int, images: int, batches: int,
-                 root: str) -> dict[int, float]:
-    """Images/s of the real training loader (recipe stage 1 and 2) on the synthetic set."""
+                 root: str, stages=(1, 2), opencv_threads: int | None = 0) -> dict[int, float]:
+    """Images/s of the real training loader (recipe stage 1 and 2) on the synthetic set;
+    ``opencv_threads=None``: OpenCV's own thread count in every worker (the old behaviour)."""
     from rtmdet.data.datasets import load_dataset
     from rtmdet.data.loader import TrainDataset, build_train_loader, loader_images_per_s
     data = load_dataset(root, "train")
     out = {}
-    for stage in (1, 2):
+    for stage in stages:
         ds = TrainDataset(data, model_size=get_record(name).pipeline, img_scale=size, stage=stage)
         loader = build_train_loader(ds, batch, num_workers=workers, persistent_workers=True,
-                                    prefetch_factor=4, pin_memory=torch.cuda.is_available())
+                                    prefetch_factor=4, pin_memory=torch.cuda.is_available(),
+                                    opencv_threads=opencv_threads)
         out[stage] = loader_images_per_s(loader, batches, stage)[0]
         del loader
     return out
@@ -211,6 +217,8 @@ def main() -> None:
     ap.add_argument("--loader-images", type=int, default=64)
     ap.add_argument("--loader-batches", type=int, default=10)
     ap.add_argument("--skip-loader", action="store_true")
+    ap.add_argument("--loader-opencv-default", action="store_true",
+                    help="also time stage 1 with OpenCV's default thread count in every worker")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--classes", type=int, default=80)
     ap.add_argument("--assign-batch", type=int, default=8)
@@ -273,8 +281,15 @@ def main() -> None:
                                             image_size=((360, 640), (480, 800)))
                     lips = bench_loader(name, size, args.batch, args.workers, args.loader_images,
                                         args.loader_batches, root)
-                    for stage, v in lips.items():
-                        print(f"| {name:<12} | {size:>5} | {f'loader stage {stage} ({args.workers} w)':<22} | "
+                    rows = [(f"loader stage {stage} ({args.workers} w)", v) for stage, v in lips.items()]
+                    if args.loader_opencv_default and args.workers:
+                        old = bench_loader(name, size, args.batch, args.workers, args.loader_images,
+                                           args.loader_batches, root, stages=(1,), opencv_threads=None)[1]
+                        rows.append(("loader stage 1, cv2 MT", old))
+                        print(f"  (OpenCV one thread per worker vs OpenCV's default {cv2.getNumThreads()} "
+                              f"threads in every worker, stage 1: {lips[1] / old:.2f}x)", flush=True)
+                    for label, v in rows:
+                        print(f"| {name:<12} | {size:>5} | {label:<22} | "
                               f"{v:>8.1f} | {v / base:>5.3g}x | {'':>4} | {'':>6} | {'':>4} | {'':>7} |",
                               flush=True)
     if args.skip_assigner:

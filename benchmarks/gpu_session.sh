@@ -63,4 +63,5 @@ step 30 python benchmarks/bench_masks.py --device cuda --runs 5
 step 45 python benchmarks/bench_pipeline.py --device cuda --images 256 --batch 32 --half \
     --cuda-graph --device-preprocess
 step 140 python benchmarks/bench_train.py --device cuda --models rtmdet-s rtmdet-m --sizes 640 \
-    --batch 32 --iters 5 --workers 14 --loader-images 448 --loader-batches 28 --skip-assigner
+    --batch 32 --iters 5 --workers 14 --loader-images 448 --loader-batches 28 --skip-assigner \
+    --loader-opencv-default

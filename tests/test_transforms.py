@@ -492,3 +492,29 @@ def test_loader_reproducible_across_runs_and_workers(tmp_path):
         assert all(torch.equal(x, y) for x, y in zip(ba, bb))
     c = epoch_batches(2, 6)
     assert any(not torch.equal(x[0], y[0]) for x, y in zip(a, c))
+
+
+class _ThreadsDataset(TrainDataset):
+    """Reports, with each item, how many threads OpenCV uses in the process that built it."""
+
+    def to_tensors(self, s):
+        out = super().to_tensors(s)
+        out["cv_threads"] = cv2.getNumThreads()
+        return out
+
+
+def test_loader_workers_run_opencv_on_one_thread(tmp_path):
+    # W workers x C cores OpenCV threads oversubscribe the machine; the workers use their own
+    # thread, and the pixels are the same either way (OpenCV splits rows between threads)
+    dset = _write_dataset(tmp_path, n=8)
+
+    def draw(opencv_threads):
+        ds = _ThreadsDataset(dset, model_size="s", seed=3)
+        return list(build_train_loader(ds, batch_size=2, num_workers=2, opencv_threads=opencv_threads))
+
+    single, default = draw(0), draw(None)
+    assert {t for b in single for t in b["cv_threads"]} == {1}
+    assert {t for b in default for t in b["cv_threads"]} == {cv2.getNumThreads()}
+    for a, b in zip(single, default, strict=True):
+        assert torch.equal(a["imgs"], b["imgs"])
+        assert all(torch.equal(x, y) for x, y in zip(a["boxes"], b["boxes"]))

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -40,7 +41,7 @@ from .targets import TARGET_LOADERS, TargetLoader, decode_rle, record_masks
 from .transforms import PipelineParams, Sample, build_train_pipeline
 
 __all__ = ["TrainDataset", "EpochSampler", "collate", "build_train_loader", "loader_images_per_s",
-           "load_image", "record_masks", "decode_rle"]
+           "worker_init", "load_image", "record_masks", "decode_rle"]
 
 PROBE_EPOCH = -1  # the epoch key of speed-probe draws (their own pipeline copies and generator)
 
@@ -259,14 +260,24 @@ class EpochSampler(Sampler):
         return len(self.base) if self.base is not None else self.size
 
 
+def worker_init(worker_id: int, opencv_threads: int = 0) -> None:
+    """Run each loader worker's OpenCV calls on the worker's own thread (``cv2.setNumThreads(0)``,
+    what mmengine's ``opencv_num_threads=0`` does): otherwise every resize and colour conversion
+    of every worker fans out to one thread per core, W workers x C cores threads on C cores.
+    The pixels do not depend on it (OpenCV splits rows between threads)."""
+    cv2.setNumThreads(opencv_threads)
+
+
 def build_train_loader(dataset: TrainDataset, batch_size: int, *, num_workers: int = 0, shuffle: bool = True,
                        seed: int | None = None, epoch: int = 0, drop_last: bool = False,
                        pin_memory: bool = False, sampler=None, persistent_workers: bool = False,
-                       prefetch_factor: int | None = None) -> DataLoader:
+                       prefetch_factor: int | None = None, opencv_threads: int | None = 0) -> DataLoader:
     """A DataLoader over `EpochSampler` keys (seeded order, seed + epoch), set to ``epoch`` and
     the dataset's current stage. Keep it for the next epochs (``loader.sampler.set_epoch(e,
     stage)``; ``persistent_workers`` then keeps the worker processes) or build one per epoch:
     both draw the same. ``sampler`` (e.g. a DistributedSampler) gives the order instead.
+    ``opencv_threads``: OpenCV threads per worker process (`worker_init`; None leaves OpenCV's
+    default, one thread per core in every worker).
     """
     dataset.set_epoch(epoch)
     seed = dataset.seed if seed is None else seed
@@ -275,6 +286,8 @@ def build_train_loader(dataset: TrainDataset, batch_size: int, *, num_workers: i
     g = torch.Generator()  # the workers' base seed (unused: every worker seeds its own generator)
     g.manual_seed(seed * 1000003 + epoch)
     extra = {"prefetch_factor": prefetch_factor} if num_workers and prefetch_factor else {}
+    if num_workers and opencv_threads is not None:
+        extra["worker_init_fn"] = functools.partial(worker_init, opencv_threads=int(opencv_threads))
     return DataLoader(dataset, batch_size=batch_size, sampler=keys, num_workers=num_workers,
                       collate_fn=collate, drop_last=drop_last, pin_memory=pin_memory, generator=g,
                       persistent_workers=bool(persistent_workers and num_workers), **extra)
