@@ -247,6 +247,37 @@ def test_hsv_keeps_geometry_and_is_bounded():
     np.testing.assert_array_equal(a.img, b.img)
 
 
+def _hsv_reference(img, rng, deltas=(5, 30, 30)):
+    """YOLOXHSVRandomAug as mmdet writes it: int16 arithmetic on every pixel."""
+    gains = rng.uniform(-1, 1, 3) * np.array(deltas, np.float64)
+    gains *= rng.integers(0, 2, 3)
+    gains = gains.astype(np.int16)
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
+    hsv[..., 0] = (hsv[..., 0] + gains[0]) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] + gains[1], 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] + gains[2], 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR), gains
+
+
+def test_hsv_equals_the_per_pixel_formula():
+    # a million random colours, the greys and the saturated edges (one channel 0 or 255:
+    # hue wrap, saturation/value clipping) under gains with each zero pattern
+    b, g = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    edges = [np.stack([b, g, np.full_like(b, r)], -1)[:, :, np.roll([0, 1, 2], k)] for r in (0, 255) for k in range(3)]
+    grey = np.repeat(np.arange(256)[:, None], 3, 1)
+    every = np.concatenate([np.random.default_rng(0).integers(0, 256, (2**20, 3)), grey,
+                            *[e.reshape(-1, 3) for e in edges]]).astype(np.uint8).reshape(-1, 128, 3)
+    patterns = set()
+    for seed in range(40):
+        want, gains = _hsv_reference(every, np.random.default_rng(seed))
+        got = YOLOXHSVRandomAug()(Sample(every.copy()), np.random.default_rng(seed)).img
+        np.testing.assert_array_equal(got, want)
+        patterns.add(tuple(gains != 0))
+        if len(patterns) == 8 and seed >= 12:
+            break
+    assert len(patterns) == 8  # all gains zero, each one alone, each pair, all three
+
+
 # ----------------------------------------------------------------------------- mosaic / mixup
 def test_mosaic_cache_and_consistency():
     rng = np.random.default_rng(4)

@@ -20,13 +20,19 @@ class YOLOXHSVRandomAug:
         gains = rng.uniform(-1, 1, 3) * np.array(self.deltas, np.float64)
         gains *= rng.integers(0, 2, 3)
         gains = gains.astype(np.int16)
-        # one 256-entry table per channel (cv2.LUT) instead of int16 arithmetic on every pixel:
-        # the same values, a fraction of the time
-        v = np.arange(256, dtype=np.int16)
-        lut = np.stack([(v + gains[0]) % 180, np.clip(v + gains[1], 0, 255),
-                        np.clip(v + gains[2], 0, 255)], 1).astype(np.uint8).reshape(256, 1, 3)
+        # one 256-entry table (cv2.LUT) per channel whose gain is not 0 instead of int16
+        # arithmetic on every pixel: the same values. A zero gain leaves its channel as it is
+        # (8-bit hue lies in [0, 180)), so that plane is not touched; the round trip through HSV
+        # is kept whatever the gains (it is lossy, and the reference makes it)
         hsv = cv2.cvtColor(s.img, cv2.COLOR_BGR2HSV)
-        s.img = cv2.cvtColor(cv2.LUT(hsv, lut), cv2.COLOR_HSV2BGR)
+        if gains.any():
+            v = np.arange(256, dtype=np.int16)
+            tables = ((v + gains[0]) % 180, np.clip(v + gains[1], 0, 255), np.clip(v + gains[2], 0, 255))
+            planes = list(cv2.split(hsv))
+            for c in np.flatnonzero(gains):
+                planes[c] = cv2.LUT(planes[c], tables[c].astype(np.uint8))
+            hsv = cv2.merge(planes)
+        s.img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
         return s
 
     def __repr__(self) -> str:
