@@ -24,6 +24,7 @@ from rtmdet.data.transforms import (
     CachedMixUp, CachedMosaic, Compose, FilterAnnotations, Pad, RandomCrop,
     RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline, pipeline_params,
 )
+from rtmdet.data.transforms.mixing import blend_half
 
 TOL = 2
 BRIGHT = 120  # white 255 mixed 0.5/0.5 with black 0 is 127; pad 114 and black stay below
@@ -332,6 +333,48 @@ def test_mixup_consistency_and_blend():
         assert_boxes_match_pixels(out)
         assert_masks_match_boxes(out)
     assert n_mixed >= 8
+
+
+def test_blend_half_equals_the_float_blend():
+    # every pair of uint8 values, against the reference's float32 0.5/0.5 blend truncated
+    a, b = (v.astype(np.uint8) for v in np.meshgrid(np.arange(256), np.arange(256), indexing="ij"))
+    want = (0.5 * a + 0.5 * b.astype(np.float32)).astype(np.uint8)
+    np.testing.assert_array_equal(blend_half(a, b), want)
+    img = np.stack([a, b, a], -1)  # strided views (a crop, a flip) as MixUp passes them
+    x, y = img[::2, ::-1], img[1::2, :, ::-1]
+    np.testing.assert_array_equal(blend_half(x, y), (0.5 * x + 0.5 * y.astype(np.float32)).astype(np.uint8))
+    assert blend_half(x, y).dtype == np.uint8
+
+
+def test_mixup_equals_the_reference_arithmetic(monkeypatch):
+    # the same draws through the reference's own operations (a reversed view for the flip, the
+    # float32 blend) give the same samples as cv2.flip and blend_half
+    import types
+
+    from rtmdet.data.transforms import mixing
+
+    def run():
+        rng = np.random.default_rng(11)
+        mix = CachedMixUp((320, 320), ratio_range=(0.5, 1.5), max_cached_images=6)
+        outs = []
+        for _ in range(16):
+            s = Pad((320, 320))(make_sample(rng, h=int(rng.integers(100, 320)), w=int(rng.integers(100, 320))))
+            o = mix(s, rng)
+            outs.append((o.img.copy(), o.boxes.copy(), o.labels.copy()))
+        return outs
+
+    fast = run()
+    flips = []
+    ref_cv2 = types.SimpleNamespace(resize=cv2.resize, INTER_LINEAR=cv2.INTER_LINEAR,
+                                    flip=lambda a, code: flips.append(code) or a[:, ::-1])
+    monkeypatch.setattr(mixing, "cv2", ref_cv2)
+    monkeypatch.setattr(mixing, "blend_half", lambda a, b: (0.5 * a + 0.5 * b.astype(np.float32)).astype(np.uint8))
+    ref = run()
+    assert len(flips) >= 3
+    for (ia, ba, la), (ib, bb, lb) in zip(fast, ref, strict=True):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ba, bb)
+        np.testing.assert_array_equal(la, lb)
 
 
 def test_mixup_prob_zero_is_identity():

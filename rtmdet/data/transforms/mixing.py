@@ -6,7 +6,17 @@ import numpy as np
 
 from .sample import Sample, boxes_inside, clip_boxes, flip_boxes
 
-__all__ = ["CachedMosaic", "CachedMixUp"]
+__all__ = ["CachedMosaic", "CachedMixUp", "blend_half"]
+
+
+def blend_half(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The reference's ``(0.5 * a + 0.5 * b.astype(float32)).astype(uint8)`` for uint8 images
+    without a float (or uint16) image: the truncated mean is ``(a & b) + ((a ^ b) >> 1)`` (the
+    bits both share, plus half of those only one has), which never leaves uint8."""
+    out = np.bitwise_xor(a, b)
+    out >>= 1
+    out += np.bitwise_and(a, b)
+    return out
 
 
 class _Cached:
@@ -140,8 +150,8 @@ class CachedMixUp(_Cached):
         out[:rh, :rw] = cv2.resize(rimg, (rw, rh), interpolation=cv2.INTER_LINEAR)
         ow, oh = int(out.shape[1] * jit), int(out.shape[0] * jit)
         out = cv2.resize(out, (ow, oh), interpolation=cv2.INTER_LINEAR)
-        if is_flip:
-            out = out[:, ::-1]
+        if is_flip:  # cv2.flip: one pass (copying a reversed view is ~40x slower)
+            out = cv2.flip(out, 1)
         th, tw = s.img.shape[:2]
         padded = np.full((max(oh, th), max(ow, tw)) + out.shape[2:], self.pad_val, np.uint8)
         padded[:oh, :ow] = out
@@ -165,8 +175,7 @@ class CachedMixUp(_Cached):
                 rt = rt.flip(ow, oh)
             targets[name] = type(t).concat([t, rt.translate(-x_off, -y_off, tw, th)])
 
-        # 0.5 * a + 0.5 * b in float32, truncated, is exactly (a + b) >> 1: no float image needed
-        img = ((s.img.astype(np.uint16) + cropped) >> 1).astype(np.uint8)
+        img = blend_half(s.img, cropped)
         res = Sample(img, np.concatenate([s.boxes, rb]).astype(np.float32),
                      np.concatenate([s.labels, r.labels]), np.concatenate([s.ignore, r.ignore]),
                      targets, dict(s.meta))
