@@ -7,10 +7,12 @@ step, and the DataLoader with its workers running OpenCV on one thread each or o
 Writes `--images` synthetic JPEGs of COCO-like sizes (640 wide, 427-640 tall) with shapes to a temporary
 folder, then:
 
-* per step: ms per image of reading (cv2.imread + the sample), each transform and the tensor
-  conversion, over `--samples` draws of `TrainDataset` in this process (OpenCV on one thread,
-  what a worker gets), after a warm-up that fills the mosaic/mixup caches; one line compares
-  the colour jitter with mmdet's per-pixel int16 formula on the same pipeline images.
+* per step: ms per image of reading (cv2.imread + the sample), each step of the pipeline
+  (`Compose.steps`: RandomResize + RandomCrop as one) and the tensor conversion, over
+  `--samples` draws of `TrainDataset` in this process (OpenCV on one thread, what a worker
+  gets), after a warm-up that fills the mosaic/mixup caches. Two lines compare, on the samples
+  those steps saw, the colour jitter with mmdet's per-pixel int16 formula and the fused resize +
+  crop with resizing the whole image, then cropping (the baselines; same results).
 * loader: images/s of `build_train_loader` with `--workers` workers (best of `--runs`), each
   worker's OpenCV on one thread (the default) against OpenCV's default thread count in every
   worker (one per core: W x cores threads), and the ratio.
@@ -28,7 +30,7 @@ import numpy as np
 from rtmdet.data.datasets import load_dataset
 from rtmdet.data.loader import TrainDataset, build_train_loader, loader_images_per_s
 from rtmdet.data.synthetic import make_shapes_dataset
-from rtmdet.data.transforms import YOLOXHSVRandomAug
+from rtmdet.data.transforms import RandomCrop, RandomResize, YOLOXHSVRandomAug
 from rtmdet.presets import get_record
 
 
@@ -45,16 +47,17 @@ def hsv_mmdet(img: np.ndarray, rng: np.random.Generator, deltas=(5, 30, 30)) -> 
 
 
 def profile_stage(data, model: str, size: int, stage: int, samples: int):
-    """ms per image of each step of one stage's pipeline, the whole draw, and the images the
-    colour jitter saw (for the baseline comparison)."""
+    """ms per image of each step of one stage's pipeline (`Compose.steps`: RandomResize +
+    RandomCrop run as one), the whole draw, and copies of what the colour jitter and the
+    resize + crop step saw (for the baseline comparisons)."""
     ds = TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage)
     times: dict[str, float] = collections.defaultdict(float)
-    hsv_inputs: list[np.ndarray] = []
+    seen: dict[str, list] = collections.defaultdict(list)
 
-    def timed(name, fn, keep=None):
+    def timed(name, fn):
         def run(*a):
-            if keep is not None and len(keep) < 64:
-                keep.append(a[0].img.copy())
+            if name in ("YOLOXHSVRandomAug", "RandomResize+RandomCrop") and len(seen[name]) < 64:
+                seen[name].append(a[0].copy())
             t = time.perf_counter()
             out = fn(*a)
             times[name] += time.perf_counter() - t
@@ -62,8 +65,8 @@ def profile_stage(data, model: str, size: int, stage: int, samples: int):
         return run
 
     pipe = ds.pipelines[stage]
-    pipe.transforms = [timed(type(t).__name__, t, hsv_inputs if isinstance(t, YOLOXHSVRandomAug) else None)
-                       for t in pipe.transforms]
+    plan = [(name, timed(name, fn)) for name, fn in pipe.steps()]
+    pipe.steps = lambda: plan
     ds.load_sample = timed("read", ds.load_sample)
     ds.to_tensors = timed("to tensors", ds.to_tensors)
     for i in range(60):  # fill the caches (mosaic 40, mixup 20)
@@ -73,24 +76,21 @@ def profile_stage(data, model: str, size: int, stage: int, samples: int):
     for i in range(samples):
         ds[i % len(ds)]
     whole = (time.perf_counter() - t) / samples
-    return {k: v / samples for k, v in times.items()}, whole, hsv_inputs
+    pairs = [t for t in ds.pipelines[stage].transforms if isinstance(t, (RandomResize, RandomCrop))]
+    return {k: v / samples for k, v in times.items()}, whole, seen, pairs
 
 
-def time_hsv(imgs: list[np.ndarray], runs: int = 3) -> tuple[float, float]:
-    """Seconds per image of our colour jitter and mmdet's formula on the same images and draws."""
-    from rtmdet.data.transforms import Sample
-    aug = YOLOXHSVRandomAug()
-    best = {}
-    for name, fn in (("ours", lambda im, r: aug(Sample(im), r).img), ("mmdet", hsv_mmdet)):
-        ts = []
-        for _ in range(runs):
-            rng = np.random.default_rng(0)
-            t = time.perf_counter()
-            for im in imgs:
-                fn(im, rng)
-            ts.append((time.perf_counter() - t) / len(imgs))
-        best[name] = min(ts)
-    return best["ours"], best["mmdet"]
+def best_per_item(fn, items, runs: int = 3) -> float:
+    """Seconds per item of ``fn(item, rng)`` over ``items`` (fresh copies, the same draws each
+    run), best of ``runs``."""
+    ts = []
+    for _ in range(runs):
+        rng, batch = np.random.default_rng(0), [x.copy() for x in items]
+        t = time.perf_counter()
+        for x in batch:
+            fn(x, rng)
+        ts.append((time.perf_counter() - t) / len(items))
+    return min(ts)
 
 
 def loader_rate(data, model: str, size: int, stage: int, workers: int, batch: int, batches: int,
@@ -120,18 +120,28 @@ def main() -> None:
 
     cv2.setNumThreads(0)  # this process profiles what one worker does
     for stage in (1, 2):
-        steps, whole, hsv_imgs = profile_stage(data, args.model, args.size, stage, args.samples)
+        steps, whole, seen, pairs = profile_stage(data, args.model, args.size, stage, args.samples)
         print(f"\n{args.model} stage {stage} pipeline at {args.size}, {args.samples} draws in one process "
               f"(OpenCV on one thread): {whole * 1e3:.2f} ms per image, {1 / whole:.0f} images/s")
-        print(f"| {'step':<18} | {'ms/image':>8} | {'share':>5} |")
-        print(f"|{'-' * 20}|{'-' * 10}|{'-' * 7}|")
+        print(f"| {'step':<23} | {'ms/image':>8} | {'share':>5} |")
+        print(f"|{'-' * 25}|{'-' * 10}|{'-' * 7}|")
         for name, v in steps.items():
-            print(f"| {name:<18} | {v * 1e3:>8.2f} | {v / whole:>5.0%} |")
+            print(f"| {name:<23} | {v * 1e3:>8.2f} | {v / whole:>5.0%} |")
         other = whole - sum(steps.values())
-        print(f"| {'(the rest)':<18} | {other * 1e3:>8.2f} | {other / whole:>5.0%} |")
-        ours, ref = time_hsv(hsv_imgs)
-        print(f"colour jitter on {len(hsv_imgs)} of these images: {ours * 1e3:.2f} ms vs mmdet's per-pixel "
+        print(f"| {'(the rest)':<23} | {other * 1e3:>8.2f} | {other / whole:>5.0%} |")
+        hsv = seen["YOLOXHSVRandomAug"]
+        ours = best_per_item(YOLOXHSVRandomAug(), hsv)
+        ref = best_per_item(lambda x, rng: hsv_mmdet(x.img, rng), hsv)
+        print(f"colour jitter on {len(hsv)} of these images: {ours * 1e3:.2f} ms vs mmdet's per-pixel "
               f"int16 formula {ref * 1e3:.2f} ms ({ref / ours:.2f}x, the same pixels: tests/test_transforms.py)")
+        if seen["RandomResize+RandomCrop"]:
+            resize, crop = pairs
+            fused = resize.fused_with(crop)
+            ours = best_per_item(fused, seen["RandomResize+RandomCrop"])
+            ref = best_per_item(lambda x, rng: crop(resize(x, rng), rng), seen["RandomResize+RandomCrop"])
+            print(f"resize + crop on {len(seen['RandomResize+RandomCrop'])} of these samples: {ours * 1e3:.2f} ms "
+                  f"resizing only the block the crop keeps vs {ref * 1e3:.2f} ms resizing the whole image, "
+                  f"then cropping ({ref / ours:.2f}x, the same samples: tests/test_transforms.py)")
     cv2.setNumThreads(default_threads)
 
     if args.workers:

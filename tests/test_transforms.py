@@ -7,6 +7,7 @@ pixels it contains (each edge within TOL px).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import cv2
@@ -24,6 +25,7 @@ from rtmdet.data.transforms import (
     CachedMixUp, CachedMosaic, Compose, FilterAnnotations, Pad, RandomCrop,
     RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline, pipeline_params,
 )
+from rtmdet.data.transforms.geometric import resize_top_left
 from rtmdet.data.transforms.mixing import blend_half
 
 TOL = 2
@@ -388,6 +390,77 @@ def test_mixup_prob_zero_is_identity():
 
 
 # ----------------------------------------------------------------------------- pipelines
+def _textured(rng, h, w):
+    """Noise with smooth and sharp regions (bilinear rounding shows on both)."""
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[: h // 2] = cv2.GaussianBlur(img[: h // 2], (0, 0), 2)
+    return img
+
+
+def test_resize_top_left_equals_the_whole_resize():
+    rng = np.random.default_rng(5)
+    cut = 0
+    for trial in range(150):
+        h, w = [(1280, 1280), (int(rng.integers(2, 700)), int(rng.integers(2, 700))), (480, 640)][trial % 3]
+        img = _textured(rng, h, w)
+        f = rng.random() * 1.9 + 0.1
+        nw, nh = max(1, int(w * f + 0.5)), max(1, int(h * f + 0.5))
+        full = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        need_w, need_h = int(rng.integers(1, nw + 1)), int(rng.integers(1, nh + 1))
+        if trial % 7 == 0:
+            need_w = nw  # the far edge asked for
+        block = resize_top_left(img, (nw, nh), (need_w, need_h))
+        assert block.shape[0] >= need_h and block.shape[1] >= need_w
+        np.testing.assert_array_equal(block[:need_h, :need_w], full[:need_h, :need_w], err_msg=str((h, w, nw, nh)))
+        cut += block.shape[:2] != full.shape[:2]
+    assert cut >= 60  # most draws resize only a part
+
+
+@pytest.mark.parametrize("size,stage,targets", [("tiny", 1, False), ("l", 1, False), ("s", 2, False),
+                                                ("ins-s", 1, True), ("ins-tiny", 2, True)])
+def test_fused_resize_crop_equals_the_two_transforms(size, stage, targets):
+    # Compose runs RandomResize + RandomCrop as one step that resizes only what the crop keeps;
+    # the same draws must give the same samples as the two transforms one after the other
+    pipe = build_train_pipeline(size, stage, 320)
+    names = [n for n, _ in pipe.steps()]
+    assert "RandomResize+RandomCrop" in names and "RandomResize" not in names
+
+    def run(fused):
+        rng = np.random.default_rng(7)
+        p = copy.deepcopy(pipe)
+        outs = []
+        for _ in range(30):
+            s = make_sample(rng, h=int(rng.integers(120, 420)), w=int(rng.integers(120, 420)))
+            s.img = np.maximum(s.img, _textured(rng, *s.img.shape[:2]) // 2)
+            if not targets:
+                s.targets = {}
+            if fused:
+                o = p(s, rng)
+            else:
+                o = s
+                for t in p.transforms:
+                    o = t(o, rng)
+                    if o is None:
+                        break
+            outs.append(o)
+        return outs
+
+    fast, slow = run(True), run(False)
+    kept = 0
+    for a, b in zip(fast, slow, strict=True):
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        kept += 1
+        np.testing.assert_array_equal(a.img, b.img)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert a.targets.keys() == b.targets.keys()
+        for name in a.targets:
+            np.testing.assert_array_equal(a.targets[name].as_array(), b.targets[name].as_array())
+    assert kept >= 15
+
+
 def test_pipeline_params_match_configs():
     assert pipeline_params("tiny").resize_ratio_range == (0.5, 2.0)
     assert pipeline_params("s").resize_ratio_range == (0.5, 2.0)

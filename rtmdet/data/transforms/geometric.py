@@ -2,14 +2,19 @@
 (the targets through the `rtmdet.data.targets.Target` protocol)."""
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import cv2
 import numpy as np
 
 from ..targets import FLIP_DIRECTIONS, rotation_matrix
 from .sample import PAD_VAL, Sample, boxes_inside, clip_boxes, flip_boxes
 
-__all__ = ["rescale_size", "Resize", "RandomResize", "RandomCrop", "RandomFlip", "RandomRotate", "Pad",
-           "FilterAnnotations"]
+__all__ = ["rescale_size", "resize_top_left", "Resize", "RandomResize", "RandomCrop", "RandomFlip",
+           "RandomRotate", "Pad", "FilterAnnotations"]
+
+TOP_LEFT_MARGIN = 32  # output pixels computed beyond what is asked for (see resize_top_left)
 
 
 def rescale_size(w: int, h: int, scale: float | tuple[int, int]) -> tuple[tuple[int, int], float]:
@@ -25,6 +30,29 @@ def rescale_size(w: int, h: int, scale: float | tuple[int, int]) -> tuple[tuple[
     return (int(w * factor + 0.5), int(h * factor + 0.5)), factor
 
 
+def resize_top_left(img: np.ndarray, size: tuple[int, int], need: tuple[int, int]) -> np.ndarray:
+    """At least the top-left ``need`` = (w, h) pixels of ``cv2.resize(img, size)`` (bilinear),
+    with the same values, computed from the top-left of ``img`` only.
+
+    Why it is exact: OpenCV places output pixel x at source ``(x + 0.5) / fx - 0.5`` and derives
+    its taps and fixed-point weights from that alone; given ``fx = size[0] / w`` (the double
+    OpenCV divides itself when given a size) it does the same for a source cut at its right and
+    bottom, so every output pixel whose taps lie inside the cut is computed exactly as in the
+    whole image. The cut keeps two source pixels and `TOP_LEFT_MARGIN` output pixels beyond the
+    last one asked for (clear of the clamped edge and of any vector loop's tail); when the block
+    would reach the far edge the whole image is resized. Tested bit for bit against the whole
+    resize in tests/test_transforms.py."""
+    h, w = img.shape[:2]
+    nw, nh = size
+    need_w, need_h = min(need[0], nw) + TOP_LEFT_MARGIN, min(need[1], nh) + TOP_LEFT_MARGIN
+    fx, fy = nw / w, nh / h
+    sw = w if need_w >= nw else min(w, math.floor(need_w / fx) + 2)
+    sh = h if need_h >= nh else min(h, math.floor(need_h / fy) + 2)
+    if (sw, sh) == (w, h):
+        return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(img[:sh, :sw], None, fx=fx, fy=fy, interpolation=cv2.INTER_LINEAR)
+
+
 class Resize:
     """mmdet ``Resize``: keep-ratio (mmcv rescale_size) or exact resize; boxes scaled by the
     actual factors (new_w / w, new_h / h) and clipped to the new image; targets resized alike."""
@@ -34,14 +62,20 @@ class Resize:
         self.keep_ratio = keep_ratio
         self.clip_object_border = clip_object_border
 
-    def apply(self, s: Sample, scale: tuple[int, int]) -> Sample:
-        h, w = s.img.shape[:2]
+    def output_size(self, w: int, h: int, scale: tuple[int, int]) -> tuple[int, int]:
+        """(new_w, new_h) of a ``w`` x ``h`` image resized to ``scale``."""
         if self.keep_ratio:
             (nw, nh), _ = rescale_size(w, h, scale)
         else:
             nw, nh = scale
-        nw, nh = max(1, nw), max(1, nh)  # the reference would crash on a 0-size resize
-        s.img = cv2.resize(s.img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        return max(1, nw), max(1, nh)  # the reference would crash on a 0-size resize
+
+    def apply(self, s: Sample, scale: tuple[int, int], image: np.ndarray | None = None) -> Sample:
+        """Resize ``s`` to ``scale``; ``image``: the resized pixels (or their top-left part, see
+        `resize_top_left`) when the caller has made them."""
+        h, w = s.img.shape[:2]
+        nw, nh = self.output_size(w, h, scale)
+        s.img = cv2.resize(s.img, (nw, nh), interpolation=cv2.INTER_LINEAR) if image is None else image
         ws, hs = nw / w, nh / h
         s.boxes = (s.boxes * np.array([ws, hs, ws, hs], np.float32)).astype(np.float32)
         if self.clip_object_border:
@@ -75,6 +109,23 @@ class RandomResize:
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
         return self.resize.apply(s, self.sample_scale(rng))
 
+    def fused_with(self, nxt) -> Callable | None:
+        """With a RandomCrop right after (the recipe's order): one step that draws as the two do
+        (the scale, then the crop offsets, which need only the resized size) and resizes only
+        the top-left block the crop reaches into (`resize_top_left`): the same sample, without
+        resizing the up to 4x larger rest of the mosaic canvas that the crop throws away."""
+        if not isinstance(nxt, RandomCrop):
+            return None
+
+        def resize_crop(s: Sample, rng: np.random.Generator) -> Sample | None:
+            scale = self.sample_scale(rng)
+            h, w = s.img.shape[:2]
+            nw, nh = self.resize.output_size(w, h, scale)
+            off_h, off_w, ch, cw = nxt.draw(nh, nw, rng)
+            block = resize_top_left(s.img, (nw, nh), (off_w + cw, off_h + ch))
+            return nxt.apply(self.resize.apply(s, scale, image=block), off_h, off_w, ch, cw)
+        return resize_crop
+
     def __repr__(self) -> str:
         return f"RandomResize(scale={self.scale}, ratio_range={self.ratio_range}, keep_ratio={self.resize.keep_ratio})"
 
@@ -93,11 +144,19 @@ class RandomCrop:
         self.recompute_bbox = recompute_bbox
         self.bbox_clip_border = bbox_clip_border
 
-    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample | None:
-        h, w = s.img.shape[:2]
+    def draw(self, h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """(off_h, off_w, crop_h, crop_w) for an ``h`` x ``w`` image: the reference's draws."""
         ch, cw = min(self.crop_size[1], h), min(self.crop_size[0], w)
         off_h = int(rng.integers(0, max(h - ch, 0) + 1))
         off_w = int(rng.integers(0, max(w - cw, 0) + 1))
+        return off_h, off_w, ch, cw
+
+    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample | None:
+        return self.apply(s, *self.draw(*s.img.shape[:2], rng))
+
+    def apply(self, s: Sample, off_h: int, off_w: int, ch: int, cw: int) -> Sample | None:
+        """Crop at the drawn offsets (``s.img`` may hold only the top-left part of the image
+        that reaches past the crop)."""
         s.img = s.img[off_h:off_h + ch, off_w:off_w + cw]
         nh, nw = s.img.shape[:2]
         boxes = s.boxes - np.array([off_w, off_h, off_w, off_h], np.float32)

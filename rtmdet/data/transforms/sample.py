@@ -102,14 +102,32 @@ def boxes_inside(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 class Compose:
-    """Apply transforms in order; stop with None as soon as one returns None."""
+    """Apply transforms in order; stop with None as soon as one returns None.
+
+    A transform with a ``fused_with(next)`` method may run together with the one after it as
+    one step that returns the same sample for the same draws, cheaper (RandomResize + RandomCrop:
+    only the pixels the crop keeps are resized); `steps` lists what runs."""
 
     def __init__(self, transforms: Sequence[Callable]):
         self.transforms = list(transforms)
 
+    def steps(self) -> list[tuple[str, Callable]]:
+        """(name, callable) of each step: the transforms, adjacent fusable pairs as one."""
+        out, ts, i = [], self.transforms, 0
+        while i < len(ts):
+            fuse = getattr(ts[i], "fused_with", None)
+            fused = fuse(ts[i + 1]) if fuse is not None and i + 1 < len(ts) else None
+            if fused is not None:
+                out.append((f"{type(ts[i]).__name__}+{type(ts[i + 1]).__name__}", fused))
+                i += 2
+            else:
+                out.append((type(ts[i]).__name__, ts[i]))
+                i += 1
+        return out
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample | None:
-        for t in self.transforms:
-            sample = t(sample, rng)
+        for _, step in self.steps():
+            sample = step(sample, rng)
             if sample is None:
                 return None
         return sample
