@@ -1,11 +1,11 @@
 """Where a training loader worker's time goes: the recipe's stage-1 and stage-2 pipelines step by
 step, and the DataLoader with its workers running OpenCV on one thread each or on OpenCV's default.
 
-    python benchmarks/bench_loader.py [--model rtmdet-tiny] [--size 640] [--images 64]
+    python benchmarks/bench_loader.py [--model rtmdet-tiny | rtmdet-ins-s ...] [--size 640] [--images 64]
         [--samples 300] [--workers 2] [--batch 16] [--batches 8] [--runs 2]
 
 Writes `--images` synthetic JPEGs of COCO-like sizes (640 wide, 427-640 tall) with shapes to a temporary
-folder, then:
+folder (RTMDet-Ins models: with their masks, which every geometric step moves too), then:
 
 * per step: ms per image of reading (cv2.imread + the sample), each step of the pipeline
   (`Compose.steps`: RandomResize + RandomCrop as one) and the tensor conversion, over
@@ -46,11 +46,17 @@ def hsv_mmdet(img: np.ndarray, rng: np.random.Generator, deltas=(5, 30, 30)) -> 
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
 
 
+def targets_of(model: str) -> tuple[str, ...]:
+    """What the model's training loads besides boxes (RTMDet-Ins: bitmap masks)."""
+    return ("masks",) if get_record(model).family == "segment" else ()
+
+
 def profile_stage(data, model: str, size: int, stage: int, samples: int):
     """ms per image of each step of one stage's pipeline (`Compose.steps`: RandomResize +
     RandomCrop run as one), the whole draw, and copies of what the colour jitter and the
     resize + crop step saw (for the baseline comparisons)."""
-    ds = TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage)
+    ds = TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage,
+                      targets=targets_of(model))
     times: dict[str, float] = collections.defaultdict(float)
     seen: dict[str, list] = collections.defaultdict(list)
 
@@ -95,7 +101,8 @@ def best_per_item(fn, items, runs: int = 3) -> float:
 
 def loader_rate(data, model: str, size: int, stage: int, workers: int, batch: int, batches: int,
                 opencv_threads, runs: int) -> float:
-    ds = TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage)
+    ds = TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage,
+                      targets=targets_of(model))
     loader = build_train_loader(ds, batch, num_workers=workers, persistent_workers=True,
                                 opencv_threads=opencv_threads)
     return max(loader_images_per_s(loader, batches, stage)[0] for _ in range(runs))

@@ -18,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtmdet.data.loader import TrainDataset, build_train_loader, collate, decode_rle, record_masks
+from rtmdet.data.partial_resize import resize_top_left
 from rtmdet.data.records import DetectionDataset, ImageRecord
-from rtmdet.data.targets import MaskTarget
+from rtmdet.data.targets import MaskTarget, resize_masks, resize_masks_window
 from rtmdet.data.letterbox import letterbox
 from rtmdet.data.transforms import (
     CachedMixUp, CachedMosaic, Compose, FilterAnnotations, Pad, RandomCrop,
     RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline, pipeline_params,
 )
-from rtmdet.data.transforms.geometric import resize_top_left
 from rtmdet.data.transforms.mixing import blend_half
 
 TOL = 2
@@ -413,6 +413,15 @@ def test_resize_top_left_equals_the_whole_resize():
         assert block.shape[0] >= need_h and block.shape[1] >= need_w
         np.testing.assert_array_equal(block[:need_h, :need_w], full[:need_h, :need_w], err_msg=str((h, w, nw, nh)))
         cut += block.shape[:2] != full.shape[:2]
+        # masks (nearest neighbour): any window, gathered
+        masks = np.stack([(img[..., c] > 127).astype(np.uint8) for c in range(3)])
+        full = resize_masks(masks, nw, nh)
+        x0, y0 = int(rng.integers(0, nw)), int(rng.integers(0, nh))
+        if trial % 5 == 0:
+            x0, y0 = nw - min(nw, 40), nh - min(nh, 40)  # the far edge (clamped source index)
+        cw, ch = int(rng.integers(1, nw - x0 + 1)), int(rng.integers(1, nh - y0 + 1))
+        np.testing.assert_array_equal(resize_masks_window(masks, nw, nh, (x0, y0, cw, ch)),
+                                      full[:, y0:y0 + ch, x0:x0 + cw], err_msg=str((h, w, nw, nh)))
     assert cut >= 60  # most draws resize only a part
 
 

@@ -23,7 +23,8 @@ from ..ops.polygons import poly2obb_le90
 from .records import ImageRecord
 
 __all__ = ["Target", "MaskTarget", "RBoxTarget", "TargetLoader", "TARGET_LOADERS", "FLIP_DIRECTIONS",
-           "resize_masks", "masks_to_boxes", "record_masks", "record_rboxes", "decode_rle", "rotation_matrix"]
+           "resize_masks", "resize_masks_window", "nearest_index", "masks_to_boxes", "record_masks",
+           "record_rboxes", "decode_rle", "rotation_matrix"]
 
 FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
 
@@ -83,10 +84,30 @@ class Target(Protocol):
 
 # ----------------------------------------------------------------------------- bitmap masks
 def resize_masks(masks: np.ndarray, w: int, h: int) -> np.ndarray:
-    """(n, H, W) masks to (n, h, w), nearest neighbour."""
+    """(n, H, W) masks to (n, h, w), nearest neighbour (the same size: the masks themselves)."""
+    if masks.shape[1:] == (h, w):
+        return masks
     if len(masks) == 0:
         return np.zeros((0, h, w), np.uint8)
     return np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in masks])
+
+
+def nearest_index(n_out: int, n_in: int, start: int = 0, count: int | None = None) -> np.ndarray:
+    """The source index of output pixels ``start .. start + count`` of an ``n_in`` -> ``n_out``
+    nearest-neighbour resize as OpenCV's INTER_NEAREST computes it: floor(x * (1 / (n_out /
+    n_in))) in doubles, clamped to the last source pixel."""
+    count = n_out - start if count is None else count
+    x = np.arange(start, start + count, dtype=np.float64) * (1.0 / (n_out / n_in))
+    return np.minimum(np.floor(x).astype(np.intp), n_in - 1)
+
+
+def resize_masks_window(masks: np.ndarray, w: int, h: int, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The window (x0, y0, w', h') of `resize_masks` (masks, w, h): the same values, gathered
+    from the source rows and columns the window's pixels read (not the whole resize)."""
+    x0, y0, cw, ch = window
+    n, sh, sw = masks.shape
+    rows, cols = nearest_index(h, sh, y0, ch), nearest_index(w, sw, x0, cw)
+    return masks.take(rows, axis=1).take(cols, axis=2)
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
@@ -138,6 +159,9 @@ class ArrayTarget:
         return f"{type(self).__name__}({tuple(self.data.shape)})"
 
     def select(self, keep: np.ndarray):
+        keep = np.asarray(keep)
+        if keep.dtype == bool and len(keep) == len(self.data) and keep.all():
+            return self  # keeping every instance: no copy of (possibly canvas-sized) masks
         return type(self)(self.data[keep])
 
 
@@ -155,6 +179,12 @@ class MaskTarget(ArrayTarget):
 
     def resize(self, sx: float, sy: float, width: int, height: int) -> "MaskTarget":
         return MaskTarget(resize_masks(self.data, width, height))
+
+    def resize_window(self, sx: float, sy: float, width: int, height: int,
+                      window: tuple[int, int, int, int]) -> "MaskTarget":
+        """`resize` then a crop to ``window`` = (x0, y0, w, h) (`translate(-x0, -y0, w, h)`),
+        computing only the window: what a resize followed by a crop asks for."""
+        return MaskTarget(resize_masks_window(self.data, width, height, window))
 
     def flip(self, width: int, height: int, direction: str = "horizontal") -> "MaskTarget":
         if direction not in FLIP_DIRECTIONS:

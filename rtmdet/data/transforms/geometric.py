@@ -2,19 +2,17 @@
 (the targets through the `rtmdet.data.targets.Target` protocol)."""
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import cv2
 import numpy as np
 
+from ..partial_resize import resize_top_left
 from ..targets import FLIP_DIRECTIONS, rotation_matrix
 from .sample import PAD_VAL, Sample, boxes_inside, clip_boxes, flip_boxes
 
 __all__ = ["rescale_size", "resize_top_left", "Resize", "RandomResize", "RandomCrop", "RandomFlip",
            "RandomRotate", "Pad", "FilterAnnotations"]
-
-TOP_LEFT_MARGIN = 32  # output pixels computed beyond what is asked for (see resize_top_left)
 
 
 def rescale_size(w: int, h: int, scale: float | tuple[int, int]) -> tuple[tuple[int, int], float]:
@@ -28,29 +26,6 @@ def rescale_size(w: int, h: int, scale: float | tuple[int, int]) -> tuple[tuple[
     else:
         factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
     return (int(w * factor + 0.5), int(h * factor + 0.5)), factor
-
-
-def resize_top_left(img: np.ndarray, size: tuple[int, int], need: tuple[int, int]) -> np.ndarray:
-    """At least the top-left ``need`` = (w, h) pixels of ``cv2.resize(img, size)`` (bilinear),
-    with the same values, computed from the top-left of ``img`` only.
-
-    Why it is exact: OpenCV places output pixel x at source ``(x + 0.5) / fx - 0.5`` and derives
-    its taps and fixed-point weights from that alone; given ``fx = size[0] / w`` (the double
-    OpenCV divides itself when given a size) it does the same for a source cut at its right and
-    bottom, so every output pixel whose taps lie inside the cut is computed exactly as in the
-    whole image. The cut keeps two source pixels and `TOP_LEFT_MARGIN` output pixels beyond the
-    last one asked for (clear of the clamped edge and of any vector loop's tail); when the block
-    would reach the far edge the whole image is resized. Tested bit for bit against the whole
-    resize in tests/test_transforms.py."""
-    h, w = img.shape[:2]
-    nw, nh = size
-    need_w, need_h = min(need[0], nw) + TOP_LEFT_MARGIN, min(need[1], nh) + TOP_LEFT_MARGIN
-    fx, fy = nw / w, nh / h
-    sw = w if need_w >= nw else min(w, math.floor(need_w / fx) + 2)
-    sh = h if need_h >= nh else min(h, math.floor(need_h / fy) + 2)
-    if (sw, sh) == (w, h):
-        return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(img[:sh, :sw], None, fx=fx, fy=fy, interpolation=cv2.INTER_LINEAR)
 
 
 class Resize:
@@ -70,17 +45,30 @@ class Resize:
             nw, nh = scale
         return max(1, nw), max(1, nh)  # the reference would crash on a 0-size resize
 
-    def apply(self, s: Sample, scale: tuple[int, int], image: np.ndarray | None = None) -> Sample:
-        """Resize ``s`` to ``scale``; ``image``: the resized pixels (or their top-left part, see
-        `resize_top_left`) when the caller has made them."""
+    def apply(self, s: Sample, scale: tuple[int, int],
+              window: tuple[int, int, int, int] | None = None) -> Sample:
+        """Resize ``s`` to ``scale``. ``window`` = (x0, y0, w, h) in the resized image: only that
+        part is kept (the crop that follows): the image and the targets come back cut to it
+        (`resize_top_left`; a target's ``resize_window`` where it has one, else its resize then
+        translate), the boxes are only scaled, as always (the crop moves them)."""
         h, w = s.img.shape[:2]
         nw, nh = self.output_size(w, h, scale)
-        s.img = cv2.resize(s.img, (nw, nh), interpolation=cv2.INTER_LINEAR) if image is None else image
         ws, hs = nw / w, nh / h
+        if window is None:
+            s.img = cv2.resize(s.img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            s.map_targets(lambda t: t.resize(ws, hs, nw, nh))
+        else:
+            x0, y0, cw, ch = window
+            s.img = resize_top_left(s.img, (nw, nh), (x0 + cw, y0 + ch))[y0:y0 + ch, x0:x0 + cw]
+
+            def move(t):
+                if hasattr(t, "resize_window"):
+                    return t.resize_window(ws, hs, nw, nh, window)
+                return t.resize(ws, hs, nw, nh).translate(-x0, -y0, cw, ch)
+            s.map_targets(move)
         s.boxes = (s.boxes * np.array([ws, hs, ws, hs], np.float32)).astype(np.float32)
         if self.clip_object_border:
             clip_boxes(s.boxes, nh, nw)
-        s.map_targets(lambda t: t.resize(ws, hs, nw, nh))
         s.meta["scale_factor"] = (ws, hs)
         return s
 
@@ -112,8 +100,9 @@ class RandomResize:
     def fused_with(self, nxt) -> Callable | None:
         """With a RandomCrop right after (the recipe's order): one step that draws as the two do
         (the scale, then the crop offsets, which need only the resized size) and resizes only
-        the top-left block the crop reaches into (`resize_top_left`): the same sample, without
-        resizing the up to 4x larger rest of the mosaic canvas that the crop throws away."""
+        the top-left block the crop reaches into (`resize_top_left`; masks only the crop's
+        window): the same sample, without resizing the up to 4x larger rest of the mosaic
+        canvas that the crop throws away."""
         if not isinstance(nxt, RandomCrop):
             return None
 
@@ -122,8 +111,8 @@ class RandomResize:
             h, w = s.img.shape[:2]
             nw, nh = self.resize.output_size(w, h, scale)
             off_h, off_w, ch, cw = nxt.draw(nh, nw, rng)
-            block = resize_top_left(s.img, (nw, nh), (off_w + cw, off_h + ch))
-            return nxt.apply(self.resize.apply(s, scale, image=block), off_h, off_w, ch, cw)
+            s = self.resize.apply(s, scale, window=(off_w, off_h, cw, ch))
+            return nxt.apply(s, off_h, off_w, ch, cw, cut=True)
         return resize_crop
 
     def __repr__(self) -> str:
@@ -154,10 +143,11 @@ class RandomCrop:
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample | None:
         return self.apply(s, *self.draw(*s.img.shape[:2], rng))
 
-    def apply(self, s: Sample, off_h: int, off_w: int, ch: int, cw: int) -> Sample | None:
-        """Crop at the drawn offsets (``s.img`` may hold only the top-left part of the image
-        that reaches past the crop)."""
-        s.img = s.img[off_h:off_h + ch, off_w:off_w + cw]
+    def apply(self, s: Sample, off_h: int, off_w: int, ch: int, cw: int, cut: bool = False) -> Sample | None:
+        """Crop at the drawn offsets; ``cut``: the image and targets are cut already (a fused
+        resize did it, `RandomResize.fused_with`), only the boxes move."""
+        if not cut:
+            s.img = s.img[off_h:off_h + ch, off_w:off_w + cw]
         nh, nw = s.img.shape[:2]
         boxes = s.boxes - np.array([off_w, off_h, off_w, off_h], np.float32)
         if self.bbox_clip_border:
@@ -167,7 +157,8 @@ class RandomCrop:
             return None
         s.boxes = boxes
         s.select(valid)
-        s.map_targets(lambda t: t.translate(-off_w, -off_h, cw, ch))
+        if not cut:
+            s.map_targets(lambda t: t.translate(-off_w, -off_h, cw, ch))
         if self.recompute_bbox:
             s.recompute_boxes()
         return s
