@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtmdet.data.targets import MaskTarget
+from rtmdet.data.targets import MaskTarget, place_targets
 from rtmdet.data.transforms import RandomCrop, Sample, build_train_pipeline
 
 
@@ -24,6 +24,32 @@ def test_mask_translate_is_crop_pad_and_placement():
     both = MaskTarget.concat([t, t.blank(2, 9, 7)])
     assert len(both) == 5 and not both.data[3:].any()
     np.testing.assert_array_equal(both.select(np.array([True, False, True, False, False])).data, m[[0, 2]])
+
+
+def test_masks_placed_equals_concat_of_translated_parts():
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        width, height = int(rng.integers(4, 30)), int(rng.integers(4, 30))
+        parts = []
+        for _ in range(int(rng.integers(1, 5))):
+            n, h, w = int(rng.integers(0, 4)), int(rng.integers(1, 25)), int(rng.integers(1, 25))
+            # offsets inside, across an edge or entirely off the image
+            dx, dy = int(rng.integers(-w - 3, width + 3)), int(rng.integers(-h - 3, height + 3))
+            parts.append((MaskTarget(rng.integers(0, 2, (n, h, w), dtype=np.uint8)), dx, dy))
+        want = MaskTarget.concat([t.translate(dx, dy, width, height) for t, dx, dy in parts])
+        got = place_targets(MaskTarget, parts, width, height)
+        assert got.data.shape == want.data.shape
+        np.testing.assert_array_equal(got.data, want.data)
+    # a kind without `placed`: concat of the translated parts
+    ids = place_targets(_Ids, [(_Ids([1, 2]), 3, 4), (_Ids([5]), -1, 0)], 10, 10)
+    assert ids.ids.tolist() == [1, 2, 5]
+
+
+def test_select_keeping_everything_is_the_same_target():
+    t = MaskTarget(np.ones((3, 4, 5), np.uint8))
+    assert t.select(np.ones(3, bool)) is t
+    np.testing.assert_array_equal(t.select(np.array([2, 0])).data, t.data[[2, 0]])
+    assert len(t.select(np.zeros(3, bool))) == 0
 
 
 class _Ids:

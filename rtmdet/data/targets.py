@@ -23,8 +23,8 @@ from ..ops.polygons import poly2obb_le90
 from .records import ImageRecord
 
 __all__ = ["Target", "MaskTarget", "RBoxTarget", "TargetLoader", "TARGET_LOADERS", "FLIP_DIRECTIONS",
-           "resize_masks", "resize_masks_window", "nearest_index", "masks_to_boxes", "record_masks",
-           "record_rboxes", "decode_rle", "rotation_matrix"]
+           "resize_masks", "resize_masks_window", "nearest_index", "place_targets", "masks_to_boxes",
+           "record_masks", "record_rboxes", "decode_rle", "rotation_matrix"]
 
 FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
 
@@ -74,6 +74,9 @@ class Target(Protocol):
     def concat(cls, parts: Sequence["Target"]) -> "Target":
         """The instances of ``parts`` one after the other (all on images of the same size)."""
 
+    # optional: ``placed(cls, parts, width, height)``, ``parts`` = (target, dx, dy) tuples: what
+    # `place_targets` computes, in one step (MaskTarget: one canvas-sized array)
+
     def boxes(self) -> np.ndarray | None:
         """(n, 4) float32 xyxy: the tight axis-aligned box of each instance, or None when this
         kind cannot tell (used by ``RandomCrop(recompute_bbox=True)``)."""
@@ -90,6 +93,26 @@ def resize_masks(masks: np.ndarray, w: int, h: int) -> np.ndarray:
     if len(masks) == 0:
         return np.zeros((0, h, w), np.uint8)
     return np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in masks])
+
+
+def place_targets(cls, parts: Sequence[tuple["Target", int, int]], width: int, height: int) -> "Target":
+    """The instances of each ``(target, dx, dy)`` part, moved by (dx, dy) onto one ``width`` x
+    ``height`` image (Mosaic's tiles): ``cls.concat`` of the translated parts, or the kind's own
+    ``placed`` doing the same in one step."""
+    placed = getattr(cls, "placed", None)
+    if placed is not None:
+        return placed(parts, width, height)
+    return cls.concat([t.translate(dx, dy, width, height) for t, dx, dy in parts])
+
+
+def _overlap(w: int, h: int, dx: int, dy: int, width: int, height: int):
+    """(source, destination) slices (rows, columns) of a ``w`` x ``h`` image moved by (dx, dy)
+    onto a ``width`` x ``height`` one; None when nothing lands inside."""
+    x0, x1 = max(0, -dx), min(w, width - dx)
+    y0, y1 = max(0, -dy), min(h, height - dy)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (slice(y0, y1), slice(x0, x1)), (slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx))
 
 
 def nearest_index(n_out: int, n_in: int, start: int = 0, count: int | None = None) -> np.ndarray:
@@ -208,11 +231,23 @@ class MaskTarget(ArrayTarget):
         if dx <= 0 and dy <= 0 and w + dx >= width and h + dy >= height:  # a window inside: a view
             return MaskTarget(self.data[:, -dy:-dy + height, -dx:-dx + width])
         out = np.zeros((n, height, width), np.uint8)
-        x0, x1 = max(0, -dx), min(w, width - dx)  # the source columns / rows that land inside
-        y0, y1 = max(0, -dy), min(h, height - dy)
-        if x1 > x0 and y1 > y0:
-            out[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx] = self.data[:, y0:y1, x0:x1]
+        ov = _overlap(w, h, dx, dy, width, height)
+        if ov is not None:
+            out[(slice(None), *ov[1])] = self.data[(slice(None), *ov[0])]
         return MaskTarget(out)
+
+    @classmethod
+    def placed(cls, parts: Sequence[tuple["MaskTarget", int, int]], width: int, height: int) -> "MaskTarget":
+        """`place_targets` into one zeroed array (not one per part, then a copy of them all)."""
+        out = np.zeros((sum(len(t) for t, _, _ in parts), height, width), np.uint8)
+        k = 0
+        for t, dx, dy in parts:
+            n, h, w = t.data.shape
+            ov = _overlap(w, h, dx, dy, width, height)
+            if n and ov is not None:
+                out[(slice(k, k + n), *ov[1])] = t.data[(slice(None), *ov[0])]
+            k += n
+        return cls(out)
 
     def blank(self, n: int, width: int, height: int) -> "MaskTarget":
         return MaskTarget(np.zeros((n, height, width), np.uint8))

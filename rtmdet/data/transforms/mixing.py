@@ -4,6 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..targets import place_targets
 from .sample import Sample, boxes_inside, clip_boxes, flip_boxes
 
 __all__ = ["CachedMosaic", "CachedMixUp", "blend_half"]
@@ -101,8 +102,9 @@ class CachedMosaic(_Cached):
             ignore.append(patch.ignore)
             for name, parts in targets.items():
                 t = patch.target_like(name, s.targets[name])
-                parts.append(t.resize(r, r, nw, nh).translate(padw, padh, sw * 2, sh * 2))
-        merged = {name: type(s.targets[name]).concat(parts) for name, parts in targets.items()}
+                parts.append((t.resize(r, r, nw, nh), padw, padh))
+        merged = {name: place_targets(type(s.targets[name]), parts, sw * 2, sh * 2)
+                  for name, parts in targets.items()}
         out = Sample(canvas, np.concatenate(boxes).astype(np.float32), np.concatenate(labels),
                      np.concatenate(ignore), merged, dict(s.meta))
         if self.bbox_clip_border:
