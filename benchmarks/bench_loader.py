@@ -120,7 +120,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     args = ap.parse_args()
 
-    root = tempfile.mkdtemp(prefix="bench_loader_")
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as root:
+        run(args, root)
+
+
+def run(args, root: str) -> None:
     make_shapes_dataset(root, num_images=args.images, image_size=((427, 640), (640, 640)))
     data = load_dataset(root, "train")
     default_threads = cv2.getNumThreads()

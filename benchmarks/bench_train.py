@@ -249,6 +249,7 @@ def main() -> None:
               f"{'fwd':>4} | {'assign':>6} | {'loss':>4} | {'bwd+opt':>7} |")
         print(f"|{'-' * 14}|{'-' * 7}|{'-' * 24}|{'-' * 10}|{'-' * 8}|{'-' * 6}|{'-' * 8}|{'-' * 6}|{'-' * 9}|")
         root = None
+        scratch = contextlib.ExitStack()  # the loader's synthetic images, removed after the table
         for name in args.models:
             for size in args.sizes:
                 rows = [("fp32", False, False)]
@@ -276,7 +277,7 @@ def main() -> None:
                 if not args.skip_loader and base:
                     if root is None:
                         from rtmdet.data.synthetic import make_shapes_dataset
-                        root = tempfile.mkdtemp(prefix="bench_train_")
+                        root = scratch.enter_context(tempfile.TemporaryDirectory(prefix="bench_train_"))
                         make_shapes_dataset(root, num_images=args.loader_images,
                                             image_size=((360, 640), (480, 800)))
                     lips = bench_loader(name, size, args.batch, args.workers, args.loader_images,
@@ -292,6 +293,7 @@ def main() -> None:
                         print(f"| {name:<12} | {size:>5} | {label:<22} | "
                               f"{v:>8.1f} | {v / base:>5.3g}x | {'':>4} | {'':>6} | {'':>4} | {'':>7} |",
                               flush=True)
+        scratch.close()
     if args.skip_assigner:
         return
     B = args.assign_batch
