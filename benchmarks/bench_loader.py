@@ -31,19 +31,13 @@ from rtmdet.data.datasets import load_dataset
 from rtmdet.data.loader import TrainDataset, build_train_loader, loader_images_per_s
 from rtmdet.data.synthetic import make_shapes_dataset
 from rtmdet.data.transforms import RandomCrop, RandomResize, YOLOXHSVRandomAug
+from rtmdet.data.transforms.photometric import hsv_shift_per_pixel
 from rtmdet.presets import get_record
 
 
-def hsv_mmdet(img: np.ndarray, rng: np.random.Generator, deltas=(5, 30, 30)) -> np.ndarray:
+def hsv_mmdet(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """mmdet's YOLOXHSVRandomAug: int16 arithmetic on every pixel (the baseline)."""
-    gains = rng.uniform(-1, 1, 3) * np.array(deltas, np.float64)
-    gains *= rng.integers(0, 2, 3)
-    gains = gains.astype(np.int16)
-    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
-    hsv[..., 0] = (hsv[..., 0] + gains[0]) % 180
-    hsv[..., 1] = np.clip(hsv[..., 1] + gains[1], 0, 255)
-    hsv[..., 2] = np.clip(hsv[..., 2] + gains[2], 0, 255)
-    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+    return hsv_shift_per_pixel(img, YOLOXHSVRandomAug().draw_gains(rng))
 
 
 def targets_of(model: str) -> tuple[str, ...]:

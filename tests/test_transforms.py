@@ -27,6 +27,7 @@ from rtmdet.data.transforms import (
     RandomFlip, RandomResize, Resize, Sample, YOLOXHSVRandomAug, build_train_pipeline, pipeline_params,
 )
 from rtmdet.data.transforms.mixing import blend_half
+from rtmdet.data.transforms.photometric import hsv_shift_per_pixel
 
 TOL = 2
 BRIGHT = 120  # white 255 mixed 0.5/0.5 with black 0 is 127; pad 114 and black stay below
@@ -255,11 +256,7 @@ def _hsv_reference(img, rng, deltas=(5, 30, 30)):
     gains = rng.uniform(-1, 1, 3) * np.array(deltas, np.float64)
     gains *= rng.integers(0, 2, 3)
     gains = gains.astype(np.int16)
-    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
-    hsv[..., 0] = (hsv[..., 0] + gains[0]) % 180
-    hsv[..., 1] = np.clip(hsv[..., 1] + gains[1], 0, 255)
-    hsv[..., 2] = np.clip(hsv[..., 2] + gains[2], 0, 255)
-    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR), gains
+    return hsv_shift_per_pixel(img, gains), gains
 
 
 def test_hsv_equals_the_per_pixel_formula():
