@@ -26,6 +26,19 @@ def test_mask_translate_is_crop_pad_and_placement():
     np.testing.assert_array_equal(both.select(np.array([True, False, True, False, False])).data, m[[0, 2]])
 
 
+def test_mask_flip_reverses_columns_rows_or_both():
+    rng = np.random.default_rng(2)
+    cases = [rng.integers(0, 2, (n, h, w), dtype=np.uint8) for n, h, w in ((3, 7, 9), (1, 1, 5), (4, 6, 1))]
+    cases += [np.zeros((0, 7, 9), np.uint8), rng.integers(0, 2, (3, 8, 10), dtype=np.uint8)[:, 1:, ::2]]  # a view
+    for m in cases:
+        n, h, w = m.shape
+        for direction, view in (("horizontal", m[:, :, ::-1]), ("vertical", m[:, ::-1]),
+                                ("diagonal", m[:, ::-1, ::-1])):
+            got = MaskTarget(m).flip(w, h, direction).data
+            assert got.shape == m.shape and got.dtype == np.uint8 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, view)
+
+
 def test_masks_placed_equals_concat_of_translated_parts():
     rng = np.random.default_rng(1)
     for _ in range(40):
