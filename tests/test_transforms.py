@@ -376,6 +376,35 @@ def test_mixup_equals_the_reference_arithmetic(monkeypatch):
         np.testing.assert_array_equal(la, lb)
 
 
+def test_mosaic_and_mixup_drop_instances_before_moving_their_targets(monkeypatch):
+    # both decide from the boxes which instances leave the image and never resize or place those
+    # instances' targets: the samples must equal keeping every instance, then dropping them
+    from rtmdet.data.transforms import mixing
+
+    def run(make):
+        rng = np.random.default_rng(3)
+        t = make()
+        return [t(make_sample(rng, n=int(rng.integers(1, 7)), min_box=4), rng) for _ in range(30)]
+
+    inside = mixing.boxes_inside
+    for make in (lambda: CachedMosaic((160, 160), max_cached_images=6),
+                 lambda: CachedMixUp((320, 320), ratio_range=(0.5, 1.5), max_cached_images=6)):
+        fast = run(make)
+        monkeypatch.setattr(mixing, "boxes_inside", lambda b, h, w: np.ones(len(b), bool))
+        every = run(make)
+        monkeypatch.setattr(mixing, "boxes_inside", inside)
+        dropped = 0
+        for a, b in zip(fast, every, strict=True):
+            keep = inside(b.boxes, *b.img.shape[:2])
+            dropped += int((~keep).sum())
+            b.select(keep)
+            np.testing.assert_array_equal(a.img, b.img)
+            for x, y in ((a.boxes, b.boxes), (a.labels, b.labels), (a.ignore, b.ignore), (a.masks, b.masks)):
+                assert x.dtype == y.dtype
+                np.testing.assert_array_equal(x, y)
+        assert dropped >= 5, dropped
+
+
 def test_mixup_prob_zero_is_identity():
     rng = np.random.default_rng(0)
     mix = CachedMixUp((128, 128), prob=0.0, max_cached_images=3)

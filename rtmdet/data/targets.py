@@ -124,13 +124,16 @@ def nearest_index(n_out: int, n_in: int, start: int = 0, count: int | None = Non
     return np.minimum(np.floor(x).astype(np.intp), n_in - 1)
 
 
-def resize_masks_window(masks: np.ndarray, w: int, h: int, window: tuple[int, int, int, int]) -> np.ndarray:
+def resize_masks_window(masks: np.ndarray, w: int, h: int, window: tuple[int, int, int, int],
+                        idx: np.ndarray | None = None) -> np.ndarray:
     """The window (x0, y0, w', h') of `resize_masks` (masks, w, h): the same values, gathered
-    from the source rows and columns the window's pixels read (not the whole resize)."""
+    from the source rows and columns the window's pixels read (not the whole resize); ``idx``:
+    only those masks (`masks[idx]`, without copying them first)."""
     x0, y0, cw, ch = window
     n, sh, sw = masks.shape
     rows, cols = nearest_index(h, sh, y0, ch), nearest_index(w, sw, x0, cw)
-    return masks.take(rows, axis=1).take(cols, axis=2)
+    picked = masks.take(rows, axis=1) if idx is None else masks[np.ix_(idx, rows)]
+    return picked.take(cols, axis=2)
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
@@ -204,10 +207,11 @@ class MaskTarget(ArrayTarget):
         return MaskTarget(resize_masks(self.data, width, height))
 
     def resize_window(self, sx: float, sy: float, width: int, height: int,
-                      window: tuple[int, int, int, int]) -> "MaskTarget":
+                      window: tuple[int, int, int, int], idx: np.ndarray | None = None) -> "MaskTarget":
         """`resize` then a crop to ``window`` = (x0, y0, w, h) (`translate(-x0, -y0, w, h)`),
-        computing only the window: what a resize followed by a crop asks for."""
-        return MaskTarget(resize_masks_window(self.data, width, height, window))
+        computing only the window: what a resize followed by a crop asks for; ``idx``: of the
+        instances ``select(idx)`` would keep."""
+        return MaskTarget(resize_masks_window(self.data, width, height, window, idx))
 
     def flip(self, width: int, height: int, direction: str = "horizontal") -> "MaskTarget":
         if direction not in FLIP_DIRECTIONS:

@@ -45,12 +45,21 @@ class Resize:
             nw, nh = scale
         return max(1, nw), max(1, nh)  # the reference would crash on a 0-size resize
 
-    def apply(self, s: Sample, scale: tuple[int, int],
-              window: tuple[int, int, int, int] | None = None) -> Sample:
+    def scale_boxes(self, boxes: np.ndarray, ws: float, hs: float, nw: int, nh: int) -> np.ndarray:
+        """Boxes scaled by (ws, hs) into the ``nw`` x ``nh`` resized image (clipped to it)."""
+        out = (boxes * np.array([ws, hs, ws, hs], np.float32)).astype(np.float32)
+        if self.clip_object_border:
+            clip_boxes(out, nh, nw)
+        return out
+
+    def apply(self, s: Sample, scale: tuple[int, int], window: tuple[int, int, int, int] | None = None,
+              keep: np.ndarray | None = None) -> Sample:
         """Resize ``s`` to ``scale``. ``window`` = (x0, y0, w, h) in the resized image: only that
         part is kept (the crop that follows): the image and the targets come back cut to it
         (`resize_top_left`; a target's ``resize_window`` where it has one, else its resize then
-        translate), the boxes are only scaled, as always (the crop moves them)."""
+        translate), the boxes are only scaled, as always (the crop moves them). ``keep`` (bool,
+        with a window): only those instances are kept, left out before their targets are
+        resized (the ones the crop would drop)."""
         h, w = s.img.shape[:2]
         nw, nh = self.output_size(w, h, scale)
         ws, hs = nw / w, nh / h
@@ -60,15 +69,17 @@ class Resize:
         else:
             x0, y0, cw, ch = window
             s.img = resize_top_left(s.img, (nw, nh), (x0 + cw, y0 + ch))[y0:y0 + ch, x0:x0 + cw]
+            idx = None if keep is None or keep.all() else np.flatnonzero(keep)
+            if idx is not None:
+                s.boxes, s.labels, s.ignore = s.boxes[idx], s.labels[idx], s.ignore[idx]
 
             def move(t):
                 if hasattr(t, "resize_window"):
-                    return t.resize_window(ws, hs, nw, nh, window)
+                    return t.resize_window(ws, hs, nw, nh, window, idx)
+                t = t if idx is None else t.select(idx)
                 return t.resize(ws, hs, nw, nh).translate(-x0, -y0, cw, ch)
             s.map_targets(move)
-        s.boxes = (s.boxes * np.array([ws, hs, ws, hs], np.float32)).astype(np.float32)
-        if self.clip_object_border:
-            clip_boxes(s.boxes, nh, nw)
+        s.boxes = self.scale_boxes(s.boxes, ws, hs, nw, nh)
         s.meta["scale_factor"] = (ws, hs)
         return s
 
@@ -111,7 +122,13 @@ class RandomResize:
             h, w = s.img.shape[:2]
             nw, nh = self.resize.output_size(w, h, scale)
             off_h, off_w, ch, cw = nxt.draw(nh, nw, rng)
-            s = self.resize.apply(s, scale, window=(off_w, off_h, cw, ch))
+            # which instances the crop keeps follows from the boxes alone (the same arithmetic
+            # as the two steps): the others are never resized
+            _, keep = nxt.crop_boxes(self.resize.scale_boxes(s.boxes, nw / w, nh / h, nw, nh),
+                                     off_h, off_w, ch, cw)
+            if not keep.any() and not nxt.allow_negative_crop:
+                return None
+            s = self.resize.apply(s, scale, window=(off_w, off_h, cw, ch), keep=keep)
             return nxt.apply(s, off_h, off_w, ch, cw, cut=True)
         return resize_crop
 
@@ -143,16 +160,19 @@ class RandomCrop:
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample | None:
         return self.apply(s, *self.draw(*s.img.shape[:2], rng))
 
+    def crop_boxes(self, boxes: np.ndarray, off_h: int, off_w: int, ch: int, cw: int):
+        """(the boxes in the ``ch`` x ``cw`` crop at (off_w, off_h), which of them it keeps)."""
+        boxes = boxes - np.array([off_w, off_h, off_w, off_h], np.float32)
+        if self.bbox_clip_border:
+            clip_boxes(boxes, ch, cw)
+        return boxes, boxes_inside(boxes, ch, cw)
+
     def apply(self, s: Sample, off_h: int, off_w: int, ch: int, cw: int, cut: bool = False) -> Sample | None:
         """Crop at the drawn offsets; ``cut``: the image and targets are cut already (a fused
         resize did it, `RandomResize.fused_with`), only the boxes move."""
         if not cut:
             s.img = s.img[off_h:off_h + ch, off_w:off_w + cw]
-        nh, nw = s.img.shape[:2]
-        boxes = s.boxes - np.array([off_w, off_h, off_w, off_h], np.float32)
-        if self.bbox_clip_border:
-            clip_boxes(boxes, nh, nw)
-        valid = boxes_inside(boxes, nh, nw)
+        boxes, valid = self.crop_boxes(s.boxes, off_h, off_w, *s.img.shape[:2])
         if not valid.any() and not self.allow_negative_crop:
             return None
         s.boxes = boxes

@@ -101,16 +101,20 @@ class CachedMosaic(_Cached):
             labels.append(patch.labels)
             ignore.append(patch.ignore)
             for name, parts in targets.items():
-                t = patch.target_like(name, s.targets[name])
-                parts.append((t.resize(r, r, nw, nh), padw, padh))
-        merged = {name: place_targets(type(s.targets[name]), parts, sw * 2, sh * 2)
-                  for name, parts in targets.items()}
-        out = Sample(canvas, np.concatenate(boxes).astype(np.float32), np.concatenate(labels),
-                     np.concatenate(ignore), merged, dict(s.meta))
+                parts.append((patch.target_like(name, s.targets[name]), r, nw, nh, padw, padh))
+        all_boxes = np.concatenate(boxes).astype(np.float32)
         if self.bbox_clip_border:
-            clip_boxes(out.boxes, sh * 2, sw * 2)
-        out.select(boxes_inside(out.boxes, sh * 2, sw * 2))
-        return out
+            clip_boxes(all_boxes, sh * 2, sw * 2)
+        keep = boxes_inside(all_boxes, sh * 2, sw * 2)
+        # the instances that end up off the canvas are left out before their targets are
+        # resized and placed (not copied with the canvas-sized rest, then dropped)
+        ends = np.cumsum([len(b) for b in boxes])
+        merged = {name: place_targets(type(s.targets[name]), [
+            (t.select(keep[end - len(t):end]).resize(r, r, nw, nh), padw, padh)
+            for (t, r, nw, nh, padw, padh), end in zip(parts, ends)], sw * 2, sh * 2)
+            for name, parts in targets.items()}
+        return Sample(canvas, all_boxes[keep], np.concatenate(labels)[keep], np.concatenate(ignore)[keep],
+                      merged, dict(s.meta))
 
     def __repr__(self) -> str:
         return (f"CachedMosaic(img_scale={self.img_scale}, pad_val={self.pad_val}, prob={self.prob}, "
@@ -170,19 +174,20 @@ class CachedMixUp(_Cached):
         rb = rb - np.array([x_off, y_off, x_off, y_off], np.float32)
         if self.bbox_clip_border:
             clip_boxes(rb, th, tw)
+        all_boxes = np.concatenate([s.boxes, rb]).astype(np.float32)
+        keep = boxes_inside(all_boxes, th, tw)
+        n = len(s.boxes)  # the instances left out are dropped before their targets move
         targets = {}  # each target takes the image's path: letterbox, jitter, flip, crop
         for name, t in s.targets.items():
-            rt = r.target_like(name, t).resize(ratio, ratio, rw, rh).translate(0, 0, sw, sh).resize(jit, jit, ow, oh)
+            rt = r.target_like(name, t).select(keep[n:])
+            rt = rt.resize(ratio, ratio, rw, rh).translate(0, 0, sw, sh).resize(jit, jit, ow, oh)
             if is_flip:
                 rt = rt.flip(ow, oh)
-            targets[name] = type(t).concat([t, rt.translate(-x_off, -y_off, tw, th)])
+            targets[name] = type(t).concat([t.select(keep[:n]), rt.translate(-x_off, -y_off, tw, th)])
 
         img = blend_half(s.img, cropped)
-        res = Sample(img, np.concatenate([s.boxes, rb]).astype(np.float32),
-                     np.concatenate([s.labels, r.labels]), np.concatenate([s.ignore, r.ignore]),
-                     targets, dict(s.meta))
-        res.select(boxes_inside(res.boxes, th, tw))
-        return res
+        return Sample(img, all_boxes[keep], np.concatenate([s.labels, r.labels])[keep],
+                      np.concatenate([s.ignore, r.ignore])[keep], targets, dict(s.meta))
 
     def __repr__(self) -> str:
         return (f"CachedMixUp(img_scale={self.img_scale}, ratio_range={self.ratio_range}, prob={self.prob}, "
