@@ -262,3 +262,63 @@ def disk_full_after(monkeypatch, budget: int, match: str = ""):
 
     monkeypatch.setattr(os, "write", write)
     return written
+
+
+class DenseMasks:
+    """The oracle for `rtmdet.data.targets.MaskTarget`: full (n, H, W) bitmaps moved with the
+    plainest numpy / OpenCV operations (per-mask cv2.resize INTER_NEAREST, zero canvas + slice,
+    reversed views), none of the crop bookkeeping it checks."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data, np.uint8)
+
+    def __len__(self):
+        return len(self.data)
+
+    def select(self, keep):
+        return DenseMasks(self.data[np.asarray(keep)])
+
+    def resize(self, sx, sy, width, height):
+        import cv2
+        if not len(self.data):
+            return DenseMasks(np.zeros((0, height, width), np.uint8))
+        return DenseMasks(np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_NEAREST)
+                                    for m in self.data]))
+
+    def flip(self, width, height, direction="horizontal"):
+        fx, fy = direction in ("horizontal", "diagonal"), direction in ("vertical", "diagonal")
+        return DenseMasks(self.data[:, ::-1 if fy else 1, ::-1 if fx else 1].copy())
+
+    def rotate(self, angle, width, height):
+        import cv2
+
+        from rtmdet.data.targets import rotation_matrix
+        m = rotation_matrix(angle, (width - 1) * 0.5, (height - 1) * 0.5)
+        return DenseMasks(np.stack([cv2.warpAffine(x, m, (width, height), flags=cv2.INTER_LINEAR)
+                                    for x in self.data]) if len(self.data) else self.data)
+
+    def translate(self, dx, dy, width, height):
+        n, h, w = self.data.shape  # output pixel (y, x) reads source (y - dy, x - dx) if inside
+        ys, xs = np.arange(height) - dy, np.arange(width) - dx
+        iy, ix = np.flatnonzero((ys >= 0) & (ys < h)), np.flatnonzero((xs >= 0) & (xs < w))
+        out = np.zeros((n, height, width), np.uint8)
+        out[np.ix_(np.arange(n), iy, ix)] = self.data[np.ix_(np.arange(n), ys[iy], xs[ix])]
+        return DenseMasks(out)
+
+    def blank(self, n, width, height):
+        return DenseMasks(np.zeros((n, height, width), np.uint8))
+
+    @classmethod
+    def concat(cls, parts):
+        return cls(np.concatenate([p.data for p in parts]))
+
+    def boxes(self):
+        out = np.zeros((len(self.data), 4), np.float32)
+        for i, m in enumerate(self.data):
+            ys, xs = np.nonzero(m)
+            if len(xs):
+                out[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        return out
+
+    def as_array(self):
+        return self.data

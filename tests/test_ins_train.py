@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rtmdet.data.loader import TrainDataset, collate
-from rtmdet.data.targets import masks_to_boxes as _masks_to_boxes
+from rtmdet.data.targets import MaskTarget
 from rtmdet.data.transforms import RandomCrop, build_train_pipeline
 
 
@@ -40,7 +40,7 @@ def test_masks_follow_boxes_through_ins_pipeline(shapes, size, stage, tol):
         img, boxes, masks = item["img"], item["boxes"].numpy(), item["masks"].numpy()
         assert masks.dtype == np.uint8 and masks.shape == (len(boxes), *img.shape[-2:])
         assert len(boxes) and (masks.reshape(len(masks), -1).sum(1) > 0).all()
-        mb = _masks_to_boxes(masks)
+        mb = MaskTarget(masks).boxes()
         if tol is not None:
             np.testing.assert_allclose(mb, boxes, atol=tol + 1e-4, rtol=0)
         else:  # the mask lies inside its (unrecomputed) box, give or take rounding

@@ -3,8 +3,10 @@ transforms serve any target kind through the protocol alone."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from helpers import DenseMasks
 
-from rtmdet.data.targets import MaskTarget, place_targets
+from rtmdet.data.targets import FLIP_DIRECTIONS, MaskTarget, place_targets
 from rtmdet.data.transforms import RandomCrop, Sample, build_train_pipeline
 
 
@@ -12,18 +14,88 @@ def test_mask_translate_is_crop_pad_and_placement():
     rng = np.random.default_rng(0)
     m = rng.integers(0, 2, (3, 7, 9), dtype=np.uint8)
     t = MaskTarget(m)
-    np.testing.assert_array_equal(t.translate(-2, -1, 5, 4).data, m[:, 1:5, 2:7])  # crop
-    padded = t.translate(0, 0, 12, 10).data
+    np.testing.assert_array_equal(t.translate(-2, -1, 5, 4).as_array(), m[:, 1:5, 2:7])  # crop
+    padded = t.translate(0, 0, 12, 10).as_array()
     assert padded.shape == (3, 10, 12) and not padded[:, 7:].any() and not padded[:, :, 9:].any()
     np.testing.assert_array_equal(padded[:, :7, :9], m)
-    placed = t.translate(4, -3, 8, 6).data  # partly outside on two sides
+    placed = t.translate(4, -3, 8, 6).as_array()  # partly outside on two sides
     ref = np.zeros((3, 6, 8), np.uint8)
     ref[:, 0:4, 4:8] = m[:, 3:7, 0:4]
     np.testing.assert_array_equal(placed, ref)
-    np.testing.assert_array_equal(t.flip(9, 7).flip(9, 7).data, m)
+    np.testing.assert_array_equal(t.flip(9, 7).flip(9, 7).as_array(), m)
     both = MaskTarget.concat([t, t.blank(2, 9, 7)])
-    assert len(both) == 5 and not both.data[3:].any()
-    np.testing.assert_array_equal(both.select(np.array([True, False, True, False, False])).data, m[[0, 2]])
+    assert len(both) == 5 and not both.as_array()[3:].any()
+    np.testing.assert_array_equal(both.select(np.array([True, False, True, False, False])).as_array(), m[[0, 2]])
+    with pytest.raises(ValueError, match="different image sizes"):
+        MaskTarget.concat([t, t.blank(1, 9, 8)])
+
+
+def _random_masks(rng, n, h, w):
+    """Masks as instances look: blobs of any size (a pixel, the whole image), empty ones, holes,
+    instances touching the borders."""
+    out = np.zeros((n, h, w), np.uint8)
+    for k in range(n):
+        kind = rng.integers(0, 5)
+        if kind == 0:
+            continue  # empty
+        if kind == 1:
+            out[k] = rng.random((h, w)) < 0.3  # scattered over the whole image
+            continue
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        y1, x1 = int(rng.integers(y0 + 1, h + 1)), int(rng.integers(x0 + 1, w + 1))
+        out[k, y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < (0.9 if kind == 2 else 0.5)
+    return out
+
+
+def test_masks_equal_the_dense_oracle_under_every_operation():
+    # random chains of the protocol's operations on MaskTarget (crops + corners) and on full
+    # bitmaps moved the plain way (DenseMasks): the same bitmaps and boxes after every step
+    rng = np.random.default_rng(3)
+    steps = 0
+    for trial in range(120):
+        h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        dense = _random_masks(rng, int(rng.integers(0, 6)), h, w)
+        a, b = MaskTarget(dense), DenseMasks(dense)
+        for _ in range(6):
+            op = rng.integers(0, 7)
+            if op == 0:
+                nw, nh = int(rng.integers(1, 3 * w + 2)), int(rng.integers(1, 3 * h + 2))
+                a, b = a.resize(nw / w, nh / h, nw, nh), b.resize(nw / w, nh / h, nw, nh)
+                w, h = nw, nh
+            elif op == 1:  # resize, then a window of it (the fused resize + crop), maybe a subset
+                nw, nh = int(rng.integers(1, 3 * w + 2)), int(rng.integers(1, 3 * h + 2))
+                x0, y0 = int(rng.integers(0, nw)), int(rng.integers(0, nh))
+                cw, ch = int(rng.integers(1, nw - x0 + 1)), int(rng.integers(1, nh - y0 + 1))
+                idx = None if rng.random() < 0.5 else np.flatnonzero(rng.random(len(a)) < 0.6)
+                a = a.resize_window(nw / w, nh / h, nw, nh, (x0, y0, cw, ch), idx)
+                b = b.select(np.arange(len(b)) if idx is None else idx)
+                b = b.resize(nw / w, nh / h, nw, nh).translate(-x0, -y0, cw, ch)
+                w, h = cw, ch
+            elif op == 2:
+                d = FLIP_DIRECTIONS[rng.integers(0, 3)]
+                a, b = a.flip(w, h, d), b.flip(w, h, d)
+            elif op == 3:  # crop, pad or placement, partly or wholly off the new image
+                nw, nh = int(rng.integers(1, 2 * w + 2)), int(rng.integers(1, 2 * h + 2))
+                dx, dy = int(rng.integers(-w - 2, nw + 2)), int(rng.integers(-h - 2, nh + 2))
+                a, b = a.translate(dx, dy, nw, nh), b.translate(dx, dy, nw, nh)
+                w, h = nw, nh
+            elif op == 4:
+                keep = rng.random(len(a)) < 0.7 if rng.random() < 0.5 else rng.permutation(len(a))[:2]
+                a, b = a.select(keep), b.select(keep)
+            elif op == 5:
+                extra = _random_masks(rng, int(rng.integers(0, 3)), h, w)
+                blank = int(rng.integers(0, 2))
+                a = MaskTarget.concat([a, MaskTarget(extra), a.blank(blank, w, h)])
+                b = DenseMasks.concat([b, DenseMasks(extra), b.blank(blank, w, h)])
+            else:
+                angle = float(rng.uniform(-180, 180))
+                a, b = a.rotate(angle, w, h), b.rotate(angle, w, h)
+            got = a.as_array()
+            assert got.shape == b.data.shape and got.dtype == np.uint8 and len(a) == len(b)
+            np.testing.assert_array_equal(got, b.data, err_msg=f"trial {trial}, op {op}")
+            np.testing.assert_array_equal(a.boxes(), b.boxes())
+            steps += 1
+    assert steps == 720
 
 
 def test_mask_flip_reverses_columns_rows_or_both():
@@ -34,25 +106,26 @@ def test_mask_flip_reverses_columns_rows_or_both():
         n, h, w = m.shape
         for direction, view in (("horizontal", m[:, :, ::-1]), ("vertical", m[:, ::-1]),
                                 ("diagonal", m[:, ::-1, ::-1])):
-            got = MaskTarget(m).flip(w, h, direction).data
-            assert got.shape == m.shape and got.dtype == np.uint8 and got.flags.c_contiguous
+            got = MaskTarget(m).flip(w, h, direction).as_array()
+            assert got.shape == m.shape and got.dtype == np.uint8
             np.testing.assert_array_equal(got, view)
 
 
-def test_masks_placed_equals_concat_of_translated_parts():
+def test_masks_placed_equals_the_dense_placement():
     rng = np.random.default_rng(1)
     for _ in range(40):
         width, height = int(rng.integers(4, 30)), int(rng.integers(4, 30))
-        parts = []
+        parts, dense = [], []
         for _ in range(int(rng.integers(1, 5))):
             n, h, w = int(rng.integers(0, 4)), int(rng.integers(1, 25)), int(rng.integers(1, 25))
             # offsets inside, across an edge or entirely off the image
             dx, dy = int(rng.integers(-w - 3, width + 3)), int(rng.integers(-h - 3, height + 3))
-            parts.append((MaskTarget(rng.integers(0, 2, (n, h, w), dtype=np.uint8)), dx, dy))
-        want = MaskTarget.concat([t.translate(dx, dy, width, height) for t, dx, dy in parts])
+            m = rng.integers(0, 2, (n, h, w), dtype=np.uint8)
+            parts.append((MaskTarget(m), dx, dy))
+            dense.append((DenseMasks(m), dx, dy))
+        want = DenseMasks.concat([t.translate(dx, dy, width, height) for t, dx, dy in dense])
         got = place_targets(MaskTarget, parts, width, height)
-        assert got.data.shape == want.data.shape
-        np.testing.assert_array_equal(got.data, want.data)
+        np.testing.assert_array_equal(got.as_array(), want.data)
     # a kind without `placed`: concat of the translated parts
     ids = place_targets(_Ids, [(_Ids([1, 2]), 3, 4), (_Ids([5]), -1, 0)], 10, 10)
     assert ids.ids.tolist() == [1, 2, 5]
@@ -61,7 +134,7 @@ def test_masks_placed_equals_concat_of_translated_parts():
 def test_select_keeping_everything_is_the_same_target():
     t = MaskTarget(np.ones((3, 4, 5), np.uint8))
     assert t.select(np.ones(3, bool)) is t
-    np.testing.assert_array_equal(t.select(np.array([2, 0])).data, t.data[[2, 0]])
+    np.testing.assert_array_equal(t.select(np.array([2, 0])).as_array(), t.as_array()[[2, 0]])
     assert len(t.select(np.zeros(3, bool))) == 0
 
 

@@ -23,8 +23,7 @@ from ..ops.polygons import poly2obb_le90
 from .records import ImageRecord
 
 __all__ = ["Target", "MaskTarget", "RBoxTarget", "TargetLoader", "TARGET_LOADERS", "FLIP_DIRECTIONS",
-           "resize_masks", "resize_masks_window", "nearest_index", "place_targets", "masks_to_boxes",
-           "record_masks", "record_rboxes", "decode_rle", "rotation_matrix"]
+           "nearest_index", "place_targets", "record_masks", "record_rboxes", "decode_rle", "rotation_matrix"]
 
 FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
 
@@ -86,15 +85,6 @@ class Target(Protocol):
 
 
 # ----------------------------------------------------------------------------- bitmap masks
-def resize_masks(masks: np.ndarray, w: int, h: int) -> np.ndarray:
-    """(n, H, W) masks to (n, h, w), nearest neighbour (the same size: the masks themselves)."""
-    if masks.shape[1:] == (h, w):
-        return masks
-    if len(masks) == 0:
-        return np.zeros((0, h, w), np.uint8)
-    return np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in masks])
-
-
 def place_targets(cls, parts: Sequence[tuple["Target", int, int]], width: int, height: int) -> "Target":
     """The instances of each ``(target, dx, dy)`` part, moved by (dx, dy) onto one ``width`` x
     ``height`` image (Mosaic's tiles): ``cls.concat`` of the translated parts, or the kind's own
@@ -122,30 +112,6 @@ def nearest_index(n_out: int, n_in: int, start: int = 0, count: int | None = Non
     count = n_out - start if count is None else count
     x = np.arange(start, start + count, dtype=np.float64) * (1.0 / (n_out / n_in))
     return np.minimum(np.floor(x).astype(np.intp), n_in - 1)
-
-
-def resize_masks_window(masks: np.ndarray, w: int, h: int, window: tuple[int, int, int, int],
-                        idx: np.ndarray | None = None) -> np.ndarray:
-    """The window (x0, y0, w', h') of `resize_masks` (masks, w, h): the same values, gathered
-    from the source rows and columns the window's pixels read (not the whole resize); ``idx``:
-    only those masks (`masks[idx]`, without copying them first)."""
-    x0, y0, cw, ch = window
-    n, sh, sw = masks.shape
-    rows, cols = nearest_index(h, sh, y0, ch), nearest_index(w, sw, x0, cw)
-    picked = masks.take(rows, axis=1) if idx is None else masks[np.ix_(idx, rows)]
-    return picked.take(cols, axis=2)
-
-
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """HorizontalBoxes.from_instance_masks: [x_min, y_min, x_max + 1, y_max + 1], zeros if empty."""
-    boxes = np.zeros((len(masks), 4), np.float32)
-    x_any = masks.any(axis=1)
-    y_any = masks.any(axis=2)
-    for i in range(len(masks)):
-        xs, ys = np.flatnonzero(x_any[i]), np.flatnonzero(y_any[i])
-        if len(xs) and len(ys):
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return boxes
 
 
 def decode_rle(rle: dict) -> np.ndarray:
@@ -191,86 +157,165 @@ class ArrayTarget:
         return type(self)(self.data[keep])
 
 
-class MaskTarget(ArrayTarget):
-    """Bitmap instance masks ``(n, H, W) uint8`` on the sample's image grid. Geometry is applied
-    exactly as to the image (nearest-neighbour resize, zero fill where the image gets padding);
-    the reference RTMDet-Ins configs use polygon masks, we use bitmaps."""
+class MaskTarget:
+    """Instance masks on the sample's image grid (``width`` x ``height``), each held as the block
+    of it that may be nonzero (its crop) and that block's top-left corner: an instance covers a
+    small part of a mosaic canvas, and moving only that part is what makes the RandomResize /
+    RandomCrop / Mosaic / MixUp steps cheap for RTMDet-Ins. Geometry is applied exactly as to the
+    image (nearest-neighbour resize with OpenCV's indices, zero fill where the image gets padding):
+    ``as_array()`` equals the same steps on full ``(n, H, W)`` bitmaps (tests/test_targets.py
+    checks against such a dense oracle). The reference RTMDet-Ins configs use polygon masks; we
+    use bitmaps."""
 
     def __init__(self, data: np.ndarray):
-        self.data = np.asarray(data, np.uint8)
+        """From full bitmaps ``(n, H, W)``: each cut to its nonzero rows and columns."""
+        data = np.asarray(data, np.uint8)
+        n, h, w = data.shape
+        rows, cols = data.any(axis=2), data.any(axis=1)
+        crops, corners = [], []
+        for i in range(n):
+            ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
+            if len(ys):
+                crops.append(data[i, ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1].copy())
+                corners.append((int(xs[0]), int(ys[0])))
+            else:
+                crops.append(_EMPTY)
+                corners.append((0, 0))
+        self._set(crops, corners, w, h)
+
+    def _set(self, crops: list, corners: list, width: int, height: int) -> "MaskTarget":
+        self.crops, self.corners, self.width, self.height = crops, corners, int(width), int(height)
+        return self
+
+    @classmethod
+    def _of(cls, crops: list, corners: list, width: int, height: int) -> "MaskTarget":
+        return cls.__new__(cls)._set(crops, corners, width, height)
 
     @classmethod
     def from_record(cls, rec: ImageRecord, h: int, w: int) -> "MaskTarget":
         return cls(record_masks(rec, h, w))
 
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __repr__(self) -> str:
+        return f"MaskTarget({len(self)} masks on {self.width}x{self.height})"
+
+    def select(self, keep: np.ndarray) -> "MaskTarget":
+        keep = np.asarray(keep)
+        if keep.dtype == bool:
+            if len(keep) == len(self) and keep.all():
+                return self
+            keep = np.flatnonzero(keep)
+        return MaskTarget._of([self.crops[i] for i in keep], [self.corners[i] for i in keep],
+                              self.width, self.height)
+
+    def _gathered(self, rows: np.ndarray, cols: np.ndarray, width: int, height: int,
+                  idx: np.ndarray | None = None) -> "MaskTarget":
+        """Output pixel (y, x) of a ``width`` x ``height`` image reads source (rows[y], cols[x])
+        (a nearest-neighbour resize, maybe of a window): each crop becomes the output rows and
+        columns that read it (a contiguous range: the indices never decrease)."""
+        crops, corners = [], []
+        for i in range(len(self)) if idx is None else idx:
+            crop, (x, y) = self.crops[i], self.corners[i]
+            h, w = crop.shape
+            r0, r1 = np.searchsorted(rows, (y, y + h))
+            c0, c1 = np.searchsorted(cols, (x, x + w))
+            if r1 > r0 and c1 > c0:
+                crops.append(crop[np.ix_(rows[r0:r1] - y, cols[c0:c1] - x)])
+                corners.append((int(c0), int(r0)))
+            else:
+                crops.append(_EMPTY)
+                corners.append((0, 0))
+        return MaskTarget._of(crops, corners, width, height)
+
     def resize(self, sx: float, sy: float, width: int, height: int) -> "MaskTarget":
-        return MaskTarget(resize_masks(self.data, width, height))
+        if (width, height) == (self.width, self.height):
+            return self
+        return self._gathered(nearest_index(height, self.height), nearest_index(width, self.width),
+                              width, height)
 
     def resize_window(self, sx: float, sy: float, width: int, height: int,
                       window: tuple[int, int, int, int], idx: np.ndarray | None = None) -> "MaskTarget":
         """`resize` then a crop to ``window`` = (x0, y0, w, h) (`translate(-x0, -y0, w, h)`),
         computing only the window: what a resize followed by a crop asks for; ``idx``: of the
         instances ``select(idx)`` would keep."""
-        return MaskTarget(resize_masks_window(self.data, width, height, window, idx))
+        x0, y0, cw, ch = window
+        return self._gathered(nearest_index(height, self.height, y0, ch),
+                              nearest_index(width, self.width, x0, cw), cw, ch, idx)
 
     def flip(self, width: int, height: int, direction: str = "horizontal") -> "MaskTarget":
         if direction not in FLIP_DIRECTIONS:
             raise ValueError(f"flip direction must be one of {FLIP_DIRECTIONS}, got {direction!r}")
-        data = np.ascontiguousarray(self.data)
-        n, h, w = data.shape
-        if direction in ("horizontal", "diagonal") and data.size:
-            # every mask row reversed: one cv2.flip of the (n * h, w) stack, ~14x faster than
-            # copying a column-reversed view (rows reversed below are whole-row copies: fast)
-            data = cv2.flip(data.reshape(n * h, w), 1).reshape(n, h, w)
-        if direction in ("vertical", "diagonal"):
-            data = np.ascontiguousarray(data[:, ::-1])
-        return MaskTarget(data)
+        fx, fy = direction in ("horizontal", "diagonal"), direction in ("vertical", "diagonal")
+        crops, corners = [], []
+        for crop, (x, y) in zip(self.crops, self.corners):
+            h, w = crop.shape
+            if not crop.size:
+                crops.append(crop)
+                corners.append((x, y))
+                continue
+            crops.append(crop[::-1 if fy else 1, ::-1 if fx else 1])
+            corners.append((width - x - w if fx else x, height - y - h if fy else y))
+        return MaskTarget._of(crops, corners, width, height)
 
     def rotate(self, angle: float, width: int, height: int) -> "MaskTarget":
         """As mmdet ``BitmapMasks.rotate`` under mmrotate's ``Rotate``: mmcv ``imrotate`` (about
-        ((w - 1) / 2, (h - 1) / 2), bilinear, border 0)."""
+        ((w - 1) / 2, (h - 1) / 2), bilinear, border 0), on the full masks."""
         m = rotation_matrix(angle, (width - 1) * 0.5, (height - 1) * 0.5)
-        out = np.zeros_like(self.data)
-        for i, mask in enumerate(self.data):
+        full = self.as_array()
+        out = np.zeros((len(full), height, width), np.uint8)
+        for i, mask in enumerate(full):
             out[i] = cv2.warpAffine(mask, m, (width, height), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return MaskTarget(out)
 
     def translate(self, dx: int, dy: int, width: int, height: int) -> "MaskTarget":
-        n, h, w = self.data.shape
-        if dx <= 0 and dy <= 0 and w + dx >= width and h + dy >= height:  # a window inside: a view
-            return MaskTarget(self.data[:, -dy:-dy + height, -dx:-dx + width])
-        out = np.zeros((n, height, width), np.uint8)
-        ov = _overlap(w, h, dx, dy, width, height)
-        if ov is not None:
-            out[(slice(None), *ov[1])] = self.data[(slice(None), *ov[0])]
-        return MaskTarget(out)
-
-    @classmethod
-    def placed(cls, parts: Sequence[tuple["MaskTarget", int, int]], width: int, height: int) -> "MaskTarget":
-        """`place_targets` into one zeroed array (not one per part, then a copy of them all)."""
-        out = np.zeros((sum(len(t) for t, _, _ in parts), height, width), np.uint8)
-        k = 0
-        for t, dx, dy in parts:
-            n, h, w = t.data.shape
-            ov = _overlap(w, h, dx, dy, width, height)
-            if n and ov is not None:
-                out[(slice(k, k + n), *ov[1])] = t.data[(slice(None), *ov[0])]
-            k += n
-        return cls(out)
+        crops, corners = [], []
+        for crop, (x, y) in zip(self.crops, self.corners):
+            h, w = crop.shape
+            ov = _overlap(w, h, x + dx, y + dy, width, height)
+            if crop.size and ov is not None:
+                (rs, cs), (rd, cd) = ov
+                crops.append(crop[rs, cs])
+                corners.append((cd.start, rd.start))
+            else:
+                crops.append(_EMPTY)
+                corners.append((0, 0))
+        return MaskTarget._of(crops, corners, width, height)
 
     def blank(self, n: int, width: int, height: int) -> "MaskTarget":
-        return MaskTarget(np.zeros((n, height, width), np.uint8))
+        return MaskTarget._of([_EMPTY] * n, [(0, 0)] * n, width, height)
 
     @classmethod
     def concat(cls, parts: Sequence["MaskTarget"]) -> "MaskTarget":
-        return cls(np.concatenate([p.data for p in parts]))
+        sizes = {(p.width, p.height) for p in parts}
+        if len(sizes) != 1:
+            raise ValueError(f"cannot concatenate masks of different image sizes: {sorted(sizes)}")
+        (width, height), = sizes
+        return cls._of([c for p in parts for c in p.crops], [xy for p in parts for xy in p.corners],
+                       width, height)
 
     def boxes(self) -> np.ndarray:
-        return masks_to_boxes(self.data)
+        """HorizontalBoxes.from_instance_masks: [x_min, y_min, x_max + 1, y_max + 1], zeros if empty."""
+        boxes = np.zeros((len(self), 4), np.float32)
+        for i, (crop, (x, y)) in enumerate(zip(self.crops, self.corners)):
+            ys, xs = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+            if len(xs) and len(ys):
+                boxes[i] = (x + xs[0], y + ys[0], x + xs[-1] + 1, y + ys[-1] + 1)
+        return boxes
 
     def as_array(self) -> np.ndarray:
-        return np.ascontiguousarray(self.data)
+        """The full bitmaps ``(n, height, width)`` uint8."""
+        out = np.zeros((len(self), self.height, self.width), np.uint8)
+        for i, (crop, (x, y)) in enumerate(zip(self.crops, self.corners)):
+            h, w = crop.shape
+            if crop.size:
+                out[i, y:y + h, x:x + w] = crop
+        return out
+
+
+_EMPTY = np.zeros((0, 0), np.uint8)  # the crop of a mask with nothing in it (never written)
 
 
 # ----------------------------------------------------------------------------- rotated boxes
