@@ -16,10 +16,13 @@ class YOLOXHSVRandomAug:
     def __init__(self, hue_delta: int = 5, saturation_delta: int = 30, value_delta: int = 30):
         self.deltas = (hue_delta, saturation_delta, value_delta)
 
-    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
+    def draw_gains(self, rng: np.random.Generator) -> np.ndarray:
         gains = rng.uniform(-1, 1, 3) * np.array(self.deltas, np.float64)
         gains *= rng.integers(0, 2, 3)
-        gains = gains.astype(np.int16)
+        return gains.astype(np.int16)
+
+    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
+        gains = self.draw_gains(rng)
         # one 256-entry table (cv2.LUT) per channel whose gain is not 0 instead of int16
         # arithmetic on every pixel: the same values. A zero gain leaves its channel as it is
         # (8-bit hue lies in [0, 180)), so that plane is not touched; the round trip through HSV
