@@ -126,7 +126,7 @@ def test_masks_placed_equals_the_dense_placement():
         want = DenseMasks.concat([t.translate(dx, dy, width, height) for t, dx, dy in dense])
         got = place_targets(MaskTarget, parts, width, height)
         np.testing.assert_array_equal(got.as_array(), want.data)
-    # a kind without `placed`: concat of the translated parts
+    # any kind: concat of the translated parts
     ids = place_targets(_Ids, [(_Ids([1, 2]), 3, 4), (_Ids([5]), -1, 0)], 10, 10)
     assert ids.ids.tolist() == [1, 2, 5]
 

@@ -73,8 +73,9 @@ class Target(Protocol):
     def concat(cls, parts: Sequence["Target"]) -> "Target":
         """The instances of ``parts`` one after the other (all on images of the same size)."""
 
-    # optional: ``placed(cls, parts, width, height)``, ``parts`` = (target, dx, dy) tuples: what
-    # `place_targets` computes, in one step (MaskTarget: one canvas-sized array)
+    # optional: ``resize_window(sx, sy, width, height, window, idx=None)``: `resize`, then a crop
+    # to ``window`` = (x0, y0, w, h), of the instances ``idx`` only, computing just that window
+    # (MaskTarget); without it `Resize` selects, resizes and translates
 
     def boxes(self) -> np.ndarray | None:
         """(n, 4) float32 xyxy: the tight axis-aligned box of each instance, or None when this
@@ -84,14 +85,9 @@ class Target(Protocol):
         """The contiguous array the data loader returns for this target."""
 
 
-# ----------------------------------------------------------------------------- bitmap masks
 def place_targets(cls, parts: Sequence[tuple["Target", int, int]], width: int, height: int) -> "Target":
     """The instances of each ``(target, dx, dy)`` part, moved by (dx, dy) onto one ``width`` x
-    ``height`` image (Mosaic's tiles): ``cls.concat`` of the translated parts, or the kind's own
-    ``placed`` doing the same in one step."""
-    placed = getattr(cls, "placed", None)
-    if placed is not None:
-        return placed(parts, width, height)
+    ``height`` image (Mosaic's tiles): ``cls.concat`` of the translated parts."""
     return cls.concat([t.translate(dx, dy, width, height) for t, dx, dy in parts])
 
 
@@ -105,6 +101,7 @@ def _overlap(w: int, h: int, dx: int, dy: int, width: int, height: int):
     return (slice(y0, y1), slice(x0, x1)), (slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx))
 
 
+# ----------------------------------------------------------------------------- bitmap masks
 def nearest_index(n_out: int, n_in: int, start: int = 0, count: int | None = None) -> np.ndarray:
     """The source index of output pixels ``start .. start + count`` of an ``n_in`` -> ``n_out``
     nearest-neighbour resize as OpenCV's INTER_NEAREST computes it: floor(x * (1 / (n_out /
