@@ -15,7 +15,8 @@ folder (RTMDet-Ins models: with their masks, which every geometric step moves to
   crop with resizing the whole image, then cropping (the baselines; same results).
 * loader: images/s of `build_train_loader` with `--workers` workers (best of `--runs`), each
   worker's OpenCV on one thread (the default) against OpenCV's default thread count in every
-  worker (one per core: W x cores threads), and the ratio.
+  worker (one per core: W x cores threads), and the ratio; for RTMDet-Ins, masks on the loss's
+  grid (what training ships) against full bitmaps.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from rtmdet.data.loader import TrainDataset, build_train_loader, loader_images_p
 from rtmdet.data.synthetic import make_shapes_dataset
 from rtmdet.data.transforms import RandomCrop, RandomResize, YOLOXHSVRandomAug
 from rtmdet.data.transforms.photometric import hsv_shift_per_pixel
+from rtmdet.families import get_family
 from rtmdet.presets import get_record
 
 
@@ -40,17 +42,19 @@ def hsv_mmdet(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return hsv_shift_per_pixel(img, YOLOXHSVRandomAug().draw_gains(rng))
 
 
-def targets_of(model: str) -> tuple[str, ...]:
-    """What the model's training loads besides boxes (RTMDet-Ins: bitmap masks)."""
-    return ("masks",) if get_record(model).family == "segment" else ()
+def train_set(data, model: str, size: int, stage: int, full_targets: bool = False) -> TrainDataset:
+    """The training dataset as `Trainer` builds it: the family's targets besides boxes
+    (RTMDet-Ins: masks, returned on the loss's grid; ``full_targets``: full bitmaps)."""
+    family = get_family(get_record(model).family)
+    return TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage,
+                        targets=family.targets, target_steps=None if full_targets else dict(family.target_steps))
 
 
 def profile_stage(data, model: str, size: int, stage: int, samples: int):
     """ms per image of each step of one stage's pipeline (`Compose.steps`: RandomResize +
     RandomCrop run as one), the whole draw, and copies of what the colour jitter and the
     resize + crop step saw (for the baseline comparisons)."""
-    ds = TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage,
-                      targets=targets_of(model))
+    ds = train_set(data, model, size, stage)
     times: dict[str, float] = collections.defaultdict(float)
     seen: dict[str, list] = collections.defaultdict(list)
 
@@ -94,9 +98,8 @@ def best_per_item(fn, items, runs: int = 3) -> float:
 
 
 def loader_rate(data, model: str, size: int, stage: int, workers: int, batch: int, batches: int,
-                opencv_threads, runs: int) -> float:
-    ds = TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage,
-                      targets=targets_of(model))
+                opencv_threads, runs: int, full_targets: bool = False) -> float:
+    ds = train_set(data, model, size, stage, full_targets)
     loader = build_train_loader(ds, batch, num_workers=workers, persistent_workers=True,
                                 opencv_threads=opencv_threads)
     return max(loader_images_per_s(loader, batches, stage)[0] for _ in range(runs))
@@ -160,6 +163,18 @@ def run(args, root: str) -> None:
             many = loader_rate(data, args.model, args.size, stage, args.workers, args.batch, args.batches,
                                None, args.runs)
             print(f"| {stage:>5} | {one:>15.1f} | {many:>14.1f} | {one / many:>5.2f}x |", flush=True)
+        steps = dict(get_family(get_record(args.model).family).target_steps)
+        if steps:
+            print(f"\nDataLoader as above (1 thread/worker), targets {sorted(steps)} on the loss grid "
+                  f"(step {steps}) vs full bitmaps, images/s")
+            print(f"| {'stage':>5} | {'loss grid':>9} | {'full':>7} | {'ratio':>6} |")
+            print(f"|{'-' * 7}|{'-' * 11}|{'-' * 9}|{'-' * 8}|")
+            for stage in (1, 2):
+                grid = loader_rate(data, args.model, args.size, stage, args.workers, args.batch, args.batches,
+                                   0, args.runs)
+                full = loader_rate(data, args.model, args.size, stage, args.workers, args.batch, args.batches,
+                                   0, args.runs, full_targets=True)
+                print(f"| {stage:>5} | {grid:>9.1f} | {full:>7.1f} | {grid / full:>5.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def test_bench_loader_runs(model):
         assert f"{model} stage {stage} pipeline at 320" in out
     assert out.count("colour jitter on") == 2 and "resize + crop on" in out
     assert "1 thread/worker" in out
+    assert ("on the loss grid" in out) == ("ins" in model)
 
 
 def test_bench_train_runs():

@@ -51,6 +51,25 @@ def test_masks_follow_boxes_through_ins_pipeline(shapes, size, stage, tol):
     assert len(batch["masks"]) == 2 and all(m.shape[-2:] == batch["imgs"].shape[-2:] for m in batch["masks"])
 
 
+def test_loader_ships_masks_on_the_loss_grid(shapes):
+    # target_steps={"masks": 4} (what the segment family asks for): each item's masks are the
+    # full item's masks at [2::4, 2::4], nothing else changes
+    from rtmdet.data.datasets import load_dataset
+    from rtmdet.families import get_family
+    assert dict(get_family("segment").target_steps) == {"masks": 4}
+    data = load_dataset(str(shapes), "train")
+    for stage in (1, 2):
+        full, grid = (TrainDataset(data, model_size="ins-s", img_scale=128, stage=stage, seed=1,
+                                   targets=("masks",), target_steps=steps) for steps in (None, {"masks": 4}))
+        for k in range(8):
+            a, b = full[k % len(full)], grid[k % len(grid)]
+            assert torch.equal(a["img"], b["img"]) and torch.equal(a["boxes"], b["boxes"])
+            assert b["masks"].shape == (len(a["boxes"]), 32, 32)
+            assert torch.equal(b["masks"], a["masks"][:, 2::4, 2::4])
+    with pytest.raises(ValueError, match="target_steps"):
+        TrainDataset(data, model_size="ins-s", targets=("masks",), target_steps={"rboxes": 4})
+
+
 def test_ins_pipeline_matches_reference_configs():
     tiny1 = build_train_pipeline("ins-tiny", 1).transforms
     crop = next(t for t in tiny1 if isinstance(t, RandomCrop))

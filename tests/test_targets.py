@@ -94,6 +94,8 @@ def test_masks_equal_the_dense_oracle_under_every_operation():
             assert got.shape == b.data.shape and got.dtype == np.uint8 and len(a) == len(b)
             np.testing.assert_array_equal(got, b.data, err_msg=f"trial {trial}, op {op}")
             np.testing.assert_array_equal(a.boxes(), b.boxes())
+            for step in (2, 3, 4, 8):  # the loss grid: the centres of step-pixel cells
+                np.testing.assert_array_equal(a.as_array(step), b.data[:, step // 2::step, step // 2::step])
             steps += 1
     assert steps == 720
 

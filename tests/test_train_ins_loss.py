@@ -63,3 +63,20 @@ def test_no_gt_batch_is_finite_and_backprops():
     t = total_ins_loss(losses)
     assert torch.isfinite(t) and float(losses["loss_mask"].detach()) == 0.0
     t.backward()
+
+
+def test_masks_sampled_on_the_loss_grid_give_the_same_loss():
+    # the training loader ships only the gt-mask pixels the loss reads ([2::4, 2::4]); the loss
+    # from those equals the loss from full masks to the last bit, and other sizes are refused
+    ref = load_fixture(INS_FIX / "loss.pth")
+    model = rtmdet.load(need(INS_FIX / "weights.pth")).train()
+    with torch.no_grad():
+        out = model(ref["inputs"])
+    gt = ref["gt"]
+    boxes, labels = [g["bboxes"] for g in gt], [g["labels"] for g in gt]
+    full = rtmdet_ins_loss(out, boxes, labels, [g["masks"] for g in gt], ref["img_shape"])
+    grid = rtmdet_ins_loss(out, boxes, labels, [g["masks"][:, 2::4, 2::4] for g in gt], ref["img_shape"])
+    assert full["num_pos"] > 0 and float(full["loss_mask"]) > 0
+    assert torch.equal(full["loss_mask"], grid["loss_mask"])
+    with pytest.raises(ValueError, match="loss grid"):
+        rtmdet_ins_loss(out, boxes, labels, [g["masks"][:, 1::4, 1::4][:, :-1] for g in gt], ref["img_shape"])

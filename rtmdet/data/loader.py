@@ -69,6 +69,10 @@ class TrainDataset(Dataset):
             names of `rtmdet.data.targets.TARGET_LOADERS` (``("masks",)``: bitmap masks from the
             segmentations; ``("rboxes",)``: rotated boxes from the polygons), or a mapping
             name -> loader ``(record, img_h, img_w) -> Target``.
+        target_steps: name -> step for targets returned on a coarser grid (``as_array(step)``:
+            the pixels at the centres of step-pixel cells), e.g. ``{"masks": 4}``: what the
+            RTMDet-Ins loss reads (`TaskFamily.target_steps`), 1/16 of the bytes to collate,
+            pin and copy to the device.
         filter_empty_gt / min_size: drop images without annotations or with min(w, h) < min_size,
             as the reference CocoDataset ``filter_cfg=dict(filter_empty_gt=True, min_size=32)``.
         max_refetch: how many other indices to try when the pipeline drops a sample.
@@ -78,6 +82,7 @@ class TrainDataset(Dataset):
                  pipeline_stage2: Callable | None = None, *, model_size: str | PipelineParams = "s",
                  img_scale: int = 640,
                  stage: int = 1, seed: int = 0, targets: Sequence[str] | Mapping[str, TargetLoader] = (),
+                 target_steps: Mapping[str, int] | None = None,
                  filter_empty_gt: bool = True, min_size: int = 32, max_refetch: int = 1000):
         self.dataset = dataset
         self.records = [r for r in dataset.records
@@ -102,6 +107,10 @@ class TrainDataset(Dataset):
             if unknown:
                 raise KeyError(f"unknown targets {unknown}; known: {sorted(TARGET_LOADERS)}")
             self.target_loaders = {t: TARGET_LOADERS[t] for t in targets}
+        self.target_steps = dict(target_steps or {})
+        bad = {k: v for k, v in self.target_steps.items() if k not in self.target_loaders or int(v) < 1}
+        if bad:
+            raise ValueError(f"target_steps {bad}: each name must be a loaded target, each step >= 1")
         self.max_refetch = max_refetch
         self._rng: np.random.Generator | None = None
         self._rng_key: tuple | None = None
@@ -172,8 +181,7 @@ class TrainDataset(Dataset):
             index = int(rng.integers(0, len(self)))
         raise RuntimeError(f"pipeline dropped {self.max_refetch + 1} samples in a row; check the dataset")
 
-    @staticmethod
-    def to_tensors(s: Sample) -> dict:
+    def to_tensors(self, s: Sample) -> dict:
         # uint8 and no copy: a (3, H, W) view of the HWC pixels. The float conversion and the
         # CHW layout happen on the training device (`collate` stacks in HWC order), so workers,
         # shared memory, pinning and the host-to-device copy move a quarter of the bytes
@@ -187,7 +195,8 @@ class TrainDataset(Dataset):
             "image_id": s.meta.get("image_id", -1),
         }
         for name, t in s.targets.items():
-            out[name] = torch.from_numpy(t.select(keep).as_array())
+            step = self.target_steps.get(name, 1)
+            out[name] = torch.from_numpy(t.select(keep).as_array(step) if step > 1 else t.select(keep).as_array())
         return out
 
 

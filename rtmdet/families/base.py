@@ -31,6 +31,9 @@ class TaskFamily:
     loss_keys: tuple[str, ...] = ()  # loss parts logged per epoch (before the total "loss")
     metric_keys: tuple[str, ...] = ()  # validation metrics logged per epoch
     targets: tuple[str, ...] = ()  # per-instance training targets besides boxes and labels
+    # targets the loss reads only on a coarser grid: the loader returns them sampled there
+    # (`TrainDataset(target_steps=...)`), the loss accepts them so
+    target_steps: tuple[tuple[str, int], ...] = ()
     dataset_kind: str = "boxes"  # what `data.datasets.load_dataset(kind=...)` reads for training
     outputs: tuple[str, ...] = ()  # decoded graph outputs without NMS
     nms_outputs: tuple[str, ...] = ()  # graph outputs with NMS in the graph

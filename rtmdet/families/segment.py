@@ -10,6 +10,7 @@ from ..ops.boxes import all_priors, feature_sizes, level_shapes
 from ..ops.graph_nms import graph_multiclass_nms
 from ..ops.instance_masks import (batched_dynamic_mask_logits, dynamic_mask_logits,
                                   dynamic_param_sizes, logits_to_masks)
+from ..train.loss_mask import MASK_LOSS_STRIDE
 from .detect import DetectFamily
 
 MASK_METRICS = ("mask_AP", "mask_AP50", "mask_AP75")
@@ -31,6 +32,7 @@ class SegmentFamily(DetectFamily):
     loss_keys = ("loss_cls", "loss_bbox", "loss_mask")
     metric_keys = ("AP", "AP50", "AP75", *MASK_METRICS)
     targets = ("masks",)
+    target_steps = (("masks", MASK_LOSS_STRIDE),)  # the mask loss reads gt masks at [2::4, 2::4]
     outputs = ("boxes", "scores", "kernels", "mask_feat")
     nms_outputs = ("num_dets", "boxes", "scores", "labels", "masks")
 

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from ..models.head_ins import dynamic_mask_logits, dynamic_param_sizes
 
+MASK_LOSS_STRIDE = 4  # the reference's mask_loss_stride: gt masks are read at [2::4, 2::4]
+
 FLOAT32_EPS = torch.finfo(torch.float32).eps
 
 
@@ -29,14 +31,16 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, avg_factor: float | No
 def loss_mask(mask_feats: torch.Tensor, flatten_kernels: torch.Tensor, priors: torch.Tensor,
               gt_inds: Sequence[torch.Tensor], gt_masks: Sequence[torch.Tensor], *,
               num_prototypes: int = 8, dyconv_channels: int = 8, num_dyconvs: int = 3,
-              feat_stride: int = 8, mask_loss_stride: int = 4, eps: float = 5e-6,
+              feat_stride: int = 8, mask_loss_stride: int = MASK_LOSS_STRIDE, eps: float = 5e-6,
               loss_weight: float = 2.0, num_pos_avg: float | None = None) -> torch.Tensor:
     """The mask loss of a batch.
 
     mask_feats (B,P,h,w): prototypes at `feat_stride`; flatten_kernels (B,N,params): every
     prior's dynamic-conv parameters in prior order (level by level, row-major); priors (N,4):
     (x, y, stride_x, stride_y); gt_inds: per image (N,) assignment, 0 = background, k = gt k-1
-    (the assigner's `gt_inds`); gt_masks: per image (n_gt, H, W) masks at the padded input size.
+    (the assigner's `gt_inds`); gt_masks: per image (n_gt, H, W) masks at the padded input size,
+    or only their pixels the loss reads, (n_gt, len(range(s//2, H, s)), ...) (`MaskTarget.as_array(s)`:
+    what the training loader returns).
 
     As the reference: positives in ascending prior order, their logits upsampled bilinearly by
     feat_stride // mask_loss_stride, gt masks subsampled at [s//2::s, s//2::s] (s =
@@ -62,5 +66,11 @@ def loss_mask(mask_feats: torch.Tensor, flatten_kernels: torch.Tensor, priors: t
     logits_all = F.interpolate(logits_all.unsqueeze(0), scale_factor=scale, mode="bilinear",
                                align_corners=False).squeeze(0)
     half = mask_loss_stride // 2
-    targets_all = targets_all[:, half::mask_loss_stride, half::mask_loss_stride]
+    full = (mask_feats.shape[-2] * feat_stride, mask_feats.shape[-1] * feat_stride)
+    grid = (len(range(half, full[0], mask_loss_stride)), len(range(half, full[1], mask_loss_stride)))
+    shape = tuple(targets_all.shape[-2:])
+    if shape == full:
+        targets_all = targets_all[:, half::mask_loss_stride, half::mask_loss_stride]
+    elif shape != grid:
+        raise ValueError(f"gt masks of size {shape}: expected the input size {full} or the loss grid {grid}")
     return dice_loss(logits_all, targets_all, num_pos, eps, loss_weight)

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from .assigner import DynamicSoftLabelAssigner
-from .loss_mask import loss_mask as _loss_mask
+from .loss_mask import MASK_LOSS_STRIDE, loss_mask as _loss_mask
 from .losses import reduce_mean, rtmdet_loss
 
 
@@ -36,11 +36,11 @@ def rtmdet_ins_loss(model_outputs, gt_boxes_list: Sequence[torch.Tensor],
                     img_shape=None, strides: Sequence[int] = (8, 16, 32),
                     assigner: DynamicSoftLabelAssigner | None = None, *,
                     num_prototypes: int = 8, dyconv_channels: int = 8, num_dyconvs: int = 3,
-                    mask_loss_stride: int = 4, mask_loss_weight: float = 2.0) -> dict:
+                    mask_loss_stride: int = MASK_LOSS_STRIDE, mask_loss_weight: float = 2.0) -> dict:
     """Loss dict for the ins head's raw outputs `(cls_scores, bbox_preds, kernel_preds, mask_feat)`.
 
-    gt_masks_list: per image (n_i, H, W) binary masks at the (padded) input size, in the same
-    order as the boxes. Returns `{'loss_cls': [per level], 'loss_bbox': [per level],
+    gt_masks_list: per image (n_i, H, W) binary masks at the (padded) input size, or only the
+    pixels the loss reads (`loss_mask`), in the same order as the boxes. Returns `{'loss_cls': [per level], 'loss_bbox': [per level],
     'loss_mask': tensor, 'assign': AssignResult, 'avg_factor': float, 'num_pos': float}`; the
     objective is `total_ins_loss(d)`."""
     cls_scores, bbox_preds, kernel_preds, mask_feat = model_outputs

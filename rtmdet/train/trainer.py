@@ -240,7 +240,8 @@ class Trainer:
             log.warning("no validation split (%s): best.pth follows the last epoch", e)
             self.val_data = None
         self.train_set = TrainDataset(self.train_data, model_size=self.record.pipeline,
-                                      img_scale=cfg.imgsz, seed=cfg.seed, targets=self.family.targets)
+                                      img_scale=cfg.imgsz, seed=cfg.seed, targets=self.family.targets,
+                                      target_steps=dict(self.family.target_steps))
         model = create(cfg.model, num_classes=self.train_data.num_classes,
                        class_names=self.train_data.class_names)
         model.test_cfg = dataclasses.replace(model.test_cfg, imgsz=cfg.imgsz)
