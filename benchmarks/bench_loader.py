@@ -98,7 +98,7 @@ def best_per_item(fn, items, runs: int = 3) -> float:
 
 
 def loader_rate(data, model: str, size: int, stage: int, workers: int, batch: int, batches: int,
-                opencv_threads, runs: int, full_targets: bool = False) -> float:
+                runs: int, opencv_threads: int | None = 0, full_targets: bool = False) -> float:
     ds = train_set(data, model, size, stage, full_targets)
     loader = build_train_loader(ds, batch, num_workers=workers, persistent_workers=True,
                                 opencv_threads=opencv_threads)
@@ -153,29 +153,25 @@ def run(args, root: str) -> None:
     cv2.setNumThreads(default_threads)
 
     if args.workers:
-        print(f"\nDataLoader, {args.workers} workers, batch {args.batch}, images/s (best of {args.runs}); "
-              f"OpenCV's default here: {default_threads} threads in every worker")
-        print(f"| {'stage':>5} | {'1 thread/worker':>15} | {'OpenCV default':>14} | {'ratio':>6} |")
-        print(f"|{'-' * 7}|{'-' * 17}|{'-' * 16}|{'-' * 8}|")
-        for stage in (1, 2):
-            one = loader_rate(data, args.model, args.size, stage, args.workers, args.batch, args.batches,
-                              0, args.runs)
-            many = loader_rate(data, args.model, args.size, stage, args.workers, args.batch, args.batches,
-                               None, args.runs)
-            print(f"| {stage:>5} | {one:>15.1f} | {many:>14.1f} | {one / many:>5.2f}x |", flush=True)
+        loader_table(args, data, f"\nDataLoader, {args.workers} workers, batch {args.batch}, images/s (best of "
+                     f"{args.runs}); OpenCV's default here: {default_threads} threads in every worker",
+                     ("1 thread/worker", "OpenCV default"), {}, {"opencv_threads": None})
         steps = dict(get_family(get_record(args.model).family).target_steps)
         if steps:
-            print(f"\nDataLoader as above (1 thread/worker), targets {sorted(steps)} on the loss grid "
-                  f"(step {steps}) vs full bitmaps, images/s")
-            print(f"| {'stage':>5} | {'loss grid':>9} | {'full':>7} | {'ratio':>6} |")
-            print(f"|{'-' * 7}|{'-' * 11}|{'-' * 9}|{'-' * 8}|")
-            for stage in (1, 2):
-                grid = loader_rate(data, args.model, args.size, stage, args.workers, args.batch, args.batches,
-                                   0, args.runs)
-                full = loader_rate(data, args.model, args.size, stage, args.workers, args.batch, args.batches,
-                                   0, args.runs, full_targets=True)
-                print(f"| {stage:>5} | {grid:>9.1f} | {full:>7.1f} | {grid / full:>5.2f}x |", flush=True)
+            loader_table(args, data, f"\nDataLoader as above (1 thread/worker), targets {sorted(steps)} on the "
+                         f"loss grid (step {steps}) vs full bitmaps, images/s",
+                         ("loss grid", "full"), {}, {"full_targets": True})
 
+
+def loader_table(args, data, title: str, labels: tuple[str, str], a: dict, b: dict) -> None:
+    """DataLoader images/s per stage with the `loader_rate` settings ``a`` and ``b``, and a / b."""
+    print(title)
+    print(f"| {'stage':>5} | {labels[0]:>15} | {labels[1]:>15} | {'ratio':>6} |")
+    print(f"|{'-' * 7}|{'-' * 17}|{'-' * 17}|{'-' * 8}|")
+    for stage in (1, 2):
+        x, y = (loader_rate(data, args.model, args.size, stage, args.workers, args.batch, args.batches,
+                            args.runs, **kw) for kw in (a, b))
+        print(f"| {stage:>5} | {x:>15.1f} | {y:>15.1f} | {x / y:>5.2f}x |", flush=True)
 
 if __name__ == "__main__":
     main()
