@@ -8,9 +8,8 @@ import torch
 from ..detections import Detections
 from ..ops.boxes import all_priors, feature_sizes, level_shapes
 from ..ops.graph_nms import graph_multiclass_nms
-from ..ops.instance_masks import (batched_dynamic_mask_logits, dynamic_mask_logits,
-                                  dynamic_param_sizes, logits_to_masks)
-from ..train.loss_mask import MASK_LOSS_STRIDE
+from ..ops.instance_masks import (MASK_LOSS_STRIDE, batched_dynamic_mask_logits,
+                                  dynamic_mask_logits, dynamic_param_sizes, logits_to_masks)
 from .detect import DetectFamily
 
 MASK_METRICS = ("mask_AP", "mask_AP50", "mask_AP75")

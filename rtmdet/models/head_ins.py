@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.instance_masks import dynamic_mask_logits, dynamic_param_sizes
+from ..ops.instance_masks import MASK_LOSS_STRIDE, dynamic_mask_logits, dynamic_param_sizes
 from .head import bias_init_with_prob, init_head_modules
 from .layers import ConvModule
 
@@ -50,7 +50,7 @@ class RTMDetInsSepBNHead(nn.Module):
     def __init__(self, num_classes: int = 80, in_channels: int = 256, feat_channels: int = 256,
                  stacked_convs: int = 2, strides: tuple[int, ...] = (8, 16, 32),
                  share_conv: bool = True, num_prototypes: int = 8, dyconv_channels: int = 8,
-                 num_dyconvs: int = 3, mask_loss_stride: int = 4, **bn):
+                 num_dyconvs: int = 3, mask_loss_stride: int = MASK_LOSS_STRIDE, **bn):
         super().__init__()
         self.num_classes = num_classes
         self.strides = tuple(strides)

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from .bilinear import AxisTable, axis_table, index_spans, lerp2
 
+# the reference's mask_loss_stride: the loss reads gt masks at [2::4, 2::4] (the centres of
+# 4-pixel cells), so training ships only those pixels
+MASK_LOSS_STRIDE = 4
 # instances whose masks are upsampled together (bounds the memory of large originals)
 MASK_CHUNK = 16
 # an instance whose window covers more than this share of the image is resized whole

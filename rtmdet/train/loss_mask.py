@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.head_ins import dynamic_mask_logits, dynamic_param_sizes
-
-MASK_LOSS_STRIDE = 4  # the reference's mask_loss_stride: gt masks are read at [2::4, 2::4]
+from ..ops.instance_masks import MASK_LOSS_STRIDE
 
 FLOAT32_EPS = torch.finfo(torch.float32).eps
 

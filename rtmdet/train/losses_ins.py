@@ -13,8 +13,9 @@ from typing import Sequence
 
 import torch
 
+from ..ops.instance_masks import MASK_LOSS_STRIDE
 from .assigner import DynamicSoftLabelAssigner
-from .loss_mask import MASK_LOSS_STRIDE, loss_mask as _loss_mask
+from .loss_mask import loss_mask as _loss_mask
 from .losses import reduce_mean, rtmdet_loss
 
 
