@@ -195,8 +195,8 @@ class TrainDataset(Dataset):
             "image_id": s.meta.get("image_id", -1),
         }
         for name, t in s.targets.items():
-            step = self.target_steps.get(name, 1)
-            out[name] = torch.from_numpy(t.select(keep).as_array(step) if step > 1 else t.select(keep).as_array())
+            step, kept = self.target_steps.get(name, 1), t.select(keep)
+            out[name] = torch.from_numpy(kept.as_array(step) if step > 1 else kept.as_array())
         return out
 
 

@@ -73,9 +73,9 @@ class Target(Protocol):
     def concat(cls, parts: Sequence["Target"]) -> "Target":
         """The instances of ``parts`` one after the other (all on images of the same size)."""
 
-    # optional: ``resize_window(sx, sy, width, height, window, idx=None)``: `resize`, then a crop
-    # to ``window`` = (x0, y0, w, h), of the instances ``idx`` only, computing just that window
-    # (MaskTarget); without it `Resize` selects, resizes and translates
+    # optional: ``resize_window(sx, sy, width, height, window)``: `resize`, then a crop to
+    # ``window`` = (x0, y0, w, h), computing just that window (MaskTarget); without it `Resize`
+    # resizes and translates
 
     def boxes(self) -> np.ndarray | None:
         """(n, 4) float32 xyxy: the tight axis-aligned box of each instance, or None when this
@@ -150,7 +150,7 @@ class ArrayTarget:
     def select(self, keep: np.ndarray):
         keep = np.asarray(keep)
         if keep.dtype == bool and len(keep) == len(self.data) and keep.all():
-            return self  # keeping every instance: no copy of (possibly canvas-sized) masks
+            return self  # keeping every instance: no copy
         return type(self)(self.data[keep])
 
 
@@ -207,14 +207,12 @@ class MaskTarget:
         return MaskTarget._of([self.crops[i] for i in keep], [self.corners[i] for i in keep],
                               self.width, self.height)
 
-    def _gathered(self, rows: np.ndarray, cols: np.ndarray, width: int, height: int,
-                  idx: np.ndarray | None = None) -> "MaskTarget":
+    def _gathered(self, rows: np.ndarray, cols: np.ndarray, width: int, height: int) -> "MaskTarget":
         """Output pixel (y, x) of a ``width`` x ``height`` image reads source (rows[y], cols[x])
         (a nearest-neighbour resize, maybe of a window): each crop becomes the output rows and
         columns that read it (a contiguous range: the indices never decrease)."""
         crops, corners = [], []
-        for i in range(len(self)) if idx is None else idx:
-            crop, (x, y) = self.crops[i], self.corners[i]
+        for crop, (x, y) in zip(self.crops, self.corners):
             h, w = crop.shape
             r0, r1 = np.searchsorted(rows, (y, y + h))
             c0, c1 = np.searchsorted(cols, (x, x + w))
@@ -233,13 +231,12 @@ class MaskTarget:
                               width, height)
 
     def resize_window(self, sx: float, sy: float, width: int, height: int,
-                      window: tuple[int, int, int, int], idx: np.ndarray | None = None) -> "MaskTarget":
+                      window: tuple[int, int, int, int]) -> "MaskTarget":
         """`resize` then a crop to ``window`` = (x0, y0, w, h) (`translate(-x0, -y0, w, h)`),
-        computing only the window: what a resize followed by a crop asks for; ``idx``: of the
-        instances ``select(idx)`` would keep."""
+        computing only the window: what a resize followed by a crop asks for."""
         x0, y0, cw, ch = window
         return self._gathered(nearest_index(height, self.height, y0, ch),
-                              nearest_index(width, self.width, x0, cw), cw, ch, idx)
+                              nearest_index(width, self.width, x0, cw), cw, ch)
 
     def flip(self, width: int, height: int, direction: str = "horizontal") -> "MaskTarget":
         if direction not in FLIP_DIRECTIONS:
@@ -248,10 +245,6 @@ class MaskTarget:
         crops, corners = [], []
         for crop, (x, y) in zip(self.crops, self.corners):
             h, w = crop.shape
-            if not crop.size:
-                crops.append(crop)
-                corners.append((x, y))
-                continue
             crops.append(crop[::-1 if fy else 1, ::-1 if fx else 1])
             corners.append((width - x - w if fx else x, height - y - h if fy else y))
         return MaskTarget._of(crops, corners, width, height)

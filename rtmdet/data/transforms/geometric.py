@@ -52,14 +52,12 @@ class Resize:
             clip_boxes(out, nh, nw)
         return out
 
-    def apply(self, s: Sample, scale: tuple[int, int], window: tuple[int, int, int, int] | None = None,
-              keep: np.ndarray | None = None) -> Sample:
+    def apply(self, s: Sample, scale: tuple[int, int],
+              window: tuple[int, int, int, int] | None = None) -> Sample:
         """Resize ``s`` to ``scale``. ``window`` = (x0, y0, w, h) in the resized image: only that
         part is kept (the crop that follows): the image and the targets come back cut to it
         (`resize_top_left`; a target's ``resize_window`` where it has one, else its resize then
-        translate), the boxes are only scaled, as always (the crop moves them). ``keep`` (bool,
-        with a window): only those instances are kept, left out before their targets are
-        resized (the ones the crop would drop)."""
+        translate), the boxes are only scaled, as always (the crop moves them)."""
         h, w = s.img.shape[:2]
         nw, nh = self.output_size(w, h, scale)
         ws, hs = nw / w, nh / h
@@ -69,14 +67,10 @@ class Resize:
         else:
             x0, y0, cw, ch = window
             s.img = resize_top_left(s.img, (nw, nh), (x0 + cw, y0 + ch))[y0:y0 + ch, x0:x0 + cw]
-            idx = None if keep is None or keep.all() else np.flatnonzero(keep)
-            if idx is not None:
-                s.boxes, s.labels, s.ignore = s.boxes[idx], s.labels[idx], s.ignore[idx]
 
             def move(t):
                 if hasattr(t, "resize_window"):
-                    return t.resize_window(ws, hs, nw, nh, window, idx)
-                t = t if idx is None else t.select(idx)
+                    return t.resize_window(ws, hs, nw, nh, window)
                 return t.resize(ws, hs, nw, nh).translate(-x0, -y0, cw, ch)
             s.map_targets(move)
         s.boxes = self.scale_boxes(s.boxes, ws, hs, nw, nh)
@@ -128,7 +122,8 @@ class RandomResize:
                                      off_h, off_w, ch, cw)
             if not keep.any() and not nxt.allow_negative_crop:
                 return None
-            s = self.resize.apply(s, scale, window=(off_w, off_h, cw, ch), keep=keep)
+            s.select(keep)
+            s = self.resize.apply(s, scale, window=(off_w, off_h, cw, ch))
             return nxt.apply(s, off_h, off_w, ch, cw, cut=True)
         return resize_crop
 

@@ -107,7 +107,7 @@ class CachedMosaic(_Cached):
             clip_boxes(all_boxes, sh * 2, sw * 2)
         keep = boxes_inside(all_boxes, sh * 2, sw * 2)
         # the instances that end up off the canvas are left out before their targets are
-        # resized and placed (not copied with the canvas-sized rest, then dropped)
+        # resized and placed
         ends = np.cumsum([len(b) for b in boxes])
         merged = {name: place_targets(type(s.targets[name]), [
             (t.select(keep[end - len(t):end]).resize(r, r, nw, nh), padw, padh)
