@@ -305,6 +305,9 @@ class DenseMasks:
         out[np.ix_(np.arange(n), iy, ix)] = self.data[np.ix_(np.arange(n), ys[iy], xs[ix])]
         return DenseMasks(out)
 
+    def crop(self, x0, y0, width, height):
+        return self.translate(-x0, -y0, width, height)
+
     def blank(self, n, width, height):
         return DenseMasks(np.zeros((n, height, width), np.uint8))
 
@@ -322,3 +325,116 @@ class DenseMasks:
 
     def as_array(self):
         return self.data
+
+
+class RefPolygons:
+    """The oracle for `rtmdet.data.polygon_masks.PolygonTarget`: mmdet ``PolygonMasks``'
+    operations written the plain way (a Python loop per polygon, shapely's scalar API polygon
+    by polygon for the crop, separate horizontal and vertical translates, pycocotools to draw),
+    none of the vectorisation or the rasteriser it checks."""
+
+    def __init__(self, polys, width, height):
+        self.polys = [[np.array(p, np.float64) for p in ps] for ps in polys]
+        self.width, self.height = width, height
+
+    def __len__(self):
+        return len(self.polys)
+
+    def select(self, keep):
+        keep = np.asarray(keep)
+        idx = np.flatnonzero(keep) if keep.dtype == bool else keep
+        return RefPolygons([self.polys[i] for i in idx], self.width, self.height)
+
+    def resize(self, sx, sy, width, height):
+        # mmcv.rescale_size on the masks' own size, then PolygonMasks.resize
+        new_w, new_h = int(self.width * float(sx) + 0.5), int(self.height * float(sy) + 0.5)
+        out = []
+        for ps in self.polys:
+            row = []
+            for p in ps:
+                p = p.copy()
+                p[0::2] = p[0::2] * (new_w / self.width)
+                p[1::2] = p[1::2] * (new_h / self.height)
+                row.append(p)
+            out.append(row)
+        return RefPolygons(out, width, height)
+
+    def flip(self, width, height, direction="horizontal"):
+        out = []
+        for ps in self.polys:
+            row = []
+            for p in ps:
+                p = p.copy()
+                if direction in ("horizontal", "diagonal"):
+                    p[0::2] = width - p[0::2]
+                if direction in ("vertical", "diagonal"):
+                    p[1::2] = height - p[1::2]
+                row.append(p)
+            out.append(row)
+        return RefPolygons(out, width, height)
+
+    def _shift(self, axis, offset, limit):
+        for ps in self.polys:
+            for p in ps:
+                p[axis::2] = np.clip(p[axis::2] + offset, 0, limit)
+
+    def translate(self, dx, dy, width, height):
+        out = RefPolygons(self.polys, width, height)  # (copies the arrays)
+        out._shift(0, dx, width)
+        out._shift(1, dy, height)
+        return out
+
+    def crop(self, x0, y0, width, height):
+        from shapely import geometry
+        x1, x2 = np.clip([x0, x0 + width], 0, self.width)
+        y1, y2 = np.clip([y0, y0 + height], 0, self.height)
+        box = geometry.box(x1, y1, x2, y2).buffer(0.0)
+        out = []
+        for ps in self.polys:
+            row = []
+            for p in ps:
+                poly = geometry.Polygon(p.reshape(-1, 2)).buffer(0.0)
+                if not poly.is_valid:
+                    continue
+                cut = poly.intersection(box)
+                if cut.is_empty:
+                    continue
+                multi = isinstance(cut, geometry.base.BaseMultipartGeometry)
+                for part in (cut.geoms if multi else [cut]):
+                    if not isinstance(part, geometry.Polygon) or not part.is_valid:
+                        continue
+                    c = np.asarray(part.exterior.coords)[:-1].copy()
+                    c[:, 0] -= x1
+                    c[:, 1] -= y1
+                    row.append(c.reshape(-1))
+            out.append(row or [np.zeros(6)])
+        return RefPolygons(out, max(int(x2 - x1), 1), max(int(y2 - y1), 1))
+
+    def rotate(self, angle, width, height):
+        raise NotImplementedError
+
+    def blank(self, n, width, height):
+        return RefPolygons([[np.zeros(6)] for _ in range(n)], width, height)
+
+    @classmethod
+    def concat(cls, parts):
+        return cls([ps for p in parts for ps in p.polys], parts[0].width, parts[0].height)
+
+    def boxes(self):
+        out = np.zeros((len(self.polys), 4), np.float32)
+        for i, ps in enumerate(self.polys):
+            lo = np.array([self.width * 2, self.height * 2], np.float32)
+            hi = np.zeros(2, np.float32)
+            for p in ps:
+                xy = p.reshape(-1, 2).astype(np.float32)
+                lo, hi = np.minimum(lo, xy.min(0)), np.maximum(hi, xy.max(0))
+            out[i, :2], out[i, 2:] = lo, hi
+        return out
+
+    def as_array(self, step=1):
+        from pycocotools import mask as mask_utils
+        full = np.zeros((len(self.polys), self.height, self.width), np.uint8)
+        for i, ps in enumerate(self.polys):
+            rles = mask_utils.frPyObjects([p.copy() for p in ps], self.height, self.width)
+            full[i] = mask_utils.decode(mask_utils.merge(rles))
+        return full[:, step // 2::step, step // 2::step]

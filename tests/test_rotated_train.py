@@ -182,7 +182,8 @@ import cv2  # noqa: E402
 from rtmdet.data.datasets import load_dataset  # noqa: E402
 from rtmdet.data.loader import TrainDataset, build_train_loader  # noqa: E402
 from rtmdet.data.synthetic_rotated import make_rotated_shapes_splits, rbox_corners  # noqa: E402
-from rtmdet.data.targets import TARGET_LOADERS, RBoxTarget  # noqa: E402
+from rtmdet.data.target_loaders import TARGET_LOADERS  # noqa: E402
+from rtmdet.data.targets import RBoxTarget  # noqa: E402
 from rtmdet.data.transforms import (Pad, RandomFlip, RandomRotate, Resize, Sample,  # noqa: E402
                                     build_train_pipeline, pipeline_params)
 from rtmdet.ops.polygons import poly2obb_le90  # noqa: E402

@@ -165,6 +165,9 @@ class _Ids:
     def translate(self, dx, dy, width, height):
         return self
 
+    def crop(self, x0, y0, width, height):
+        return self
+
     def blank(self, n, width, height):
         return _Ids(np.full(n, -1))
 

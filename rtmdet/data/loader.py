@@ -2,8 +2,8 @@
 
 * :class:`TrainDataset` loads an image with ``cv2.imread`` (BGR, EXIF orientation applied, as
   mmcv's ``LoadImageFromFile``), builds a :class:`~rtmdet.data.transforms.Sample` from the
-  record (iscrowd -> ignore flags; the per-instance targets asked for, e.g. ``"masks"``: bitmap
-  masks from polygons / RLE, see :mod:`rtmdet.data.targets`), runs the
+  record (iscrowd -> ignore flags; the per-instance targets asked for, e.g. ``"masks"``: polygon
+  masks as the reference moves them, see :mod:`rtmdet.data.target_loaders`), runs the
   current stage's pipeline and returns (3, H, W) uint8 tensors (BGR, a view of the HWC pixels,
   *not* normalised: the model's ``normalize`` converts to float on the device, with mean
   (103.53, 116.28, 123.675), std (57.375, 57.12, 58.395)).
@@ -37,7 +37,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from .records import DetectionDataset
-from .targets import TARGET_LOADERS, TargetLoader, decode_rle, record_masks
+from .target_loaders import TARGET_LOADERS, TargetLoader, resolve_loader
+from .targets import decode_rle, record_masks
 from .transforms import PipelineParams, Sample, build_train_pipeline
 
 __all__ = ["TrainDataset", "EpochSampler", "collate", "build_train_loader", "loader_images_per_s",
@@ -66,9 +67,12 @@ class TrainDataset(Dataset):
             'ins-tiny' ... 'ins-x', a model name ('rtmdet-ins-s'), or a PipelineParams.
         seed: base seed of the per-worker generators.
         targets: the per-instance targets to load with the boxes and return (under their names):
-            names of `rtmdet.data.targets.TARGET_LOADERS` (``("masks",)``: bitmap masks from the
-            segmentations; ``("rboxes",)``: rotated boxes from the polygons), or a mapping
-            name -> loader ``(record, img_h, img_w) -> Target``.
+            names of `rtmdet.data.target_loaders.TARGET_LOADERS` (``("masks",)``: the
+            segmentations as polygon masks, or bitmaps for a dataset with RLE masks;
+            ``("rboxes",)``: rotated boxes from the polygons), or a mapping name -> loader
+            ``(record, img_h, img_w) -> Target`` (e.g. ``{"masks": MaskTarget.from_record}`` for
+            bitmaps whatever the dataset; a loader with ``ignored(record)`` marks instances
+            it cannot load as ignored).
         target_steps: name -> step for targets returned on a coarser grid (``as_array(step)``:
             the pixels at the centres of step-pixel cells), e.g. ``{"masks": 4}``: what the
             RTMDet-Ins loss reads (`TaskFamily.target_steps`), 1/16 of the bytes to collate,
@@ -107,6 +111,7 @@ class TrainDataset(Dataset):
             if unknown:
                 raise KeyError(f"unknown targets {unknown}; known: {sorted(TARGET_LOADERS)}")
             self.target_loaders = {t: TARGET_LOADERS[t] for t in targets}
+        self.target_loaders = {name: resolve_loader(load, self.records) for name, load in self.target_loaders.items()}
         self.target_steps = dict(target_steps or {})
         bad = {k: v for k, v in self.target_steps.items() if k not in self.target_loaders or int(v) < 1}
         if bad:
@@ -161,9 +166,13 @@ class TrainDataset(Dataset):
     def load_sample(self, index: int) -> Sample:
         rec = self.records[index]
         img = load_image(self.dataset.image_path(rec))
-        iscrowd = rec.iscrowd if len(rec.iscrowd) == len(rec.boxes) else np.zeros(len(rec.boxes), bool)
-        targets = {name: load(rec, *img.shape[:2]) for name, load in self.target_loaders.items()}
-        return Sample(img, rec.boxes.copy(), rec.labels.copy(), iscrowd.copy(), targets,
+        ignore = rec.iscrowd.copy() if len(rec.iscrowd) == len(rec.boxes) else np.zeros(len(rec.boxes), bool)
+        targets = {}
+        for name, load in self.target_loaders.items():
+            targets[name] = load(rec, *img.shape[:2])
+            if hasattr(load, "ignored"):
+                ignore |= load.ignored(rec)
+        return Sample(img, rec.boxes.copy(), rec.labels.copy(), ignore, targets,
                       {"image_id": rec.image_id, "path": rec.path})
 
     def __getitem__(self, index: int | tuple[int, int, int]) -> dict:

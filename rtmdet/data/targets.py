@@ -1,19 +1,20 @@
 """Per-instance targets that travel with a sample's boxes through the transforms.
 
 A :class:`~rtmdet.data.transforms.Sample` holds its axis-aligned ``boxes`` and, in
-``sample.targets``, any number of per-instance targets by name: ``"masks"`` (:class:`MaskTarget`,
-bitmap masks) for instance segmentation, ``"rboxes"`` (:class:`RBoxTarget`, (cx, cy, w, h,
+``sample.targets``, any number of per-instance targets by name: ``"masks"`` for instance
+segmentation (`rtmdet.data.polygon_masks.PolygonTarget`, polygons as the reference moves them,
+or :class:`MaskTarget`, bitmaps, for datasets with RLE masks), ``"rboxes"`` (:class:`RBoxTarget`, (cx, cy, w, h,
 theta) rotated boxes) for a rotated-box model. Every target implements the
 :class:`Target` protocol, and the transforms only ever call that protocol: they move the boxes
 and ask each target to make the same move, never which task it serves. A new kind of target is
-one new class (plus a loader in :data:`TARGET_LOADERS`), not a branch in every transform.
+one new class (plus a loader in `rtmdet.data.target_loaders`), not a branch in every transform.
 
 Targets are values: each method returns a new target (which may share memory with the old one;
 nothing writes into a target's arrays).
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -22,7 +23,7 @@ from ..ops.masks import rle_decode
 from ..ops.polygons import poly2obb_le90
 from .records import ImageRecord
 
-__all__ = ["Target", "MaskTarget", "RBoxTarget", "TargetLoader", "TARGET_LOADERS", "FLIP_DIRECTIONS",
+__all__ = ["Target", "MaskTarget", "RBoxTarget", "FLIP_DIRECTIONS",
            "nearest_index", "place_targets", "record_masks", "record_rboxes", "decode_rle", "rotation_matrix"]
 
 FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
@@ -65,6 +66,11 @@ class Target(Protocol):
         falls outside it is cut off. A crop at (x0, y0) is ``translate(-x0, -y0, w, h)``, padding
         at the bottom/right is ``translate(0, 0, w, h)``, a Mosaic tile is placed with it."""
 
+    def crop(self, x0: int, y0: int, width: int, height: int) -> "Target":
+        """The image was cut to the ``width`` x ``height`` block at (x0, y0) (RandomCrop). For
+        pixels that is ``translate(-x0, -y0, width, height)``; polygons are cut at the block's
+        edges instead (`PolygonTarget`)."""
+
     def blank(self, n: int, width: int, height: int) -> "Target":
         """``n`` instances of this kind that carry nothing, on a ``width`` x ``height`` image:
         what an image lacking the target contributes when it is mixed into one that has it."""
@@ -75,7 +81,7 @@ class Target(Protocol):
 
     # optional: ``resize_window(sx, sy, width, height, window)``: `resize`, then a crop to
     # ``window`` = (x0, y0, w, h), computing just that window (MaskTarget); without it `Resize`
-    # resizes and translates
+    # resizes and crops
 
     def boxes(self) -> np.ndarray | None:
         """(n, 4) float32 xyxy: the tight axis-aligned box of each instance, or None when this
@@ -274,6 +280,9 @@ class MaskTarget:
                 corners.append((0, 0))
         return MaskTarget._of(crops, corners, width, height)
 
+    def crop(self, x0: int, y0: int, width: int, height: int) -> "MaskTarget":
+        return self.translate(-x0, -y0, width, height)
+
     def blank(self, n: int, width: int, height: int) -> "MaskTarget":
         return MaskTarget._of([_EMPTY] * n, [(0, 0)] * n, width, height)
 
@@ -376,6 +385,9 @@ class RBoxTarget(ArrayTarget):
         out[:, 1] += dy
         return RBoxTarget(out)
 
+    def crop(self, x0: int, y0: int, width: int, height: int) -> "RBoxTarget":
+        return self.translate(-x0, -y0, width, height)
+
     def rotate(self, angle: float, width: int, height: int) -> "RBoxTarget":
         """``RotatedBoxes.rotate_((W / 2, H / 2), angle)``. The image turns about pixel index
         ((W - 1) / 2, (H - 1) / 2): the same point, as box coordinates count pixel i as [i, i + 1]."""
@@ -410,13 +422,3 @@ class RBoxTarget(ArrayTarget):
 
     def as_array(self) -> np.ndarray:
         return np.ascontiguousarray(self.data)
-
-
-# ----------------------------------------------------------------------------- loading
-TargetLoader = Callable[[ImageRecord, int, int], Target]  # (record, image height, image width) -> target
-
-# What `TrainDataset(targets=("masks", ...))` loads for each name.
-TARGET_LOADERS: dict[str, TargetLoader] = {
-    "masks": MaskTarget.from_record,
-    "rboxes": RBoxTarget.from_record,
-}

@@ -57,7 +57,7 @@ class Resize:
         """Resize ``s`` to ``scale``. ``window`` = (x0, y0, w, h) in the resized image: only that
         part is kept (the crop that follows): the image and the targets come back cut to it
         (`resize_top_left`; a target's ``resize_window`` where it has one, else its resize then
-        translate), the boxes are only scaled, as always (the crop moves them)."""
+        crop), the boxes are only scaled, as always (the crop moves them)."""
         h, w = s.img.shape[:2]
         nw, nh = self.output_size(w, h, scale)
         ws, hs = nw / w, nh / h
@@ -71,7 +71,7 @@ class Resize:
             def move(t):
                 if hasattr(t, "resize_window"):
                     return t.resize_window(ws, hs, nw, nh, window)
-                return t.resize(ws, hs, nw, nh).translate(-x0, -y0, cw, ch)
+                return t.resize(ws, hs, nw, nh).crop(x0, y0, cw, ch)
             s.map_targets(move)
         s.boxes = self.scale_boxes(s.boxes, ws, hs, nw, nh)
         s.meta["scale_factor"] = (ws, hs)
@@ -173,7 +173,7 @@ class RandomCrop:
         s.boxes = boxes
         s.select(valid)
         if not cut:
-            s.map_targets(lambda t: t.translate(-off_w, -off_h, cw, ch))
+            s.map_targets(lambda t: t.crop(off_w, off_h, cw, ch))
         if self.recompute_bbox:
             s.recompute_boxes()
         return s
