@@ -12,11 +12,13 @@ folder (RTMDet-Ins models: with their masks, which every geometric step moves to
   `--samples` draws of `TrainDataset` in this process (OpenCV on one thread, what a worker
   gets), after a warm-up that fills the mosaic/mixup caches. Two lines compare, on the samples
   those steps saw, the colour jitter with mmdet's per-pixel int16 formula and the fused resize +
-  crop with resizing the whole image, then cropping (the baselines; same results).
+  crop with resizing the whole image, then cropping (the baselines; same results). RTMDet-Ins:
+  the whole draw with the reference's polygon masks (the default) against bitmap masks
+  (`MaskTarget`, the loader before polygons).
 * loader: images/s of `build_train_loader` with `--workers` workers (best of `--runs`), each
   worker's OpenCV on one thread (the default) against OpenCV's default thread count in every
   worker (one per core: W x cores threads), and the ratio; for RTMDet-Ins, masks on the loss's
-  grid (what training ships) against full bitmaps.
+  grid (what training ships) against full-size masks.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import numpy as np
 
 from rtmdet.data.datasets import load_dataset
 from rtmdet.data.loader import TrainDataset, build_train_loader, loader_images_per_s
+from rtmdet.data.target_loaders import TARGET_LOADERS, MaskLoader
 from rtmdet.data.synthetic import make_shapes_dataset
 from rtmdet.data.transforms import RandomCrop, RandomResize, YOLOXHSVRandomAug
 from rtmdet.data.transforms.photometric import hsv_shift_per_pixel
@@ -42,19 +45,23 @@ def hsv_mmdet(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return hsv_shift_per_pixel(img, YOLOXHSVRandomAug().draw_gains(rng))
 
 
-def train_set(data, model: str, size: int, stage: int, full_targets: bool = False) -> TrainDataset:
+def train_set(data, model: str, size: int, stage: int, full_targets: bool = False,
+              bitmaps: bool = False) -> TrainDataset:
     """The training dataset as `Trainer` builds it: the family's targets besides boxes
-    (RTMDet-Ins: masks, returned on the loss's grid; ``full_targets``: full bitmaps)."""
+    (RTMDet-Ins: polygon masks, returned on the loss's grid; ``full_targets``: full-size masks;
+    ``bitmaps``: bitmap masks instead of polygons)."""
     family = get_family(get_record(model).family)
+    targets = {name: MaskLoader("bitmaps") if bitmaps and name == "masks" else TARGET_LOADERS[name]
+               for name in family.targets}
     return TrainDataset(data, model_size=get_record(model).pipeline, img_scale=size, stage=stage,
-                        targets=family.targets, target_steps=None if full_targets else dict(family.target_steps))
+                        targets=targets, target_steps=None if full_targets else dict(family.target_steps))
 
 
-def profile_stage(data, model: str, size: int, stage: int, samples: int):
+def profile_stage(data, model: str, size: int, stage: int, samples: int, bitmaps: bool = False):
     """ms per image of each step of one stage's pipeline (`Compose.steps`: RandomResize +
     RandomCrop run as one), the whole draw, and copies of what the colour jitter and the
     resize + crop step saw (for the baseline comparisons)."""
-    ds = train_set(data, model, size, stage)
+    ds = train_set(data, model, size, stage, bitmaps=bitmaps)
     times: dict[str, float] = collections.defaultdict(float)
     seen: dict[str, list] = collections.defaultdict(list)
 
@@ -150,6 +157,10 @@ def run(args, root: str) -> None:
             print(f"resize + crop on {len(seen['RandomResize+RandomCrop'])} of these samples: {ours * 1e3:.2f} ms "
                   f"resizing only the block the crop keeps vs {ref * 1e3:.2f} ms resizing the whole image, "
                   f"then cropping ({ref / ours:.2f}x, the same samples: tests/test_transforms.py)")
+        if "masks" in get_family(get_record(args.model).family).targets:
+            bitmap_whole = profile_stage(data, args.model, args.size, stage, args.samples, bitmaps=True)[1]
+            print(f"whole draw with polygon masks (the reference's) {whole * 1e3:.2f} ms vs bitmap masks "
+                  f"{bitmap_whole * 1e3:.2f} ms ({bitmap_whole / whole:.2f}x)")
     cv2.setNumThreads(default_threads)
 
     if args.workers:
@@ -159,7 +170,7 @@ def run(args, root: str) -> None:
         steps = dict(get_family(get_record(args.model).family).target_steps)
         if steps:
             loader_table(args, data, f"\nDataLoader as above (1 thread/worker), targets {sorted(steps)} on the "
-                         f"loss grid (step {steps}) vs full bitmaps, images/s",
+                         f"loss grid (step {steps}) vs full-size masks, images/s",
                          ("loss grid", "full"), {}, {"full_targets": True})
 
 
