@@ -675,6 +675,20 @@ def test_train_dataset_masks_and_crowd(tmp_path):
     assert item["masks"].shape == (len(item["boxes"]), 640, 640)
 
 
+def test_train_dataset_ignores_instances_without_a_mask(tmp_path):
+    # mmdet's LoadAnnotations: an instance whose segmentation gives no polygon is ignored
+    dset = _write_dataset(tmp_path, n=4)
+    rec = dset.records[2]
+    rec.segmentations[1] = []  # no polygon
+    rec.segmentations[2] = [[1, 2, 3, 4]]  # too short to be one
+    ds = TrainDataset(dset, pipeline=Compose([Pad((640, 640))]), pipeline_stage2=Compose([]), targets=("masks",))
+    assert ds.target_loaders["masks"].kind == "polygons"
+    item = ds[2]
+    np.testing.assert_array_equal(item["ignored_boxes"].numpy(), rec.boxes[1:3])
+    assert len(item["boxes"]) == len(rec.boxes) - 2 == len(item["masks"])
+    assert (item["masks"].flatten(1).sum(1) > 0).all()
+
+
 def test_unreadable_image_raises_naming_file(tmp_path):
     dset = _write_dataset(tmp_path, n=2)
     (tmp_path / "img1.png").write_bytes(b"not an image")
