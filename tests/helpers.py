@@ -421,14 +421,13 @@ class RefPolygons:
         return cls([ps for p in parts for ps in p.polys], parts[0].width, parts[0].height)
 
     def boxes(self):
+        # HorizontalBoxes.from_instance_masks: min / max over the vertices in float32, starting
+        # from (2 w, 2 h) and (0, 0)
         out = np.zeros((len(self.polys), 4), np.float32)
         for i, ps in enumerate(self.polys):
-            lo = np.array([self.width * 2, self.height * 2], np.float32)
-            hi = np.zeros(2, np.float32)
-            for p in ps:
-                xy = p.reshape(-1, 2).astype(np.float32)
-                lo, hi = np.minimum(lo, xy.min(0)), np.maximum(hi, xy.max(0))
-            out[i, :2], out[i, 2:] = lo, hi
+            xy = np.concatenate(ps).reshape(-1, 2).astype(np.float32)
+            out[i] = np.concatenate([np.minimum(xy.min(0), np.float32([self.width * 2, self.height * 2])),
+                                     np.maximum(xy.max(0), 0)])
         return out
 
     def as_array(self, step=1):
@@ -438,3 +437,34 @@ class RefPolygons:
             rles = mask_utils.frPyObjects([p.copy() for p in ps], self.height, self.width)
             full[i] = mask_utils.decode(mask_utils.merge(rles))
         return full[:, step // 2::step, step // 2::step]
+
+
+def same_pipeline_samples(pipe, make, kinds, draws, seed, check) -> int:
+    """Run ``pipe`` (a fresh copy per kind, the same seed) on ``draws`` samples from
+    ``make(rng, kind)`` for each of the two target ``kinds``; the outputs must agree sample by
+    sample (both dropped, or the same image, boxes and labels, then ``check(a, b)`` on the pair).
+    Returns how many instances the kept samples held."""
+    import copy
+    outs = []
+    for kind in kinds:
+        rng, p = np.random.default_rng(seed), copy.deepcopy(pipe)
+        outs.append([p(make(rng, kind), rng) for _ in range(draws)])
+    kept = 0
+    for a, b in zip(*outs, strict=True):
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        kept += len(a.boxes)
+        np.testing.assert_array_equal(a.img, b.img)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        check(a, b)
+    return kept
+
+
+def assert_same_polygons(a, b) -> None:
+    """Two polygon targets hold the same polygons, instance by instance, to the bit."""
+    for pa, pb in zip(a.polys, b.polys, strict=True):
+        assert len(pa) == len(pb)
+        for qa, qb in zip(pa, pb):
+            np.testing.assert_array_equal(qa, qb)

@@ -3,11 +3,10 @@ draws them (rtmdet.ops.polygon_raster), against pycocotools and helpers.RefPolyg
 PolygonMasks operations written the plain way)."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
-from helpers import RefPolygons
+from helpers import RefPolygons, assert_same_polygons, same_pipeline_samples
 from pycocotools import mask as mask_utils
 
 from rtmdet.data.polygon_masks import PolygonTarget, record_polygons
@@ -108,10 +107,7 @@ def test_crop_equals_the_reference_polygon_by_polygon():
         a, b = ours.crop(x0, y0, cw, ch), ref.crop(x0, y0, cw, ch)
         assert (a.width, a.height) == (b.width, b.height)
         assert len(a) == len(b) == len(polys)
-        for pa, pb in zip(a.polys, b.polys):
-            assert len(pa) == len(pb)
-            for qa, qb in zip(pa, pb):
-                np.testing.assert_array_equal(qa, qb)
+        assert_same_polygons(a, b)
         np.testing.assert_array_equal(a.boxes(), b.boxes())
         np.testing.assert_array_equal(a.as_array(), b.as_array())
     # the line-only contact leaves the dummy; the U gives two parts
@@ -182,30 +178,17 @@ def test_ins_pipelines_move_polygons_as_the_reference(size, stage):
     # the RTMDet-Ins training pipelines (mosaic, fused resize + crop with recomputed boxes, flip,
     # pad, mixup, filter) with PolygonTarget and with the plain oracle: identical polygons, boxes
     # and drawn masks (full and on the loss grid)
-    pipe = build_train_pipeline(size, stage, 160)
+    def make(rng, kind):
+        return _polygon_sample(rng, kind, int(rng.integers(80, 300)), int(rng.integers(80, 300)),
+                               int(rng.integers(1, 7)))
 
-    def run(kind):
-        rng = np.random.default_rng(21)
-        p = copy.deepcopy(pipe)
-        return [p(_polygon_sample(rng, kind, int(rng.integers(80, 300)), int(rng.integers(80, 300)),
-                                  int(rng.integers(1, 7))), rng) for _ in range(24)]
-
-    kept = 0
-    for a, b in zip(run(PolygonTarget), run(RefPolygons), strict=True):
-        assert (a is None) == (b is None)
-        if a is None:
-            continue
-        kept += len(a.boxes)
-        np.testing.assert_array_equal(a.img, b.img)
-        np.testing.assert_array_equal(a.boxes, b.boxes)
+    def check(a, b):
         ta, tb = a.targets["masks"], b.targets["masks"]
-        for pa, pb in zip(ta.polys, tb.polys, strict=True):
-            assert len(pa) == len(pb)
-            for qa, qb in zip(pa, pb):
-                np.testing.assert_array_equal(qa, qb)
+        assert_same_polygons(ta, tb)
         np.testing.assert_array_equal(ta.as_array(), tb.as_array())
         np.testing.assert_array_equal(ta.as_array(4), tb.as_array(4))
-    assert kept >= 30
+    assert same_pipeline_samples(build_train_pipeline(size, stage, 160), make, (PolygonTarget, RefPolygons),
+                                 24, 21, check) >= 30
 
 
 def test_recomputed_boxes_are_the_polygons_extents():

@@ -501,31 +501,18 @@ def test_fused_resize_crop_equals_the_two_transforms(size, stage, targets):
 def test_masks_through_the_pipelines_equal_dense_bitmaps(size, stage):
     # the RTMDet-Ins pipelines with MaskTarget (crops, windows, instances dropped early) and with
     # full bitmaps moved the plain way (helpers.DenseMasks): the same samples
-    from helpers import DenseMasks
-    pipe = build_train_pipeline(size, stage, 320)
+    from helpers import DenseMasks, same_pipeline_samples
 
-    def run(kind):
-        rng = np.random.default_rng(12)
-        p = copy.deepcopy(pipe)
-        outs = []
-        for _ in range(30):
-            s = make_sample(rng, h=int(rng.integers(120, 420)), w=int(rng.integers(120, 420)),
-                            n=int(rng.integers(1, 8)), min_box=6)
-            s.targets = {"masks": kind(s.targets["masks"].as_array())}
-            outs.append(p(s, rng))
-        return outs
+    def make(rng, kind):
+        s = make_sample(rng, h=int(rng.integers(120, 420)), w=int(rng.integers(120, 420)),
+                        n=int(rng.integers(1, 8)), min_box=6)
+        s.targets = {"masks": kind(s.targets["masks"].as_array())}
+        return s
 
-    kept = 0
-    for a, b in zip(run(MaskTarget), run(DenseMasks), strict=True):
-        assert (a is None) == (b is None)
-        if a is None:
-            continue
-        kept += len(a.boxes)
-        np.testing.assert_array_equal(a.img, b.img)
-        np.testing.assert_array_equal(a.boxes, b.boxes)
-        np.testing.assert_array_equal(a.labels, b.labels)
+    def check(a, b):
         np.testing.assert_array_equal(a.masks, b.masks)
-    assert kept >= 60
+    assert same_pipeline_samples(build_train_pipeline(size, stage, 320), make, (MaskTarget, DenseMasks),
+                                 30, 12, check) >= 60
 
 
 def test_pipeline_params_match_configs():

@@ -23,7 +23,7 @@ import shapely
 
 from ..ops.polygon_raster import rasterize_instances
 from .records import ImageRecord
-from .targets import FLIP_DIRECTIONS, rotation_matrix
+from .targets import FLIP_DIRECTIONS, common_size, rotation_matrix, selected_indices
 
 __all__ = ["PolygonTarget", "record_polygons"]
 
@@ -71,11 +71,9 @@ class PolygonTarget:
         return PolygonTarget([[fn(p) for p in ps] for ps in self.polys], width, height)
 
     def select(self, keep: np.ndarray) -> "PolygonTarget":
-        keep = np.asarray(keep)
-        if keep.dtype == bool:
-            if len(keep) == len(self) and keep.all():
-                return self
-            keep = np.flatnonzero(keep)
+        keep = selected_indices(keep, len(self))
+        if keep is None:
+            return self
         return PolygonTarget([self.polys[i] for i in keep], self.width, self.height)
 
     def resize(self, sx: float, sy: float, width: int, height: int) -> "PolygonTarget":
@@ -170,10 +168,7 @@ class PolygonTarget:
 
     @classmethod
     def concat(cls, parts: Sequence["PolygonTarget"]) -> "PolygonTarget":
-        sizes = {(p.width, p.height) for p in parts}
-        if len(sizes) != 1:
-            raise ValueError(f"cannot concatenate masks of different image sizes: {sorted(sizes)}")
-        (width, height), = sizes
+        width, height = common_size(parts)
         return cls([ps for p in parts for ps in p.polys], width, height)
 
     def boxes(self) -> np.ndarray:

@@ -23,7 +23,7 @@ from ..ops.masks import rle_decode
 from ..ops.polygons import poly2obb_le90
 from .records import ImageRecord
 
-__all__ = ["Target", "MaskTarget", "RBoxTarget", "FLIP_DIRECTIONS",
+__all__ = ["Target", "MaskTarget", "RBoxTarget", "FLIP_DIRECTIONS", "selected_indices", "common_size",
            "nearest_index", "place_targets", "record_masks", "record_rboxes", "decode_rle", "rotation_matrix"]
 
 FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
@@ -89,6 +89,24 @@ class Target(Protocol):
 
     def as_array(self) -> np.ndarray:
         """The contiguous array the data loader returns for this target."""
+
+
+def selected_indices(keep: np.ndarray, n: int) -> np.ndarray | None:
+    """``keep`` (a bool mask or indices over ``n`` instances) as indices; None when it keeps
+    every instance in order as a bool mask (a target can then return itself)."""
+    keep = np.asarray(keep)
+    if keep.dtype == bool:
+        return None if len(keep) == n and keep.all() else np.flatnonzero(keep)
+    return keep
+
+
+def common_size(parts: Sequence) -> tuple[int, int]:
+    """The (width, height) every mask target of ``parts`` is on (concatenating masks of two
+    image sizes is a bug in the caller)."""
+    sizes = {(p.width, p.height) for p in parts}
+    if len(sizes) != 1:
+        raise ValueError(f"cannot concatenate masks of different image sizes: {sorted(sizes)}")
+    return next(iter(sizes))
 
 
 def place_targets(cls, parts: Sequence[tuple["Target", int, int]], width: int, height: int) -> "Target":
@@ -205,11 +223,9 @@ class MaskTarget:
         return f"MaskTarget({len(self)} masks on {self.width}x{self.height})"
 
     def select(self, keep: np.ndarray) -> "MaskTarget":
-        keep = np.asarray(keep)
-        if keep.dtype == bool:
-            if len(keep) == len(self) and keep.all():
-                return self
-            keep = np.flatnonzero(keep)
+        keep = selected_indices(keep, len(self))
+        if keep is None:
+            return self
         return MaskTarget._of([self.crops[i] for i in keep], [self.corners[i] for i in keep],
                               self.width, self.height)
 
@@ -288,10 +304,7 @@ class MaskTarget:
 
     @classmethod
     def concat(cls, parts: Sequence["MaskTarget"]) -> "MaskTarget":
-        sizes = {(p.width, p.height) for p in parts}
-        if len(sizes) != 1:
-            raise ValueError(f"cannot concatenate masks of different image sizes: {sorted(sizes)}")
-        (width, height), = sizes
+        width, height = common_size(parts)
         return cls._of([c for p in parts for c in p.crops], [xy for p in parts for xy in p.corners],
                        width, height)
 
