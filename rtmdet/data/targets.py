@@ -185,8 +185,8 @@ class MaskTarget:
     RandomCrop / Mosaic / MixUp steps cheap for RTMDet-Ins. Geometry is applied exactly as to the
     image (nearest-neighbour resize with OpenCV's indices, zero fill where the image gets padding):
     ``as_array()`` equals the same steps on full ``(n, H, W)`` bitmaps (tests/test_targets.py
-    checks against such a dense oracle). The reference RTMDet-Ins configs use polygon masks; we
-    use bitmaps."""
+    checks against such a dense oracle). The reference RTMDet-Ins configs use polygon masks, and
+    so do we (`rtmdet.data.polygon_masks`); bitmaps serve datasets whose masks are RLE."""
 
     def __init__(self, data: np.ndarray):
         """From full bitmaps ``(n, H, W)``: each cut to its nonzero rows and columns."""

@@ -1,4 +1,4 @@
-"""Image/box (and bitmap-mask) transforms for RTMDet training and inference.
+"""Image/box (and per-instance target) transforms for RTMDet training and inference.
 
 The arithmetic follows the reference (mmdet 3.3.0 ``datasets/transforms/transforms.py`` and
 mmcv 2.x ``transforms/processing.py`` + ``image/geometric.py``): the same sizes, integer
@@ -11,8 +11,9 @@ transform receives explicitly::
 ``None`` means "drop this sample and fetch another one" (mmengine's ``BaseDataset`` refetch),
 which :class:`rtmdet.data.loader.TrainDataset` implements.
 
-A sample carries its xyxy boxes and any per-instance targets (``sample.targets``: bitmap masks
-as `rtmdet.data.targets.MaskTarget`, ...); every geometric transform moves the targets together
+A sample carries its xyxy boxes and any per-instance targets (``sample.targets``: polygon masks
+as `rtmdet.data.polygon_masks.PolygonTarget`, bitmap masks as `rtmdet.data.targets.MaskTarget`,
+rotated boxes, ...); every geometric transform moves the targets together
 with the boxes through the `rtmdet.data.targets.Target` protocol, without knowing their kind.
 
 Modules: `sample` (Sample, Compose), `geometric` (resize, crop, flips in three directions,
