@@ -133,6 +133,17 @@ def test_resize_uses_the_rounded_sizes_and_translate_clamps():
     assert t.select(np.array([False])).polys == [] and len(t.blank(2, 5, 5)) == 2
 
 
+def test_rotate_turns_vertices_with_the_image_and_clamps():
+    # the image turns about ((w - 1) / 2, (h - 1) / 2): by 180 degrees pixel x lands on w - 1 - x
+    t = PolygonTarget([[np.array([2.0, 3, 8, 3, 8, 7])], [np.array([-4.0, 1, 3, 1, 3, 5])]], 10, 9)
+    r = t.rotate(180, 10, 9).polys
+    np.testing.assert_allclose(r[0][0], [7, 5, 1, 5, 1, 1], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(r[1][0], [10, 7, 6, 7, 6, 3], rtol=0, atol=1e-9)  # x = 13 clamped to 10
+    # a quarter turn clockwise on screen: (x, y) about (cx, cy) -> (cx - (y - cy), cy + (x - cx))
+    q = PolygonTarget([[np.array([4.5, 2.0, 6.0, 4.0, 4.5, 4.0])]], 10, 10).rotate(90, 10, 10).polys[0][0]
+    np.testing.assert_allclose(q, [7.0, 4.5, 5.0, 6.0, 5.0, 4.5], rtol=0, atol=1e-9)
+
+
 def test_mosaic_places_polygons_as_the_reference():
     # one Mosaic draw with PolygonTarget and with the oracle: the same tiles, scales and clamps
     rng = np.random.default_rng(5)

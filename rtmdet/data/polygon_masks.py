@@ -25,7 +25,7 @@ from ..ops.polygon_raster import rasterize_instances
 from .records import ImageRecord
 from .targets import FLIP_DIRECTIONS, common_size, rotation_matrix, selected_indices
 
-__all__ = ["PolygonTarget", "record_polygons"]
+__all__ = ["PolygonTarget", "record_polygons", "missing_polygons"]
 
 
 def _dummy() -> np.ndarray:
@@ -34,16 +34,26 @@ def _dummy() -> np.ndarray:
     return np.zeros(6, np.float64)
 
 
+def _kept(seg) -> list:
+    """The polygons of one segmentation mmdet keeps: an even number >= 6 of coordinates each
+    (none for an RLE dict or a missing segmentation)."""
+    return [p for p in seg if len(p) % 2 == 0 and len(p) >= 6] if isinstance(seg, list) else []
+
+
+def missing_polygons(rec: ImageRecord) -> np.ndarray:
+    """(n,) bool: the instances with no polygon mmdet keeps (an RLE or empty segmentation:
+    mmdet ignores those instances and gives them a dummy)."""
+    segs = rec.segmentations or []
+    return np.array([not _kept(segs[i] if i < len(segs) else None) for i in range(len(rec.boxes))], bool)
+
+
 def record_polygons(rec: ImageRecord) -> tuple[list[list[np.ndarray]], np.ndarray]:
     """Each instance's polygons (flat float64 x, y, ...) as mmdet ``LoadAnnotations(poly2mask=False)``
-    keeps them (those with an even number >= 6 of coordinates), and which instances have none
-    (an RLE or empty segmentation: mmdet ignores those instances and gives them a dummy)."""
+    keeps them, and which instances have none (`missing_polygons`; those get the dummy)."""
     segs = rec.segmentations or []
     polys, missing = [], np.zeros(len(rec.boxes), bool)
     for i in range(len(rec.boxes)):
-        seg = segs[i] if i < len(segs) else None
-        ps = [np.array(p, np.float64) for p in seg if len(p) % 2 == 0 and len(p) >= 6] \
-            if isinstance(seg, list) else []
+        ps = [np.array(p, np.float64) for p in _kept(segs[i] if i < len(segs) else None)]
         missing[i] = not ps
         polys.append(ps or [_dummy()])
     return polys, missing

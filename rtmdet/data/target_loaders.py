@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .polygon_masks import PolygonTarget, record_polygons
+from .polygon_masks import PolygonTarget, missing_polygons
 from .records import ImageRecord
 from .targets import MaskTarget, RBoxTarget, Target
 
@@ -63,7 +63,7 @@ class MaskLoader:
         """(n,) bool: instances whose segmentation gives no mask (mmdet sets their ignore flag):
         no polygon with an even number >= 6 of coordinates and, for polygons, not RLE either
         (RLE instances only reach a polygon loader as crowds, which are ignored anyway)."""
-        missing = record_polygons(rec)[1]
+        missing = missing_polygons(rec)
         if self.kind != "polygons":
             segs = rec.segmentations or []
             missing &= ~np.array([_rle(segs[i]) if i < len(segs) else False for i in range(len(missing))], bool)

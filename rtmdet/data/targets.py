@@ -88,7 +88,8 @@ class Target(Protocol):
         kind cannot tell (used by ``RandomCrop(recompute_bbox=True)``)."""
 
     def as_array(self) -> np.ndarray:
-        """The contiguous array the data loader returns for this target."""
+        """The contiguous array the data loader returns for this target (mask targets also take
+        ``step``: only the pixels of every step-th row and column, what a loss reads)."""
 
 
 def selected_indices(keep: np.ndarray, n: int) -> np.ndarray | None:
@@ -172,10 +173,8 @@ class ArrayTarget:
         return f"{type(self).__name__}({tuple(self.data.shape)})"
 
     def select(self, keep: np.ndarray):
-        keep = np.asarray(keep)
-        if keep.dtype == bool and len(keep) == len(self.data) and keep.all():
-            return self  # keeping every instance: no copy
-        return type(self)(self.data[keep])
+        idx = selected_indices(keep, len(self.data))
+        return self if idx is None else type(self)(self.data[idx])  # keeping every instance: no copy
 
 
 class MaskTarget:

@@ -35,6 +35,11 @@ def _c_int(x: np.ndarray) -> np.ndarray:
     return np.trunc(x).astype(np.int64)
 
 
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """0 .. counts[i] - 1 for each group i, concatenated (group i repeated counts[i] times)."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def polygon_boundaries(polys: Sequence[np.ndarray], h: int, w: int,
                        step: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(polygon index, column, row) int64 of the boundaries of every polygon (steps 1-3 of the
@@ -70,12 +75,12 @@ def polygon_boundaries(polys: Sequence[np.ndarray], h: int, w: int,
     u_end = np.where(along_x, xe, _c_int((xs + s * dy) + 0.5))
     lo, hi = np.minimum(xs, u_end), np.maximum(xs, u_end)
     # pixel column c is crossed where the walk steps between 5c + 2 and 5c + 3: grid columns
-    # c = h0 + g step with lo <= 5c + 2 and 5c + 3 <= hi, 0 <= c <= w - 1
-    g_lo = np.maximum(-((-(lo - 2 - 5 * h0)) // (5 * step)), -((-(0 - h0)) // step))
+    # c = h0 + g step with lo <= 5c + 2 and 5c + 3 <= hi, 0 <= c <= w - 1 (so g >= 0)
+    g_lo = np.maximum(-((2 + 5 * h0 - lo) // (5 * step)), 0)
     g_hi = np.minimum((hi - 3 - 5 * h0) // (5 * step), (w - 1 - h0) // step)
     n = np.maximum(g_hi - g_lo + 1, 0)
     edge = np.repeat(np.arange(len(xy)), n)
-    g = g_lo[edge] + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    g = g_lo[edge] + _ranks(n)
     c = h0 + g * step
     b = 5 * c + 2  # the walk steps between upsampled columns b and b + 1
     ax, xs_e, ys_e, s_e = along_x[edge], xs[edge], ys[edge], s[edge]
@@ -100,9 +105,7 @@ def polygon_boundaries(polys: Sequence[np.ndarray], h: int, w: int,
         go = past(mid)
         last = np.where(open_ & go, mid, last)
         first = np.where(open_ & ~go, mid + 1, first)
-    est = first
-    v_steep = est - 1 + ys_e
-    v = np.where(ax, v_ax, v_steep)
+    v = np.where(ax, v_ax, first - 1 + ys_e)
     yd = (v.astype(np.float64) + 0.5) / _SCALE - 0.5
     rows = np.ceil(np.clip(yd, 0, h)).astype(np.int64)
     return owner[edge], c, rows
@@ -127,29 +130,22 @@ def rasterize_instances(polys: Sequence[np.ndarray], owners: np.ndarray, n: int,
     gr, gc, poly = gr[order], gc[order], poly[order]
     start, stop = gr[0::2], gr[1::2]
     lengths = stop - start
-    inst = np.asarray(owners, np.int64)[poly[0::2]]
+    owners = np.asarray(owners, np.int64)
     if len(start) and 16 * int(lengths.sum()) > len(polys) * (gh + 1) * gw:  # painting a cell costs ~16x a grid cell's XOR
         # large masks: each polygon's runs marked at both ends on its own grid, XOR-accumulated
         # down the columns (work proportional to the grid, not to the cells covered), then
-        # OR-ed into its instance one polygon per instance at a time (a union, not a XOR)
+        # OR-ed into its instance (a union, not a XOR)
         used, k = np.unique(poly[0::2], return_inverse=True)
         toggles = np.zeros((len(used), gh + 1, gw), np.uint8)
         np.add.at(toggles, (k, start, gc[0::2]), 1)
         np.add.at(toggles, (k, stop, gc[0::2]), 1)
         np.bitwise_and(toggles, 1, out=toggles)
         np.bitwise_xor.accumulate(toggles, axis=1, out=toggles)
-        owner = np.asarray(owners, np.int64)[used]
-        by_owner = np.argsort(owner, kind="stable")
-        first = np.searchsorted(owner[by_owner], owner[by_owner])
-        layer = np.empty_like(owner)
-        layer[by_owner] = np.arange(len(owner)) - first
-        for rank in range(int(layer.max()) + 1):
-            sel = layer == rank
-            out[owner[sel]] |= toggles[sel, :gh]
+        for j, i in enumerate(owners[used]):
+            out[i] |= toggles[j, :gh]
         return out
     cells = np.repeat(np.arange(len(start)), lengths)
-    offset = np.arange(len(cells)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[inst[cells], start[cells] + offset, gc[0::2][cells]] = 1
+    out[owners[poly[0::2]][cells], start[cells] + _ranks(lengths), gc[0::2][cells]] = 1
     return out
 
 

@@ -38,8 +38,8 @@ def loss_mask(mask_feats: torch.Tensor, flatten_kernels: torch.Tensor, priors: t
     prior's dynamic-conv parameters in prior order (level by level, row-major); priors (N,4):
     (x, y, stride_x, stride_y); gt_inds: per image (N,) assignment, 0 = background, k = gt k-1
     (the assigner's `gt_inds`); gt_masks: per image (n_gt, H, W) masks at the padded input size,
-    or only their pixels the loss reads, (n_gt, len(range(s//2, H, s)), ...) (`MaskTarget.as_array(s)`:
-    what the training loader returns).
+    or only their pixels the loss reads, (n_gt, len(range(s//2, H, s)), ...) (a mask target's
+    ``as_array(s)``: what the training loader returns).
 
     As the reference: positives in ascending prior order, their logits upsampled bilinearly by
     feat_stride // mask_loss_stride, gt masks subsampled at [s//2::s, s//2::s] (s =
