@@ -1,23 +1,56 @@
-"""Turning a CLI SOURCE (image, folder, glob, video) into frames to detect on."""
+"""Turning a CLI SOURCE (image, folder, glob, video, URL, camera) into frames to detect on.
+
+A source item is a `Path` (a file), a `str` URL (an image to download, or a video or stream
+OpenCV's FFmpeg opens: http(s), rtsp, rtmp, udp, tcp) or an `int` (a camera index)."""
 from __future__ import annotations
 
 import glob
 import os
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Union
+from urllib.parse import unquote, urlsplit
 
 from .data.files import has_image_suffix
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
+URL_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://")
+
+Source = Union[Path, str, int]
 
 
-def is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTS
+def is_url(item) -> bool:
+    return isinstance(item, str) and item.lower().startswith(URL_SCHEMES)
 
 
-def list_images(source: str) -> list[Path]:
-    """Files a SOURCE names: one file, every image and video in a folder (recursively,
-    sorted), or the images and videos a glob matches."""
+def url_file_name(url: str) -> str:
+    """The last part of a URL's path (`https://h/a/bus.jpg?x=1` -> `bus.jpg`), else its host."""
+    parts = urlsplit(url)
+    return PurePosixPath(unquote(parts.path)).name or parts.hostname or "stream"
+
+
+def is_video(item: Source) -> bool:
+    """Videos, cameras and streams are read frame by frame; a URL is an image only when its
+    path ends in an image suffix."""
+    if isinstance(item, int):
+        return True
+    if is_url(item):
+        return not has_image_suffix(url_file_name(item))
+    return Path(item).suffix.lower() in VIDEO_EXTS
+
+
+def source_label(item: Source) -> str:
+    """How an item is named in logs and in predictions.json."""
+    return f"camera {item}" if isinstance(item, int) else str(item)
+
+
+def list_sources(source: str) -> list[Source]:
+    """Items a SOURCE names: a URL; a camera index (digits that name no file); one file; every
+    image and video in a folder (recursively, sorted); or the images and videos a glob matches."""
+    if is_url(source):
+        return [source]
+    if source.isdigit() and not Path(source).exists():
+        return [int(source)]
     p = Path(source)
     if p.is_dir():
         return sorted(f for f in p.rglob("*") if (has_image_suffix(f) or is_video(f)) and f.is_file())
@@ -27,30 +60,37 @@ def list_images(source: str) -> list[Path]:
     return [m for m in matches if m.is_file() and (has_image_suffix(m) or is_video(m))]
 
 
-def source_root(source: str, files: list[Path]) -> Path:
+def source_root(source: str, files: list[Source]) -> Path:
     """The folder output names are made relative to: SOURCE itself when it is a folder, else
     the deepest folder holding every file."""
     if Path(source).is_dir():
         return Path(source)
-    parents = [str(f.resolve().parent) for f in files]
+    parents = [str(f.resolve().parent) for f in files if isinstance(f, Path)]
     return Path(os.path.commonpath(parents)) if parents else Path(".")
 
 
-def output_names(files: list[Path], root: Path, suffix) -> list[Path]:
-    """One output path per file, relative to the save folder and never the same twice: the
-    file's path under `root` with its suffix replaced by `suffix(file)` (`a/x.jpg`, `b/x.jpg`
-    -> `a/x.txt`, `b/x.txt`). Files whose names would still meet (`x.jpg`, `x.png`) keep their
-    own suffix too (`x.jpg.txt`, `x.png.txt`); anything left is numbered (`x_2.txt`)."""
+def output_names(files: list[Source], root: Path, suffix) -> list[Path]:
+    """One output path per item, relative to the save folder and never the same twice: the
+    file's path under `root` with its suffix replaced by `suffix(item)` (`a/x.jpg`, `b/x.jpg`
+    -> `a/x.txt`, `b/x.txt`; a URL's file name, `camera0` for camera 0). Files whose names would
+    still meet (`x.jpg`, `x.png`) keep their own suffix too (`x.jpg.txt`, `x.png.txt`); anything
+    left is numbered (`x_2.txt`)."""
     rel = []
     for f in files:
-        try:
-            rel.append(f.resolve().relative_to(root.resolve()))
-        except ValueError:
-            rel.append(Path(f.name))
-    short = [r.with_suffix(suffix(r)) for r in rel]
+        if isinstance(f, int):
+            rel.append(Path(f"camera{f}"))
+        elif is_url(f):
+            rel.append(Path(url_file_name(f)))
+        else:
+            try:
+                rel.append(f.resolve().relative_to(root.resolve()))
+            except ValueError:
+                rel.append(Path(f.name))
+    ext = [suffix(f) for f in files]
+    short = [r.with_suffix(e) for r, e in zip(rel, ext)]
     counts = Counter(short)
-    wanted = [s if counts[s] == 1 or r.suffix == suffix(r) else r.with_name(r.name + suffix(r))
-              for r, s in zip(rel, short)]
+    wanted = [s if counts[s] == 1 or r.suffix == e else r.with_name(r.name + e)
+              for r, s, e in zip(rel, short, ext)]
     seen, out = set(), []
     for w in wanted:
         p, k = w, 2

@@ -1,10 +1,12 @@
-"""`rtmdet predict`: images, folders, globs and videos -> drawn pictures, txt and json.
+"""`rtmdet predict`: images, folders, globs, videos, URLs and cameras -> drawn pictures, txt and json.
 
 Outputs keep each source's path under the SOURCE folder (`a/x.jpg` -> `<save-dir>/a/x.jpg`,
 `<save-dir>/labels/a/x.txt`), so two sources never share an output; predictions.json records
-the source and the outputs of every image or frame. Every file is written atomically."""
+the source and the outputs of every image or frame. Every file is written atomically. Ctrl-C
+stops the run but keeps what was done: the frames of a video so far, the labels and the json."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, 
 
 log = logging.getLogger("rtmdet")
 
+INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C (SIGINT)
+
 
 def cmd_predict(args) -> int:
     from tqdm import tqdm
@@ -20,16 +24,20 @@ def cmd_predict(args) -> int:
     from ..atomic import ensure_dir, write_image, write_json, write_text
     from ..data.images import ImageReadError, read_image
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
-    from ..sources import is_video, list_images, output_names, source_root
+    from ..sources import is_url, is_video, list_sources, output_names, source_label, source_root, url_file_name
 
     check_model_arg(args)
     tiling = tile_knobs(args)
-    files = list_images(args.source)
+    files = list_sources(args.source)
     if not files:
         raise UsageError(f"no images or videos found at {args.source}")
     root = source_root(args.source, files)
-    drawn = dict(zip(files, output_names(files, root, lambda r: ".mp4" if is_video(r) else r.suffix)))
-    labels = dict(zip(files, output_names(files, root, lambda r: ".txt")))
+
+    def image_suffix(f):
+        return Path(url_file_name(f)).suffix if is_url(f) else f.suffix
+
+    drawn = dict(zip(files, output_names(files, root, lambda f: ".mp4" if is_video(f) else image_suffix(f))))
+    labels = dict(zip(files, output_names(files, root, lambda f: ".txt")))
     save_dir = Path(args.save_dir)
     writes = not args.no_save or args.save_txt or args.save_json
     if writes:  # a folder we cannot write to is found before the model is loaded
@@ -59,43 +67,50 @@ def cmd_predict(args) -> int:
         if args.save_txt:
             write_text(save_dir / "labels" / labels[f], d.to_txt())
 
+    interrupted = False
     bar = tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2)
     # on a GPU, reading ahead and drawing / writing behind overlap the network
     pipelined = on_accelerator(model)
-    with bar, BackgroundWriter(enabled=pipelined) as writer:
-        for batch, (chunk, arrays, bad) in zip(batches, ordered_map(read_batch, batches,
-                                                                    ahead=int(pipelined))):
-            for f, e in bad:
-                failed.append(str(f))
-                log.warning("skipped %s", e)
-            if arrays:
-                dets = model.predict(arrays, batch_size=args.batch, **knobs)
-                for f, img, d in zip(chunk, arrays, dets):
-                    d.source = str(f)
-                    n_dets += len(d)
-                    rec = d.to_dict()
-                    if not args.no_save:
-                        rec["output"] = str(drawn[f])
-                    if args.save_txt:
-                        rec["labels"] = str(Path("labels") / labels[f])
-                    records.append(rec)
-                    # the writer thread gets host copies: no CUDA call off the main thread
-                    writer.submit(save, f, img, d.numpy() if pipelined else d)
-            bar.update(len(batch))
+    with bar, BackgroundWriter(enabled=pipelined) as writer, \
+            contextlib.closing(ordered_map(read_batch, batches, ahead=int(pipelined))) as read:
+        try:
+            for batch, (chunk, arrays, bad) in zip(batches, read):
+                for f, e in bad:
+                    failed.append(source_label(f))
+                    log.warning("skipped %s", e)
+                if arrays:
+                    dets = model.predict(arrays, batch_size=args.batch, **knobs)
+                    for f, img, d in zip(chunk, arrays, dets):
+                        d.source = source_label(f)
+                        n_dets += len(d)
+                        rec = d.to_dict()
+                        if not args.no_save:
+                            rec["output"] = str(drawn[f])
+                        if args.save_txt:
+                            rec["labels"] = str(Path("labels") / labels[f])
+                        records.append(rec)
+                        # the writer thread gets host copies: no CUDA call off the main thread
+                        writer.submit(save, f, img, d.numpy() if pipelined else d)
+                bar.update(len(batch))
+        except KeyboardInterrupt:  # the images done so far are still written (writer drains)
+            interrupted = True
     for v in videos:
-        n = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args)
+        if interrupted:
+            break
+        n, interrupted = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args)
         if n is None:
-            failed.append(str(v))
+            failed.append(source_label(v))
         else:
             n_dets += n
-    if not records:
+    if not records and not interrupted:
         raise UsageError("nothing could be read: " + ", ".join(failed))
     if args.save_json:
         write_json(save_dir / "predictions.json", records, indent=1)
-    print(f"{len(records)} image(s)/frame(s), {n_dets} detection(s)"
+    print(("interrupted: " if interrupted else "")
+          + f"{len(records)} image(s)/frame(s), {n_dets} detection(s)"
           + (f", {len(failed)} unreadable skipped: {', '.join(failed)}" if failed else "")
           + (f"; results in {save_dir}" if writes else ""))
-    return 0
+    return INTERRUPTED if interrupted else 0
 
 
 class _NoFrames(Exception):
@@ -112,11 +127,27 @@ def _count_frames(path: Path) -> int:
     return n
 
 
-def _predict_video(model, path: Path, save_dir: Path, out_name: Path, txt_name: Path,
-                   knobs: dict, records: list, args) -> int | None:
-    """Detections of every frame (drawn into `<save-dir>/<out_name>`, an mp4 written to a
-    temporary name, checked frame by frame, then renamed); None when the video is unreadable."""
-    import contextlib
+def _open_capture(item):
+    """cv2.VideoCapture of a video file, a URL (through FFmpeg) or a camera index. OpenCV's own
+    warnings while it tries its backends are muted: a failure gets one warning of ours."""
+    import cv2
+    logs = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = logs.getLogLevel() if logs is not None else None
+    if logs is not None:
+        logs.setLogLevel(logs.LOG_LEVEL_ERROR)
+    try:
+        return cv2.VideoCapture(item) if isinstance(item, int) else cv2.VideoCapture(str(item))
+    finally:
+        if logs is not None:
+            logs.setLogLevel(level)
+
+
+def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
+                   knobs: dict, records: list, args) -> tuple[int | None, bool]:
+    """Detections of every frame of a video, stream or camera (drawn into
+    `<save-dir>/<out_name>`, an mp4 written to a temporary name, checked frame by frame, then
+    renamed) -> (detections, whether Ctrl-C ended it); detections None when nothing could be
+    read. After Ctrl-C the frames done so far are kept: the video is closed and renamed."""
     import itertools
 
     import cv2
@@ -124,13 +155,16 @@ def _predict_video(model, path: Path, save_dir: Path, out_name: Path, txt_name: 
 
     from ..atomic import WriteError, atomic_path, write_text
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
-    cap = cv2.VideoCapture(str(path))
+    from ..sources import source_label
+    label = source_label(path)
+    cap = _open_capture(path)
     if not cap.isOpened():
-        log.warning("skipped %s: not a readable video", path)
-        return None
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    n, frame_idx, txt = 0, 0, []
+        log.warning("skipped %s: cannot be opened (not a readable video, stream or camera)", label)
+        return None, False
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps <= 240 else 25.0  # streams report 0 or their clock rate (90000)
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    n, frame_idx, txt, interrupted = 0, 0, [], False
     out = save_dir / out_name
     written = [0]
 
@@ -159,49 +193,54 @@ def _predict_video(model, path: Path, save_dir: Path, out_name: Path, txt_name: 
             background = stack.enter_context(BackgroundWriter(enabled=pipelined))
             batches = stack.enter_context(contextlib.closing(
                 ordered_map(read_frames, itertools.count(), ahead=int(pipelined))))
-            with tqdm(total=total, desc=path.name, unit="frame") as bar:
-                for frames in batches:
-                    dets = model.predict(frames, batch_size=args.batch, **knobs) if frames else []
-                    for frame, d in zip(frames, dets):
-                        d.source = f"{path}#{frame_idx}"
-                        n += len(d)
-                        rec = d.to_dict()
-                        if tmp is not None:
-                            if writer is None:
-                                h, w = frame.shape[:2]
-                                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                         fps, (w, h))
-                                if not writer.isOpened():
-                                    raise WriteError(out, "OpenCV cannot open an mp4 video writer")
-                            background.submit(put, frame, d.numpy() if pipelined else d)
-                            rec["output"] = f"{out_name}#{frame_idx}"
-                        if args.save_txt:
-                            txt += [f"{frame_idx} {line}" for line in d.to_txt().splitlines()]
-                            rec["labels"] = str(Path("labels") / txt_name)
-                        records.append(rec)
-                        frame_idx += 1
-                    bar.update(len(frames))
-                    if len(frames) < args.batch:
-                        break
+            with tqdm(total=total if total > 0 else None, desc=out_name.stem, unit="frame") as bar:
+                try:
+                    for frames in batches:
+                        dets = model.predict(frames, batch_size=args.batch, **knobs) if frames else []
+                        for frame, d in zip(frames, dets):
+                            d.source = f"{label}#{frame_idx}"
+                            n += len(d)
+                            rec = d.to_dict()
+                            if tmp is not None:
+                                if writer is None:
+                                    h, w = frame.shape[:2]
+                                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                             fps, (w, h))
+                                    if not writer.isOpened():
+                                        raise WriteError(out, "OpenCV cannot open an mp4 video writer")
+                                background.submit(put, frame, d.numpy() if pipelined else d)
+                                rec["output"] = f"{out_name}#{frame_idx}"
+                            if args.save_txt:
+                                txt += [f"{frame_idx} {line}" for line in d.to_txt().splitlines()]
+                                rec["labels"] = str(Path("labels") / txt_name)
+                            records.append(rec)
+                            frame_idx += 1
+                        bar.update(len(frames))
+                        if len(frames) < args.batch:
+                            break
+                except KeyboardInterrupt:  # keep the frames done so far
+                    interrupted = True
             background.close()
             if writer is not None:
                 writer.release()
             if frame_idx == 0:  # leaves nothing behind (the temporary file is removed)
                 raise _NoFrames
     except _NoFrames:
-        log.warning("skipped %s: no frame could be read", path)
-        return None
+        if not interrupted:
+            log.warning("skipped %s: no frame could be read", label)
+        return (0 if interrupted else None), interrupted
     finally:
         cap.release()
     if args.save_txt:
         write_text(save_dir / "labels" / txt_name, "\n".join(txt) + ("\n" if txt else ""))
-    return n
+    return n, interrupted
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="detect objects in images, folders, globs or videos")
-    p.add_argument("source", help="image, folder (images and videos, recursively), glob pattern "
-                                  "or video file")
+    p = sub.add_parser("predict", help="detect objects in images, folders, globs, videos, URLs or cameras")
+    p.add_argument("source", help="image, folder (images and videos, recursively), glob pattern, "
+                                  "video file, URL (an image, a video or an rtsp/rtmp/http stream) "
+                                  "or camera index (0); Ctrl-C stops and keeps what was done")
     add_model_args(p)
     p.add_argument("--score-thr", type=unit_float, default=0.3, help="keep detections above (default 0.3)")
     p.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default: model's)")

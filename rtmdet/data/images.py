@@ -12,8 +12,8 @@ class ImageReadError(ValueError):
 
 
 def read_image(src) -> np.ndarray:
-    """A path, an HxWx3 (or HxW gray) uint8 BGR array, or a PIL image (converted from RGB)
-    -> HxWx3 uint8 BGR array; ImageReadError naming the input otherwise."""
+    """A path, an http(s) URL, an HxWx3 (or HxW gray) uint8 BGR array, or a PIL image
+    (converted from RGB) -> HxWx3 uint8 BGR array; ImageReadError naming the input otherwise."""
     if type(src).__module__.startswith("PIL."):
         src = cv2.cvtColor(np.asarray(src.convert("RGB")), cv2.COLOR_RGB2BGR)
     if isinstance(src, np.ndarray):
@@ -26,6 +26,8 @@ def read_image(src) -> np.ndarray:
         raise ImageReadError(f"cannot read a {type(src).__name__}: give a path, an HxWx3 uint8 "
                              "BGR array or a PIL image")
     path = str(src)
+    if path.lower().startswith(("http://", "https://")):
+        return _download_image(path)
     if not Path(path).is_file():
         raise ImageReadError(f"{path}: no such file")
     img = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -37,3 +39,23 @@ def read_image(src) -> np.ndarray:
 def is_single_image(x) -> bool:
     """Whether `x` is one image (path, array, PIL image) rather than a list of them."""
     return isinstance(x, (str, Path, np.ndarray)) or type(x).__module__.startswith("PIL.")
+
+
+def _download_image(url: str, timeout: float = 30.0) -> np.ndarray:
+    """Fetch an image over HTTP into memory and decode it as `cv2.imread` would a file."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            data = r.read()
+    except urllib.error.HTTPError as e:
+        raise ImageReadError(f"{url}: download failed (HTTP {e.code} {e.reason})") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ImageReadError(f"{url}: download failed ({reason})") from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if img is None or img.size == 0:
+        raise ImageReadError(f"{url}: not a readable image (corrupt or unsupported format)")
+    return img
