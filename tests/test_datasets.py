@@ -168,6 +168,31 @@ def test_coco_strict(coco_dir):
     assert "zero/negative-size" in msg and "unknown category" in msg and "clipped" in msg
 
 
+def test_coco_malformed_segmentations_drop_the_mask_keep_the_box(coco_dir):
+    root, write = coco_dir
+    square = [[1, 1, 9, 1, 9, 9, 1, 9]]
+    good = [square, [[1, 1, 9, 1], [1, 1, 9, 1, 9, 9]], [[1, 1, 9, 1, 9]], [[]], [],
+            {"size": [48, 64], "counts": "PP3"}, {"size": [48, 64], "counts": [100, 20, 64 * 48 - 120]}]
+    bad = {"a flat list of numbers": [1, 1, 9, 1, 9, 9],
+           "not a list of finite numbers": [[1, 1, 9, float("nan"), 9, 9]],
+           "without a [height, width] size": {"counts": "PP3"},
+           "of size [64, 48] on a 64x48 image": {"size": [64, 48], "counts": "PP3"},
+           "do not add up": {"size": [48, 64], "counts": [5, 5]},
+           "neither polygons nor RLE": "1 1 9 1 9 9"}
+    segs = good + list(bad.values())
+    doc = coco_doc(images2(), [ann(i + 1, 10, 3, [1, 1, 8, 8], segmentation=s) for i, s in enumerate(segs)])
+    ds = load_coco(write(doc), root / "imgs")
+    assert ds.report.malformed_segmentations == len(bad) and ds.report.malformed_annotations == 0
+    rec = ds.records[0]
+    assert len(rec.boxes) == len(segs)  # every box kept
+    assert rec.segmentations[:len(good)] == good and rec.segmentations[len(good):] == [[]] * len(bad)
+    problems = " ".join(ds.report.problems())
+    assert "malformed segmentations (mask dropped, box kept)" in problems
+    assert all(why in problems for why in list(bad)[:5])  # the report keeps 5 examples
+    with pytest.raises(ValueError, match="malformed segmentations"):
+        load_coco(write(doc), root / "imgs", strict=True)
+
+
 def test_report_summary_line():
     r = LoadReport(source="x.json")
     assert r.ok and "no problems" in r.summary()

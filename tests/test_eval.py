@@ -297,6 +297,40 @@ def test_segm_parity_with_pycocotools():
     assert ours["AP50"] > 0
 
 
+def test_segm_with_an_instance_that_has_no_mask(caplog):
+    """Two instances, one without a mask (dropped as malformed, or never given): it counts as an
+    empty mask no detection reaches. One detection exactly on the other: recall 1/2 at precision
+    1, so AP = 51 of COCO's 101 recall points = 51/101. A dataset with no masks at all gives box
+    metrics only (and a warning) from an instance-segmentation model."""
+    from rtmdet.families.segment import SEGMENT
+
+    square = [10.0, 10.0, 40.0, 10.0, 40.0, 40.0, 10.0, 40.0]
+    rec = ImageRecord.build("a.jpg", 64, 64, 1, [[10, 10, 40, 40], [5, 30, 60, 60]], [0, 0],
+                            segmentations=[[square], []])
+    ds = DetectionDataset([rec], ["a"], [1])
+    gt = dataset_to_coco(ds)
+    assert [a["segmentation"] for a in gt["annotations"]] == [[square], []]
+    mask = np.zeros((1, 64, 64), bool)
+    mask[0, 10:40, 10:40] = True  # the square as COCO rasterises it
+    dets = [{"image_id": 1, "boxes": np.array([[10.0, 10, 40, 40]]), "scores": np.array([0.9]),
+             "labels": np.array([0]), "masks": mask}]
+    segm = evaluate_coco(ds, dets, "segm")
+    assert segm["AP"] == pytest.approx(51 / 101) and segm["AR100"] == pytest.approx(0.5)
+    no_masks = DetectionDataset([ImageRecord.build("a.jpg", 64, 64, 1, [[10, 10, 40, 40]], [0])], ["a"], [1])
+    metrics = SEGMENT.evaluate(no_masks, [SEGMENT.result_record(1, _one_mask_detection(mask))])
+    assert list(metrics) == ["bbox"] and "no instance masks" in caplog.text
+    assert metrics["bbox"]["AP"] == pytest.approx(1.0)
+    assert SEGMENT.summary(metrics)["mask_AP"] == -1.0
+
+
+def _one_mask_detection(mask):
+    import torch
+
+    from rtmdet.detections import Detections
+    return Detections(torch.tensor([[10.0, 10, 40, 40]]), torch.tensor([0.9]), torch.tensor([0]), ["a"],
+                      masks=torch.as_tensor(mask), image_shape=(64, 64))
+
+
 # ----------------------------------------------------------------------------------- reports, plots
 
 

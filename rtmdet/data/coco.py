@@ -68,6 +68,35 @@ def _size_field(v) -> bool:
                          and math.isfinite(v))
 
 
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _segmentation_problem(seg, h: int, w: int) -> str | None:
+    """Why a COCO ``segmentation`` is unusable, or None. Usable: polygons (a list of lists of
+    finite numbers; a polygon with fewer than 3 points is dropped later, as mmdet drops it) or
+    RLE (``counts`` a string or a list of run lengths, ``size`` the image's [height, width])."""
+    if isinstance(seg, list):
+        if all(_real(v) for v in seg):
+            return "a flat list of numbers; expected a list of polygons [[x1, y1, x2, y2, ...], ...]"
+        for poly in seg:
+            if not isinstance(poly, list) or not all(_real(v) for v in poly):
+                return "a polygon that is not a list of finite numbers"
+        return None
+    if isinstance(seg, dict):
+        counts, size = seg.get("counts"), seg.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_id(v, strings=False) for v in size)):
+            return "an RLE without a [height, width] size"
+        if list(size) != [h, w]:
+            return f"an RLE of size {size} on a {w}x{h} image"
+        if isinstance(counts, list):
+            if not all(_is_id(v, strings=False) and v >= 0 for v in counts) or sum(counts) != h * w:
+                return "an RLE whose run lengths do not add up to height x width"
+            return None
+        return None if isinstance(counts, (str, bytes)) else "an RLE without counts"
+    return f"{_kind(seg)}, neither polygons nor RLE"
+
+
 def load_coco(
     ann_file: str | os.PathLike,
     img_dir: str | os.PathLike | None = None,
@@ -167,6 +196,10 @@ def load_coco(
         if clipped:
             report.add("clipped_boxes", f"ann {ann.get('id')} bbox {bb} in {im['width']}x{im['height']}")
         seg = ann.get("segmentation")
+        problem = _segmentation_problem(seg, im["height"], im["width"]) if seg else None
+        if problem:  # the box still trains and counts; the instance has no mask (mmdet ignores it)
+            report.add("malformed_segmentations", f"ann {ann.get('id')} segmentation is {problem}")
+            seg = []
         if seg:
             has_segm = True
         area = ann.get("area")

@@ -35,6 +35,7 @@ class LoadReport:
     unknown_categories: int = 0  # category id / class index not in the category list -> skipped
     orphan_annotations: int = 0  # annotation for an image id that is not listed -> skipped
     malformed_annotations: int = 0  # unparsable label line / bbox field -> skipped
+    malformed_segmentations: int = 0  # neither polygons nor RLE of the image -> mask dropped, box kept
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     _KINDS = (
@@ -46,6 +47,7 @@ class LoadReport:
         ("unknown_categories", "annotations with unknown category (skipped)"),
         ("orphan_annotations", "annotations for unknown image ids (skipped)"),
         ("malformed_annotations", "malformed annotations (skipped)"),
+        ("malformed_segmentations", "malformed segmentations (mask dropped, box kept)"),
     )
 
     def add(self, kind: str, example: str, n: int = 1) -> None:

@@ -66,8 +66,8 @@ def dataset_to_coco(dataset: DetectionDataset) -> dict:
                 "area": float(r.areas[j]) if r.areas is not None else w * h,
                 "iscrowd": int(bool(r.iscrowd[j])) if len(r.iscrowd) else 0,
             }
-            if r.segmentations is not None and r.segmentations[j]:
-                ann["segmentation"] = r.segmentations[j]
+            if r.segmentations is not None:  # an instance without a mask: an empty one
+                ann["segmentation"] = r.segmentations[j] or []
             anns.append(ann)
     cats = [{"id": int(c), "name": n} for c, n in zip(dataset.cat_ids, dataset.class_names)]
     return {"images": images, "annotations": anns, "categories": cats}

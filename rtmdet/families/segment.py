@@ -2,6 +2,8 @@
 COCO bbox + segm AP (best.pth follows mask AP: masks are what such a model is trained for)."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -11,6 +13,8 @@ from ..ops.graph_nms import graph_multiclass_nms
 from ..ops.instance_masks import (MASK_LOSS_STRIDE, batched_dynamic_mask_logits,
                                   dynamic_mask_logits, dynamic_param_sizes, logits_to_masks)
 from .detect import DetectFamily
+
+log = logging.getLogger("rtmdet")
 
 MASK_METRICS = ("mask_AP", "mask_AP50", "mask_AP75")
 
@@ -141,12 +145,18 @@ class SegmentFamily(DetectFamily):
         return {**super().empty_record(image_id), "segmentations": []}
 
     def evaluate(self, dataset, results):
+        """bbox and segm metrics; bbox only on a dataset without masks (boxes-only labels)."""
         from ..eval.coco import evaluate_coco
-        return {**super().evaluate(dataset, results), "segm": evaluate_coco(dataset, results, "segm")}
+        metrics = super().evaluate(dataset, results)
+        if all(r.segmentations is None for r in dataset.records):
+            log.warning("the dataset has no instance masks: mask AP not computed (box AP only)")
+            return metrics
+        return {**metrics, "segm": evaluate_coco(dataset, results, "segm")}
 
     def summary(self, metrics):
         out = super().summary(metrics)
-        out.update({f"mask_{k}": float(metrics["segm"][k]) for k in ("AP", "AP50", "AP75")})
+        segm = metrics.get("segm", {})  # -1 as COCO writes an undefined metric
+        out.update({f"mask_{k}": float(segm.get(k, -1.0)) for k in ("AP", "AP50", "AP75")})
         return out
 
     def fitness(self, summary):
