@@ -82,15 +82,15 @@ def cmd_predict(args) -> int:
                     dets = model.predict(arrays, batch_size=args.batch, **knobs)
                     for f, img, d in zip(chunk, arrays, dets):
                         d.source = source_label(f)
-                        n_dets += len(d)
                         rec = d.to_dict()
                         if not args.no_save:
                             rec["output"] = str(drawn[f])
                         if args.save_txt:
                             rec["labels"] = str(Path("labels") / labels[f])
-                        records.append(rec)
                         # the writer thread gets host copies: no CUDA call off the main thread
                         writer.submit(save, f, img, d.numpy() if pipelined else d)
+                        records.append(rec)  # after its files: Ctrl-C in a write leaves neither
+                        n_dets += len(d)
                 bar.update(len(batch))
         except KeyboardInterrupt:  # the images done so far are still written (writer drains)
             interrupted = True
