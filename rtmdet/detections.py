@@ -39,7 +39,14 @@ class Detections:
         return [self.class_names[i] if 0 <= i < len(self.class_names) else str(i) for i in labels]
 
     def filter(self, score_thr: float) -> "Detections":
-        keep = self.scores > score_thr
+        return self.select(self.scores > score_thr)
+
+    def select(self, keep) -> "Detections":
+        """The detections a boolean mask (or an index array) picks, in that order."""
+        if isinstance(self.scores, np.ndarray):
+            keep = np.asarray(keep.cpu() if isinstance(keep, torch.Tensor) else keep)
+        elif not isinstance(keep, torch.Tensor):
+            keep = torch.as_tensor(keep, device=self.scores.device)
         return replace(self, boxes=self.boxes[keep], scores=self.scores[keep],
                        labels=self.labels[keep],
                        masks=None if self.masks is None else self.masks[keep],

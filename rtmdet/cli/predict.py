@@ -45,6 +45,12 @@ def cmd_predict(args) -> int:
     model = open_model(args)
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
                  imgsz=args.imgsz, **tiling)
+    if args.classes is not None:
+        from ..inference.classes import class_indices
+        try:
+            knobs["classes"] = class_indices(args.classes, model.class_names)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     records, failed, n_dets = [], [], 0
     images = [f for f in files if not is_video(f)]
     videos = [f for f in files if is_video(f)]
@@ -245,6 +251,8 @@ def add_parser(sub) -> None:
     p.add_argument("--score-thr", type=unit_float, default=0.3, help="keep detections above (default 0.3)")
     p.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default: model's)")
     p.add_argument("--max-det", type=positive_int, default=None, help="detections per image (default: model's)")
+    p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
+                   help="detect only these classes: indices or names (e.g. 0 2 or person car)")
     add_tile_args(p)
     add_speed_args(p)
     p.add_argument("--imgsz", type=image_size, default=None, help="network input size (default: model's)")

@@ -55,7 +55,8 @@ def run_batch(backend, images: list[np.ndarray], cfg: TestConfig) -> list[Detect
 
 
 def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
-                  overlap: int = 200, prefetch: bool | None = None, **knobs) -> list[Detections] | Detections:
+                  overlap: int = 200, prefetch: bool | None = None, classes=None,
+                  **knobs) -> list[Detections] | Detections:
     """Detect in a path, array, PIL image, or a list of them, batch by batch.
 
     Returns one `Detections` per image (a single one for a single input). Unset knobs
@@ -64,8 +65,12 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     the family's NMS (`rtmdet.inference.tiling`; the knobs apply per patch and to the merge).
     `prefetch`: read and letterbox the next batch on a worker thread while this one runs
     (`rtmdet.inference.prefetch`; same results). Default: when the network runs on a GPU; on a
-    CPU the worker would take cores from the network (benchmarks/bench_pipeline.py)."""
+    CPU the worker would take cores from the network (benchmarks/bench_pipeline.py).
+    `classes`: detect only these classes (indices or names; `rtmdet.inference.classes`)."""
     check_knobs(batch_size=batch_size)
+    if classes is not None:
+        from .classes import OnlyClasses, class_indices
+        backend = OnlyClasses(backend, class_indices(classes, backend.class_names))
     single = is_single_image(images)
     items = [images] if single else list(images)
     cfg = resolve_test_cfg(backend.test_cfg, **knobs)
