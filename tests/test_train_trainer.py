@@ -17,27 +17,43 @@ from rtmdet.checkpoint import safe_load
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs one training in a fresh process. KILL_AT=n sends SIGKILL to itself right after optimizer
-# step n (a real crash: nothing gets flushed or saved).
+# step n (a real crash: nothing gets flushed or saved); INT_AT=n sends SIGINT (Ctrl-C) instead,
+# to the whole process group (data loader workers included) with INT_GROUP=1.
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
     torch.set_num_threads(1)
     from rtmdet.train.config import TrainConfig
+    from rtmdet.train.interrupt import TrainingInterrupted
     from rtmdet.train.trainer import Trainer
     data, out, name, resume = sys.argv[1:5]
     kill_at = int(os.environ.get("KILL_AT", "0"))
+    int_at = int(os.environ.get("INT_AT", "0"))
     cbs = []
     if kill_at:
         def cb(tr):
             if tr.iteration == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
         cbs.append(cb)
-    cfg = TrainConfig(data=data, model="rtmdet-tiny", epochs=2, imgsz=64, workers=0,
+    if int_at:
+        def cb(tr):
+            if tr.iteration == int_at:
+                if os.environ.get("INT_GROUP"):
+                    os.killpg(os.getpgid(0), signal.SIGINT)
+                else:
+                    os.kill(os.getpid(), signal.SIGINT)
+        cbs.append(cb)
+    cfg = TrainConfig(data=data, model="rtmdet-tiny", epochs=2, imgsz=64,
+                      workers=int(os.environ.get("WORKERS", "0")),
                       batch=int(os.environ.get("BATCH", "2")),
                       save_period=int(os.environ.get("SAVE_PERIOD", "0")),
                       device="cpu", warmup_iters=2, stage2_epochs=1, val_interval=1, seed=3,
                       deterministic=True, project=out, name=name, exist_ok=True, plots=False,
                       pretrained_backbone=False, resume=None if resume == "-" else resume)
-    Trainer(cfg, callbacks=cbs).train()
+    try:
+        Trainer(cfg, callbacks=cbs).train()
+    except TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(130)
 """)
 
 
@@ -52,8 +68,15 @@ def data(tmp_path_factory):
 def _run(data, out, name, resume="-", kill_at=0, **extra_env):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": str(kill_at), "OMP_NUM_THREADS": "1",
            **{k: str(v) for k, v in extra_env.items()}}
+    # its own session: a SIGINT to its process group reaches it and its workers, not pytest
     return subprocess.run([sys.executable, "-c", SCRIPT, str(data), str(out), name, resume],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+
+
+def _same_weights(a, b) -> None:
+    for key in ("model", "state_dict"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), f"{key}.{k}"
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data, tmp_path):
@@ -106,6 +129,46 @@ def test_mid_epoch_checkpoint_resume_loses_nothing(data, tmp_path):
     rows_b = (tmp_path / "crash" / "results.csv").read_text().splitlines()
     # the epoch-2 loss average includes the steps computed before the crash
     assert rows_a[2].split(",")[2:5] == rows_b[2].split(",")[2:5]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_saves_at_the_last_step_and_resume_loses_nothing(data, tmp_path, workers):
+    """Ctrl-C (SIGINT; with workers, to the whole process group as a terminal sends it) right
+    after step 6 of 8: the step finishes, last.pth is written there (inside epoch 2, with no
+    save_period), the run exits 130 saying how to continue; the resumed run ends on the weights
+    of the uninterrupted one."""
+    full = _run(data, tmp_path, "full", BATCH=1, WORKERS=workers)
+    assert full.returncode == 0, full.stderr[-3000:]
+    stopped = _run(data, tmp_path, "stop", BATCH=1, WORKERS=workers, INT_AT=6, INT_GROUP=int(workers > 0))
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    last = tmp_path / "stop" / "last.pth"
+    assert f"continue with: rtmdet train --resume {last}" in stopped.stderr
+    assert "saving at the last finished step" in stopped.stderr
+    mid = safe_load(last)
+    assert (mid["epoch"], mid["batch"], mid["iteration"]) == (1, 2, 6)
+    resumed = _run(data, tmp_path, "stop", resume=str(last), BATCH=1, WORKERS=workers)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = safe_load(tmp_path / "full" / "last.pth"), safe_load(last)
+    assert (a["epoch"], a["iteration"]) == (b["epoch"], b["iteration"]) == (2, 8)
+    _same_weights(a, b)
+
+
+def test_ctrl_c_flag_then_a_second_ctrl_c_interrupts():
+    from rtmdet.train.interrupt import stop_on_sigint
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with stop_on_sigint() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes of the main thread
+                if stop:
+                    break
+            assert stop
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10**6):
+                pass
+    assert signal.getsignal(signal.SIGINT) is before
+    with stop_on_sigint(enabled=False) as stop:
+        assert signal.getsignal(signal.SIGINT) is before and not stop
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):

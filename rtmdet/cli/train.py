@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from .common import UsageError, device, image_size, non_negative_int, positive_int
 
@@ -10,6 +11,7 @@ def cmd_train(args) -> int:
     from ..atomic import check_creatable
     from ..config import apply_overrides
     from ..train.config import TrainConfig, validate
+    from ..train.interrupt import TrainingInterrupted
     from ..train.trainer import NonFiniteLossError, NothingToResume, Trainer
     from ..zoo import DownloadError
 
@@ -39,6 +41,9 @@ def cmd_train(args) -> int:
         return 1
     except NothingToResume as e:
         raise UsageError(str(e)) from None
+    except TrainingInterrupted as e:
+        print(f"rtmdet train: {e}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -25,6 +25,7 @@ from ..presets import get_record
 from ..atomic import WriteError, write_text
 from .config import TrainConfig, validate
 from .ema import ExpMomentumEMA
+from .interrupt import StopFlag, TrainingInterrupted, stop_on_sigint
 from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr, warmup_steps
 from .step import autocast_dtype, backward_step, forward_loss, grad_scaler
 from .step import float_outputs  # noqa: F401  (its home before step.py)
@@ -167,6 +168,7 @@ class Trainer:
         any of them that differs from the run's saved value is an error. None: every setting
         that differs from the defaults counts as given."""
         self.callbacks = list(callbacks or [])
+        self.stop = StopFlag()  # raised by the first Ctrl-C while `train()` runs
         cfg = validate(cfg)
         if cfg.pipeline not in ("recipe", "stage2", "light"):
             raise ValueError(f"pipeline must be recipe, stage2 or light, got {cfg.pipeline!r}")
@@ -336,7 +338,9 @@ class Trainer:
         self.best_fitness = float(ck.get("best_fitness", -1.0))
         set_rng_state(ck["rng"])
         if self.main:
-            log.info("resumed from %s at epoch %d (iteration %d)", self.cfg.resume, self.start_epoch, self.iteration)
+            where = (f"inside epoch {self.start_epoch + 1} after {self.start_batch} batches" if self.start_batch
+                     else f"at epoch {self.start_epoch}")
+            log.info("resumed from %s %s (iteration %d)", self.cfg.resume, where, self.iteration)
 
     # ----------------------------------------------------------------------- loop
     def stage_of(self, epoch: int) -> int:
@@ -444,7 +448,9 @@ class Trainer:
                      "epoch %d", self.optimizer.param_groups[0]["lr"], self.lr, self.warmup,
                      self.lr * cfg.min_lr_ratio, cfg.epochs // 2 + 1)
         try:
-            return self._train_epochs()
+            # DDP: every rank gets the SIGINT and stops on its own (no collective save)
+            with stop_on_sigint(enabled=self.world == 1) as self.stop:
+                return self._train_epochs()
         finally:  # stop the persistent workers
             self._train_loader = None
 
@@ -470,9 +476,24 @@ class Trainer:
                     self.best_fitness = max(fitness, self.best_fitness)
                 self.save_checkpoint(epoch + 1, is_best)
                 self.log_epoch(epoch, losses, metrics, time.time() - t0)
+                if self.stop and not last:
+                    self._stopped(epoch + 1)
             if self.world > 1:
                 dist.barrier()
         return metrics
+
+    def _stopped(self, epoch: int, batch: int = 0, sums: dict | None = None):
+        """Ctrl-C: last.pth at the last optimizer step (`batch` batches into `epoch`, or the end
+        of epoch `epoch`), then stop with `TrainingInterrupted`."""
+        path = self.save_dir / "last.pth"
+        if batch:
+            self.save_checkpoint(epoch, False, batch=batch, sums=sums)
+        where = f"epoch {epoch + 1}, batch {batch}" if batch else f"the end of epoch {epoch}"
+        if not path.is_file():
+            raise TrainingInterrupted("stopped by Ctrl-C before the first optimizer step; nothing to save",
+                                      None)
+        raise TrainingInterrupted(f"stopped by Ctrl-C; {path} holds the run at {where} "
+                                  f"(continue with: rtmdet train --resume {path})", path)
 
     def train_epoch(self, epoch: int, skip: int = 0) -> dict:
         """One epoch. `skip` batches (a mid-epoch resume) are drawn from the loader but not
@@ -488,6 +509,7 @@ class Trainer:
         bar = tqdm(loader, total=n, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.main,
                    dynamic_ncols=True, leave=True)
         self.optimizer.zero_grad(set_to_none=True)
+        stepped = (skip, dict(sums))  # batches done and loss sums at the last optimizer step
         for i, batch in enumerate(bar):
             if i < skip:
                 continue
@@ -518,6 +540,8 @@ class Trainer:
                     cb(self)
             for k, v in zip(sums, vals.tolist()):
                 sums[k] += v
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == n:
+                stepped = (i + 1, dict(sums))
             if (cfg.save_period and self.main and (i + 1) % cfg.grad_accum == 0 and i + 1 < n
                     and self.iteration % cfg.save_period == 0):
                 self.save_checkpoint(epoch, False, batch=i + 1, sums=sums)
@@ -527,6 +551,9 @@ class Trainer:
                     extra["mem"] = f"{torch.cuda.memory_reserved(self.device) / 2**30:.1f}G"
                 bar.set_postfix(cls=f"{sums['loss_cls'] / (i + 1):.4f}", bbox=f"{sums['loss_bbox'] / (i + 1):.4f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", **extra)
+            if self.stop and i + 1 < n:  # Ctrl-C: no further batch is fetched (workers may be gone)
+                bar.close()
+                self._stopped(epoch, *stepped)
         bar.close()
         return {k: v / max(n, 1) for k, v in sums.items()}
 
