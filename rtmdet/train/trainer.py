@@ -551,7 +551,8 @@ class Trainer:
                     extra["mem"] = f"{torch.cuda.memory_reserved(self.device) / 2**30:.1f}G"
                 bar.set_postfix(cls=f"{sums['loss_cls'] / (i + 1):.4f}", bbox=f"{sums['loss_bbox'] / (i + 1):.4f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", **extra)
-            if self.stop and i + 1 < n:  # Ctrl-C: no further batch is fetched (workers may be gone)
+            if self.stop and i + 1 < n:  # Ctrl-C: no further batch is fetched
+                bar.update(i + 1 - bar.n)  # the bar counts a batch when the next one is asked for
                 bar.close()
                 self._stopped(epoch, *stepped)
         bar.close()
