@@ -1,5 +1,6 @@
 """`rtmdet predict` on URLs (an image downloaded, a video read through FFmpeg) and camera
-indices, and Ctrl-C: the run stops with 130 and keeps every image and frame it finished."""
+indices, every N-th frame of a video (--vid-stride), and Ctrl-C: the run stops with 130 and
+keeps every image and frame it finished."""
 from __future__ import annotations
 
 import json
@@ -107,6 +108,21 @@ def test_unreachable_urls_and_cameras_are_clear_errors(weights, tmp_path, capsys
     assert "nothing could be read: camera 99" in capsys.readouterr().err
     assert "skipped camera 99: cannot be opened" in caplog.text
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3"))
+
+
+def test_vid_stride_detects_on_every_nth_frame(weights, tmp_path, capsys):
+    _video(tmp_path / "clip.avi", 7)
+    assert _run(weights, tmp_path / "clip.avi", tmp_path / "all") == 0
+    assert _run(weights, tmp_path / "clip.avi", tmp_path / "third", "--vid-stride", "3") == 0
+    every = json.loads((tmp_path / "all" / "predictions.json").read_text())
+    third = json.loads((tmp_path / "third" / "predictions.json").read_text())
+    assert [r["source"].rsplit("#", 1)[1] for r in third] == ["0", "3", "6"]
+    assert [r["output"] for r in third] == ["clip.mp4#0", "clip.mp4#1", "clip.mp4#2"]
+    assert [r["detections"] for r in third] == [every[i]["detections"] for i in (0, 3, 6)]
+    cap = cv2.VideoCapture(str(tmp_path / "third" / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(5 / 3, abs=0.01)
+    frames = [int(line.split()[0]) for line in (tmp_path / "third" / "labels" / "clip.txt").read_text().splitlines()]
+    assert frames == [i for i, r in zip((0, 3, 6), third) for _ in r["detections"]] and frames
 
 
 class _InterruptedAt:

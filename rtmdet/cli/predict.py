@@ -169,8 +169,11 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
         return None, False
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps <= 240 else 25.0  # streams report 0 or their clock rate (90000)
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    stride = args.vid_stride
+    total = -(-int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) // stride)
+    # frame_idx counts the frames detected on (and drawn), source_idx the video's own frames
     n, frame_idx, txt, interrupted = 0, 0, [], False
+    source_idx = [0]
     out = save_dir / out_name
     written = [0]
 
@@ -178,13 +181,18 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
         got = _count_frames(tmp)
         return None if got == written[0] else f"{got} of {written[0]} frames were written"
 
-    def read_frames(_):  # the next batch of frames, read ahead on a worker thread
+    def read_frames(_):  # the next batch of (source index, frame), read ahead on a worker thread
         frames = []
         while len(frames) < args.batch:
             ok, frame = cap.read()
             if not ok:
                 break
-            frames.append(frame)
+            frames.append((source_idx[0], frame))
+            source_idx[0] += 1
+            for _ in range(stride - 1):  # --vid-stride: the frames between are not decoded
+                if not cap.grab():
+                    break
+                source_idx[0] += 1
         return frames
 
     def put(frame, d):
@@ -202,22 +210,23 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
             with tqdm(total=total if total > 0 else None, desc=out_name.stem, unit="frame") as bar:
                 try:
                     for frames in batches:
-                        dets = model.predict(frames, batch_size=args.batch, **knobs) if frames else []
-                        for frame, d in zip(frames, dets):
-                            d.source = f"{label}#{frame_idx}"
+                        dets = model.predict([f for _, f in frames], batch_size=args.batch,
+                                             **knobs) if frames else []
+                        for (idx, frame), d in zip(frames, dets):
+                            d.source = f"{label}#{idx}"
                             n += len(d)
                             rec = d.to_dict()
                             if tmp is not None:
                                 if writer is None:
                                     h, w = frame.shape[:2]
                                     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                             fps, (w, h))
+                                                             fps / stride, (w, h))
                                     if not writer.isOpened():
                                         raise WriteError(out, "OpenCV cannot open an mp4 video writer")
                                 background.submit(put, frame, d.numpy() if pipelined else d)
                                 rec["output"] = f"{out_name}#{frame_idx}"
                             if args.save_txt:
-                                txt += [f"{frame_idx} {line}" for line in d.to_txt().splitlines()]
+                                txt += [f"{idx} {line}" for line in d.to_txt().splitlines()]
                                 rec["labels"] = str(Path("labels") / txt_name)
                             records.append(rec)
                             frame_idx += 1
@@ -257,6 +266,9 @@ def add_parser(sub) -> None:
     add_speed_args(p)
     p.add_argument("--imgsz", type=image_size, default=None, help="network input size (default: model's)")
     p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--vid-stride", type=positive_int, default=1, metavar="N",
+                   help="videos and streams: detect on every N-th frame (default 1: all); the "
+                        "drawn video has those frames, at 1/N of the frame rate")
     p.add_argument("--save-dir", default="runs/predict",
                    help="outputs keep each source's path under the SOURCE folder (overwritten "
                         "when run again into the same folder)")
