@@ -87,11 +87,18 @@ def pair_rows(boxes, scores, labels, ref_boxes, ref_scores, ref_labels):
     return np.array(perm)
 
 
-def save_random_checkpoint(path: Path, name: str = "rtmdet-tiny") -> Path:
-    """A randomly initialised model saved as our checkpoint (meta included), for CLI tests."""
+def save_random_checkpoint(path: Path, name: str = "rtmdet-tiny", class_names=None, imgsz=None,
+                           seed=None) -> Path:
+    """A randomly initialised model saved as our checkpoint (meta included), for CLI tests;
+    `class_names` set its classes, `imgsz` its test size, `seed` its weights."""
     import rtmdet
     from rtmdet.api import checkpoint_meta
-    m = rtmdet.create(name)
+    if seed is not None:
+        torch.manual_seed(seed)
+    kw = {} if class_names is None else {"num_classes": len(class_names), "class_names": list(class_names)}
+    m = rtmdet.create(name, **kw)
+    if imgsz is not None:
+        m.test_cfg.imgsz = imgsz
     torch.save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, path)
     return path
 

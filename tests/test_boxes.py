@@ -1,5 +1,4 @@
 """Property tests for the box ops against independent formulations."""
-import numpy as np
 import torch
 import torchvision
 from hypothesis import given, settings

@@ -11,21 +11,15 @@ import pytest
 import torch
 
 import rtmdet
-from rtmdet.api import checkpoint_meta
 from rtmdet.atomic import WriteError, atomic_path, write_image, write_json
 from rtmdet.checkpoint import atomic_save
 from rtmdet.cli import main
 from helpers import disk_full_after, run_cli
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    d = tmp_path_factory.mktemp("w")
-    torch.manual_seed(0)
-    m = rtmdet.create("rtmdet-tiny", num_classes=3, class_names=["a", "b", "c"])
-    m.test_cfg.imgsz = 64
-    atomic_save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, d / "m.pth")
-    return d / "m.pth"
+@pytest.fixture
+def weights(tiny3_weights):
+    return tiny3_weights
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from rtmdet.data.polygon_masks import PolygonTarget, record_polygons
 from rtmdet.data.records import ImageRecord
 from rtmdet.data.target_loaders import MaskLoader, resolve_loader
 from rtmdet.data.targets import MaskTarget
-from rtmdet.data.transforms import CachedMosaic, RandomCrop, Resize, Sample, build_train_pipeline
+from rtmdet.data.transforms import CachedMosaic, RandomCrop, Sample, build_train_pipeline
 from rtmdet.ops.polygon_raster import rasterize_instances, rasterize_polygons
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools vs numpy 2

@@ -3,7 +3,6 @@ folders, --resume never ignores a flag silently, best.pth is not resumable, shor
 warm-up, what fine-tuning drops is logged, the progress bar shows device memory only on CUDA."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import subprocess
@@ -12,7 +11,6 @@ import textwrap
 import time
 
 import pytest
-import torch
 
 from rtmdet.cli import main
 from rtmdet.train.schedule import warmup_steps

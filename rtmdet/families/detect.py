@@ -1,7 +1,7 @@
 """Object detection (RTMDet): axis-aligned boxes, QFL + GIoU, COCO bbox AP."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import torch

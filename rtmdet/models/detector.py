@@ -3,7 +3,6 @@ inference loop (`rtmdet.inference`) with this model as its PyTorch backend. The 
 and post-processing come from the model's task family (`rtmdet.families`)."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import numpy as np

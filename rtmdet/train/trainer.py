@@ -193,7 +193,7 @@ class Trainer:
             raise FileNotFoundError(f"resume checkpoint not found: {path}")
         ck = safe_load(path)
         if not isinstance(ck, dict) or not all(k in ck for k in ("train_cfg", "optimizer", "epoch")):
-            hint = f"; resume from last.pth of its run" + (f" ({path.parent / 'last.pth'})"
+            hint = "; resume from last.pth of its run" + (f" ({path.parent / 'last.pth'})"
                                                           if (path.parent / "last.pth").is_file()
                                                           and path.name != "last.pth" else "")
             raise ValueError(f"{path} has no training state (only weights){hint}, or fine-tune "
