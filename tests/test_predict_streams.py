@@ -134,8 +134,14 @@ class _InterruptedAt:
         return self.model.predict(*a, **kw)
 
 
-@pytest.fixture
-def interrupt_at(monkeypatch):
+@pytest.fixture(params=[False, True], ids=["inline", "pipelined"])
+def interrupt_at(monkeypatch, request):
+    """Arms `_InterruptedAt`; "pipelined" runs predict as on a GPU (reading ahead and writing
+    behind on threads), so Ctrl-C also has threads to stop and writes to drain."""
+    if request.param:
+        import rtmdet.inference.prefetch as prefetch
+        monkeypatch.setattr(prefetch, "on_accelerator", lambda model: True)
+
     def arm(calls):
         real = predict_cli.open_model
         monkeypatch.setattr(predict_cli, "open_model", lambda args: _InterruptedAt(real(args), calls))
