@@ -68,8 +68,10 @@ def _size_field(v) -> bool:
                          and math.isfinite(v))
 
 
-def _real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _finite_numbers(xs: list) -> bool:
+    """Every element a finite JSON number (int or float, not true/false). Runs once per polygon
+    of the dataset: type and finiteness are checked by C-level maps, not a Python loop."""
+    return set(map(type, xs)) <= {int, float} and all(map(math.isfinite, xs))
 
 
 def _segmentation_problem(seg, h: int, w: int) -> str | None:
@@ -77,10 +79,10 @@ def _segmentation_problem(seg, h: int, w: int) -> str | None:
     finite numbers; a polygon with fewer than 3 points is dropped later, as mmdet drops it) or
     RLE (``counts`` a string or a list of run lengths, ``size`` the image's [height, width])."""
     if isinstance(seg, list):
-        if all(_real(v) for v in seg):
+        if _finite_numbers(seg):
             return "a flat list of numbers; expected a list of polygons [[x1, y1, x2, y2, ...], ...]"
         for poly in seg:
-            if not isinstance(poly, list) or not all(_real(v) for v in poly):
+            if not isinstance(poly, list) or not _finite_numbers(poly):
                 return "a polygon that is not a list of finite numbers"
         return None
     if isinstance(seg, dict):
