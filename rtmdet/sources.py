@@ -75,7 +75,7 @@ def output_names(files: list[Source], root: Path, suffix) -> list[Path]:
     -> `a/x.txt`, `b/x.txt`; a URL's file name, `camera0` for camera 0). Files whose names would
     still meet (`x.jpg`, `x.png`) keep their own suffix too (`x.jpg.txt`, `x.png.txt`); anything
     left is numbered (`x_2.txt`)."""
-    rel = []
+    rel, base = [], root.resolve()
     for f in files:
         if isinstance(f, int):
             rel.append(Path(f"camera{f}"))
@@ -83,7 +83,7 @@ def output_names(files: list[Source], root: Path, suffix) -> list[Path]:
             rel.append(Path(url_file_name(f)))
         else:
             try:
-                rel.append(f.resolve().relative_to(root.resolve()))
+                rel.append(f.resolve().relative_to(base))
             except ValueError:
                 rel.append(Path(f.name))
     ext = [suffix(f) for f in files]
