@@ -1,4 +1,4 @@
-"""`create` and `load`: the two ways to get a model."""
+"""`create` and `load`: the two ways to get a model; `evaluate`: score one on a dataset."""
 from __future__ import annotations
 
 import os
@@ -96,3 +96,40 @@ def checkpoint_meta(model: RTMDet) -> dict:
     """What our checkpoints carry so `load` can rebuild the model without being told."""
     return {"rtmdet": {"model": to_dict(model.cfg), "test": to_dict(model.test_cfg),
                        "class_names": list(model.class_names)}}
+
+
+def evaluate(model, data, split: str = "val", batch_size: int = 8, device: str | None = None,
+             strict: bool = False, progress: bool = True, **knobs):
+    """Score `model` on a dataset, as `rtmdet val` does; returns an `Evaluation`
+    (`.metrics["bbox"]["AP"]`, `.summary`, `.table()`, `.save_json(dir)`, `.save_plots(dir)`).
+
+    `model`: an `RTMDet`, a `Detector`, or what `rtmdet val --weights` takes (a zoo name, a
+    `.pth`, an exported `.onnx` / `.xml` / `.engine`), opened on `device` (default: cuda when
+    available). `data`: a dataset path in any form `rtmdet val --data` reads (its `split`), or a
+    loaded `DetectionDataset`. `knobs`: `predict`'s (score_thr, nms_iou, max_per_img, imgsz,
+    tile, ...), the model's test settings by default. Pick the knobs for your purpose: the
+    reference's (the defaults) for mAP, a higher `score_thr` only changes what is kept."""
+    from .data.datasets import load_dataset
+    from .data.records import DetectionDataset
+    from .eval.validate import Evaluation, evaluate_model
+
+    if isinstance(model, (str, os.PathLike)):
+        model = open_model(model, device)
+    if isinstance(data, DetectionDataset):
+        dataset = data
+    else:
+        dataset = load_dataset(data, split=split, strict=strict, kind=model.family.dataset_kind)
+    if len(dataset) == 0:
+        raise ValueError(f"{data}: no images to evaluate (split {split!r})")
+    metrics, records = evaluate_model(model, dataset, batch_size, progress, **knobs)
+    return Evaluation(metrics, records, dataset, model.family)
+
+
+def open_model(src: str | os.PathLike, device: str | None = None):
+    """A zoo name or `.pth` -> `load`ed model; an exported graph -> a `Detector` for it."""
+    from .inference.detector import GRAPH_SUFFIXES, Detector
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if Path(str(src)).suffix.lower() in GRAPH_SUFFIXES:
+        return Detector(src, device=device)
+    return load(src, device=device)

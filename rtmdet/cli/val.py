@@ -11,7 +11,7 @@ from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, 
 def cmd_val(args) -> int:
     from ..atomic import ensure_dir
     from ..data.datasets import load_dataset
-    from ..eval.validate import evaluate_model
+    from ..eval.validate import Evaluation, evaluate_model
 
     check_model_arg(args)
     tiling = tile_knobs(args)
@@ -28,17 +28,17 @@ def cmd_val(args) -> int:
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
                  imgsz=args.imgsz, **tiling)
     try:
-        metrics, dets = evaluate_model(model, dataset, args.batch, **knobs)
+        metrics, records = evaluate_model(model, dataset, args.batch, **knobs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    family = model.family
-    print(family.format_metrics(metrics, dataset.class_names))
+    result = Evaluation(metrics, records, dataset, model.family)
+    print(result.table())
     if args.save_json:
-        print(f"detections written to {family.save_results(dataset, dets, save_dir)}")
+        print(f"detections written to {result.save_json(save_dir)}")
     if args.plots:
-        written = family.save_plots(metrics, dataset, dets, save_dir)
+        written = result.save_plots(save_dir)
         print(f"plots written to {save_dir}" if written else
-              f"--plots: no plots for {family.name} models (the table above is the result)")
+              f"--plots: no plots for {model.family.name} models (the table above is the result)")
     return 0
 
 

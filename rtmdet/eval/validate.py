@@ -2,14 +2,48 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from tqdm import tqdm
 
+from ..atomic import ensure_dir
 from ..data.images import ImageReadError, read_image
 from ..data.records import DetectionDataset
 from ..inference.loop import check_knobs
 
 log = logging.getLogger("rtmdet")
+
+
+@dataclass
+class Evaluation:
+    """A model scored on a dataset (`rtmdet.evaluate`, `rtmdet val`): the family's metrics by kind
+    (`metrics["bbox"]["AP"]`, `metrics["segm"]` for RTMDet-Ins, `metrics["rbox"]["AP50"]` for RTMDet-R; each with
+    its per-class table), the per-image result records they came from, and the dataset."""
+    metrics: dict
+    records: list[dict] = field(repr=False)
+    dataset: DetectionDataset = field(repr=False)
+    family: object = field(repr=False)
+
+    @property
+    def summary(self) -> dict[str, float]:
+        """The headline numbers (what training logs per epoch), e.g. {"AP": .., "AP50": .., "AP75": ..}."""
+        return self.family.summary(self.metrics)
+
+    def table(self) -> str:
+        """What `rtmdet val` prints: the metrics and the per-class table."""
+        return self.family.format_metrics(self.metrics, self.dataset.class_names)
+
+    def save_json(self, save_dir) -> Path:
+        """The detections as a results file (COCO json; rotated: polygons and rotated boxes)."""
+        return self.family.save_results(self.dataset, self.records, ensure_dir(save_dir))
+
+    def save_plots(self, save_dir) -> list:
+        """PR curves and the confusion matrix as PNGs in `save_dir` (COCO-style models; [] otherwise)."""
+        return self.family.save_plots(self.metrics, self.dataset, self.records, ensure_dir(save_dir))
+
+    def __str__(self) -> str:
+        return self.table()
 
 
 def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progress: bool = True,

@@ -2,9 +2,11 @@
 logging, atomic checkpoints and exact resume."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
+import difflib
 import logging
 import math
 import os
@@ -638,7 +640,58 @@ def plot_results(csv_path: Path, out: Path, metric_keys=("AP", "AP50")) -> None:
     plt.close(fig)
 
 
-def train(cfg: TrainConfig | None = None, **kw) -> dict:
-    """Functional entry point: `train(data=..., model='rtmdet-tiny', epochs=...)`."""
-    cfg = dataclasses.replace(cfg or TrainConfig(), **kw)
-    return Trainer(cfg).train()
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished `train()` leaves behind."""
+    save_dir: Path       # the run's folder (config.yaml, results.csv/png, checkpoints)
+    best: Path           # best.pth: the weights of the best validation; `rtmdet.load` reads it
+    last: Path           # last.pth: everything `resume=` needs
+    metrics: dict        # the last epoch's validation (e.g. AP, AP50, AP75); {} if it had none
+    best_fitness: float  # what best.pth maximises (AP; mAP50 for RTMDet-R); -1 without validation
+
+
+def train(cfg: TrainConfig | None = None, *, verbose: bool = True, **settings) -> TrainResult:
+    """`rtmdet train` from Python: `train(data="my_yolo/data.yaml", model="rtmdet-s",
+    weights="rtmdet-s", epochs=50, batch=16)`. `settings` are `TrainConfig` fields (paths may be
+    `Path`s), applied over `cfg`; an unknown one is a ValueError naming the closest field.
+    `resume="runs/train/exp/last.pth"` continues a run. Ctrl-C saves last.pth and raises
+    `TrainingInterrupted` (a KeyboardInterrupt). `verbose`: when logging is not configured,
+    print the run's log (what `rtmdet train` prints) to stderr while it trains."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key in settings:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            raise ValueError(f"unknown training setting {key!r}" +
+                             (f"; did you mean {close[0]!r}?" if close else
+                              " (see rtmdet.train.TrainConfig)"))
+    settings = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.items()}
+    # on resume, the settings given are the ones that must not differ from the run's (as the
+    # flags of `rtmdet train`); with a whole `cfg`, every value off the defaults counts as given
+    explicit = set(settings) if cfg is None else None
+    cfg = dataclasses.replace(cfg or TrainConfig(), **settings)
+    with _log_to_stderr(verbose):
+        trainer = Trainer(cfg, explicit=explicit)
+        metrics = trainer.train()
+    return TrainResult(trainer.save_dir, trainer.save_dir / "best.pth", trainer.save_dir / "last.pth",
+                       metrics, float(trainer.best_fitness))
+
+
+@contextlib.contextmanager
+def _log_to_stderr(enabled: bool):
+    """INFO logs of the "rtmdet" loggers on stderr while the block runs, unless the application
+    configured logging itself (a handler on the root or "rtmdet" logger)."""
+    logger = logging.getLogger("rtmdet")
+    if not enabled or logging.getLogger().handlers or logger.handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
