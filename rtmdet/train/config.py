@@ -32,6 +32,9 @@ class TrainConfig:
                                       # stage-2 pipeline throughout; light: resize+flip+pad only
                                       # (tiny sets, smoke tests); validation by val_interval
     val_interval: int = 10            # every epoch during stage 2, as the reference
+    patience: int = 0                 # early stop: end the run at a validation that finds no
+    # better model in the `patience` epochs since the best one (0: never, as the reference).
+    # Counted in epochs; a stop in stage 1 skips the stage-2 epochs the recipe ends with
     ema_momentum: float = 0.0002
     ema_gamma: float = 2000
     seed: int = 0
@@ -72,6 +75,7 @@ RULES = {
     "warmup_start": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "min_lr_ratio": (lambda v: 0 <= v <= 1, "between 0 and 1"),
     "stage2_epochs": (lambda v: v >= 0, ">= 0"), "val_interval": (lambda v: v >= 1, ">= 1"),
+    "patience": (lambda v: v >= 0, ">= 0"),
     "ema_momentum": (lambda v: 0 < v < 1, "in (0, 1)"), "ema_gamma": (lambda v: v > 0, "> 0"),
     "seed": (lambda v: v >= 0, ">= 0"), "grad_accum": (lambda v: v >= 1, ">= 1"),
     "save_period": (lambda v: v >= 0, ">= 0"), "val_batch": (lambda v: v >= 1, ">= 1"),

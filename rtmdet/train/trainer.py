@@ -102,7 +102,7 @@ def claim_dir(path: Path, exist_ok: bool) -> Path:
 # settings a resumed run may change (where and how it runs, not what it computes); the others
 # are its saved ones, and asking for another value is an error rather than silently ignored
 RESUME_MAY_CHANGE = ("device", "workers", "val_batch", "plots", "save_period", "speed_probe",
-                     "channels_last", "compile")
+                     "channels_last", "compile", "patience")
 RESUME_LOCATORS = ("resume", "project", "name", "exist_ok")
 
 
@@ -294,6 +294,7 @@ class Trainer:
         self._train_loader = None
         self.start_epoch, self.iteration, self.best_fitness = 0, 0, -1.0
         self.start_batch, self.resume_sums = 0, {}
+        self.best_epoch, self.stopped_early = 0, False  # patience counts from best_epoch
         if self.resume_ckpt is not None:
             self._load_resume(self.resume_ckpt)
 
@@ -338,6 +339,8 @@ class Trainer:
         self.start_batch = int(ck.get("batch", 0))
         self.resume_sums = dict(ck.get("epoch_sums") or {})
         self.best_fitness = float(ck.get("best_fitness", -1.0))
+        self.best_epoch = int(ck.get("best_epoch", self.start_epoch))
+        self.stopped_early = bool(ck.get("stopped_early", False))
         set_rng_state(ck["rng"])
         if self.main:
             where = (f"inside epoch {self.start_epoch + 1} after {self.start_batch} batches" if self.start_batch
@@ -438,6 +441,12 @@ class Trainer:
             raise NothingToResume(f"{cfg.resume}: the run already finished its {cfg.epochs} epochs; "
                                   f"nothing to resume (train on with a new run: --weights "
                                   f"{cfg.resume} --epochs N)")
+        if self.stopped_early and self._patience_over(self.start_epoch):
+            raise NothingToResume(f"{cfg.resume}: the run stopped early at epoch {self.start_epoch}, "
+                                  f"{self.start_epoch - self.best_epoch} epochs after its best "
+                                  f"validation (epoch {self.best_epoch}); to train on, resume with "
+                                  f"a larger patience=N (or patience=0)")
+        self.stopped_early = False
         if self.main:
             if self.resume_ckpt is None:
                 self.save_dir = claim_dir(Path(cfg.project) / cfg.name, cfg.exist_ok)
@@ -476,13 +485,30 @@ class Trainer:
                 is_best = fitness > self.best_fitness or (self.val_data is None)
                 if is_best:
                     self.best_fitness = max(fitness, self.best_fitness)
+                    self.best_epoch = epoch + 1
+                self.stopped_early = bool(metrics) and not last and self._patience_over(epoch + 1)
                 self.save_checkpoint(epoch + 1, is_best)
                 self.log_epoch(epoch, losses, metrics, time.time() - t0)
                 if self.stop and not last:
                     self._stopped(epoch + 1)
             if self.world > 1:
+                flag = [self.stopped_early]
+                dist.broadcast_object_list(flag, src=0)  # every rank stops with rank 0
+                self.stopped_early = flag[0]
                 dist.barrier()
+            if self.stopped_early:
+                if self.main:
+                    log.info("early stop after epoch %d: no better validation in the %d epochs since "
+                             "epoch %d (fitness %.4f, in best.pth); patience=%d", epoch + 1,
+                             epoch + 1 - self.best_epoch, self.best_epoch, self.best_fitness,
+                             cfg.patience)
+                break
         return metrics
+
+    def _patience_over(self, epoch: int) -> bool:
+        """Whether `patience` epochs have passed since the best validation, at the end of `epoch`."""
+        return (self.cfg.patience > 0 and self.val_data is not None
+                and epoch - self.best_epoch >= self.cfg.patience)
 
     def _stopped(self, epoch: int, batch: int = 0, sums: dict | None = None):
         """Ctrl-C: last.pth at the last optimizer step (`batch` batches into `epoch`, or the end
@@ -577,6 +603,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch": epoch, "batch": batch, "epoch_sums": dict(sums or {}),
                 "iteration": self.iteration, "best_fitness": self.best_fitness,
+                "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
                 "rng": rng_state(), "meta": checkpoint_meta(self.ema.module), "train_cfg": to_dict(self.cfg)}
 
     def save_checkpoint(self, epoch: int, is_best: bool, batch: int = 0, sums: dict | None = None) -> None:
@@ -648,6 +675,8 @@ class TrainResult:
     last: Path           # last.pth: everything `resume=` needs
     metrics: dict        # the last epoch's validation (e.g. AP, AP50, AP75); {} if it had none
     best_fitness: float  # what best.pth maximises (AP; mAP50 for RTMDet-R); -1 without validation
+    best_epoch: int      # the epoch best.pth holds
+    stopped_early: bool  # ended by `patience` before its last epoch
 
 
 def train(cfg: TrainConfig | None = None, *, verbose: bool = True, **settings) -> TrainResult:
@@ -673,7 +702,7 @@ def train(cfg: TrainConfig | None = None, *, verbose: bool = True, **settings) -
         trainer = Trainer(cfg, explicit=explicit)
         metrics = trainer.train()
     return TrainResult(trainer.save_dir, trainer.save_dir / "best.pth", trainer.save_dir / "last.pth",
-                       metrics, float(trainer.best_fitness))
+                       metrics, float(trainer.best_fitness), trainer.best_epoch, trainer.stopped_early)
 
 
 @contextlib.contextmanager
