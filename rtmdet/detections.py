@@ -123,6 +123,31 @@ class Detections:
         return "".join(f"{int(l)} {s:.5f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
                        for b, s, l in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()))
 
+    def crop_windows(self) -> list[tuple[int, int, int, int]]:
+        """Per detection, the pixel window (x0, y0, x1, y1) its box covers: the box rounded
+        outwards to whole pixels, clipped to the image, at least one pixel wide and high (rotated
+        boxes: their axis-aligned hull). Needs `image_shape`."""
+        if self.image_shape is None:
+            raise ValueError("these detections do not know their image's size (image_shape)")
+        h, w = self.image_shape
+        out = []
+        for x0, y0, x1, y1 in np.asarray(self.numpy().boxes, dtype=np.float64).reshape(-1, 4).tolist():
+            x0 = min(max(int(np.floor(x0)), 0), w - 1)
+            y0 = min(max(int(np.floor(y0)), 0), h - 1)
+            out.append((x0, y0, max(min(int(np.ceil(x1)), w), x0 + 1),
+                        max(min(int(np.ceil(y1)), h), y0 + 1)))
+        return out
+
+    def crops(self, image: np.ndarray) -> list[np.ndarray]:
+        """The part of `image` (the one predicted on) inside each detection's box, as copies
+        (see `crop_windows`): e.g. to build a classification dataset from detections."""
+        shape = self.image_shape
+        if shape is not None and tuple(image.shape[:2]) != tuple(shape):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the detections are "
+                             f"of a {shape[1]}x{shape[0]} image")
+        d = self if shape is not None else replace(self, image_shape=tuple(image.shape[:2]))
+        return [image[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in d.crop_windows()]
+
     def draw(self, image: np.ndarray, score_thr: float = 0.0, **kw) -> np.ndarray:
         """A copy of the BGR image with boxes (and masks) drawn."""
         from .viz import draw_detections

@@ -39,7 +39,7 @@ def cmd_predict(args) -> int:
     drawn = dict(zip(files, output_names(files, root, lambda f: ".mp4" if is_video(f) else image_suffix(f))))
     labels = dict(zip(files, output_names(files, root, lambda f: ".txt")))
     save_dir = Path(args.save_dir)
-    writes = not args.no_save or args.save_txt or args.save_json
+    writes = not args.no_save or args.save_txt or args.save_json or args.save_crop
     if writes:  # a folder we cannot write to is found before the model is loaded
         ensure_dir(save_dir)
     model = open_model(args)
@@ -52,6 +52,7 @@ def cmd_predict(args) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
     records, failed, n_dets = [], [], 0
+    crop_taken = set()  # --save-crop names given out so far
     images = [f for f in files if not is_video(f)]
     videos = [f for f in files if is_video(f)]
     batches = [images[start:start + args.batch] for start in range(0, len(images), args.batch)]
@@ -67,11 +68,13 @@ def cmd_predict(args) -> int:
                 bad.append((f, e))
         return chunk, arrays, bad
 
-    def save(f, img, d):
+    def save(f, img, d, crops):
         if not args.no_save:
             write_image(save_dir / drawn[f], d.draw(img))
         if args.save_txt:
             write_text(save_dir / "labels" / labels[f], d.to_txt())
+        for name, crop in zip(crops, d.crops(img)):
+            write_image(save_dir / name, crop)
 
     interrupted = False
     bar = tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2)
@@ -93,8 +96,12 @@ def cmd_predict(args) -> int:
                             rec["output"] = str(drawn[f])
                         if args.save_txt:
                             rec["labels"] = str(Path("labels") / labels[f])
+                        crops = crop_names(d, labels[f].with_suffix("").as_posix(), drawn[f].suffix,
+                                           crop_taken) if args.save_crop else []
+                        if crops:
+                            rec["crops"] = [str(c) for c in crops]
                         # the writer thread gets host copies: no CUDA call off the main thread
-                        writer.submit(save, f, img, d.numpy() if pipelined else d)
+                        writer.submit(save, f, img, d.numpy() if pipelined else d, crops)
                         records.append(rec)  # after its files: Ctrl-C in a write leaves neither
                         n_dets += len(d)
                 bar.update(len(batch))
@@ -103,7 +110,8 @@ def cmd_predict(args) -> int:
     for v in videos:
         if interrupted:
             break
-        n, interrupted = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args)
+        n, interrupted = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args,
+                                        crop_taken)
         if n is None:
             failed.append(source_label(v))
         else:
@@ -117,6 +125,28 @@ def cmd_predict(args) -> int:
           + (f", {len(failed)} unreadable skipped: {', '.join(failed)}" if failed else "")
           + (f"; results in {save_dir}" if writes else ""))
     return INTERRUPTED if interrupted else 0
+
+
+def crop_names(d, stem: str, suffix: str, taken: set) -> list[Path]:
+    """--save-crop: `crops/<class name>/<stem>_<k><suffix>` for the k-th detection (`stem`: the
+    source's output path without suffix; a video's adds the frame index). A name an earlier
+    crop of this run has (an image `clip_0.jpg` beside a video `clip.mp4`) gets `-2`, `-3`..."""
+    out = []
+    for k, n in enumerate(d.names()):
+        base = Path("crops") / _folder_name(n) / f"{stem}_{k}"
+        name, i = base.with_name(base.name + suffix), 1
+        while name in taken:
+            i += 1
+            name = base.with_name(f"{base.name}-{i}{suffix}")
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _folder_name(name: str) -> str:
+    """A class name as one folder name: path separators and characters Windows forbids -> _."""
+    import re
+    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip().strip(".") or "_"
 
 
 class _NoFrames(Exception):
@@ -149,7 +179,7 @@ def _open_capture(item):
 
 
 def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
-                   knobs: dict, records: list, args) -> tuple[int | None, bool]:
+                   knobs: dict, records: list, args, crop_taken: set) -> tuple[int | None, bool]:
     """Detections of every frame of a video, stream or camera (drawn into
     `<save-dir>/<out_name>`, an mp4 written to a temporary name, checked frame by frame, then
     renamed) -> (detections, whether Ctrl-C ended it); detections None when nothing could be
@@ -159,7 +189,7 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
     import cv2
     from tqdm import tqdm
 
-    from ..atomic import WriteError, atomic_path, write_text
+    from ..atomic import WriteError, atomic_path, write_image, write_text
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
     from ..sources import source_label
     label = source_label(path)
@@ -199,6 +229,10 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
         writer.write(d.draw(frame))
         written[0] += 1
 
+    def put_crops(frame, d, names):
+        for name, crop in zip(names, d.crops(frame)):
+            write_image(save_dir / name, crop)
+
     writer = None
     try:
         with contextlib.ExitStack() as stack:
@@ -225,6 +259,11 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
                                         raise WriteError(out, "OpenCV cannot open an mp4 video writer")
                                 background.submit(put, frame, d.numpy() if pipelined else d)
                                 rec["output"] = f"{out_name}#{frame_idx}"
+                            crops = crop_names(d, f"{txt_name.with_suffix('').as_posix()}_{idx}",
+                                               ".jpg", crop_taken) if args.save_crop else []
+                            if crops:
+                                background.submit(put_crops, frame, d.numpy() if pipelined else d, crops)
+                                rec["crops"] = [str(c) for c in crops]
                             if args.save_txt:
                                 txt += [f"{idx} {line}" for line in d.to_txt().splitlines()]
                                 rec["labels"] = str(Path("labels") / txt_name)
@@ -276,5 +315,8 @@ def add_parser(sub) -> None:
                    help="labels/<path>.txt: label score x1 y1 x2 y2 (videos: frame first)")
     p.add_argument("--save-json", action="store_true",
                    help="predictions.json: every detection with its source and outputs")
+    p.add_argument("--save-crop", action="store_true",
+                   help="crops/<class>/<path>_<k>.jpg: the image inside each detection's box "
+                        "(videos: <path>_<frame>_<k>.jpg)")
     p.add_argument("--no-save", action="store_true", help="do not write drawn images/videos")
     p.set_defaults(func=cmd_predict)
