@@ -47,3 +47,41 @@ def draw_detections(image: np.ndarray, dets, thickness: int | None = None,
         cv2.putText(img, text, (x1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                     max(1, t // 2), cv2.LINE_AA)
     return img
+
+
+def draw_batch(batch: dict, class_names, max_images: int = 16, max_side: int = 1920) -> np.ndarray:
+    """A training batch as the model receives it, in one picture: up to `max_images` images in
+    a grid (at most `max_side` px wide and high) with their ground-truth boxes (rotated boxes
+    for RTMDet-R) and class names, ignored boxes in grey. What a user checks their labels and
+    augmentation with (`train_batch_stage1.jpg` of a run)."""
+    import torch
+
+    from .detections import Detections
+    imgs = batch["imgs"][:max_images]
+    n, _, h, w = imgs.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    s = min(1.0, max_side / (cols * w), max_side / (rows * h))
+    th, tw = max(1, round(h * s)), max(1, round(w * s))
+    grid = np.full((rows * th, cols * tw, 3), 255, np.uint8)
+    for k in range(n):
+        img = np.ascontiguousarray(imgs[k].permute(1, 2, 0).cpu().numpy())
+        img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA) if s < 1 else img.copy()
+        ignored = torch.as_tensor(batch["ignored_boxes"][k]).reshape(-1, 4).float() * s
+        for x1, y1, x2, y2 in ignored.round().int().tolist():
+            cv2.rectangle(img, (x1, y1), (x2, y2), (128, 128, 128), 1, cv2.LINE_AA)
+        boxes = torch.as_tensor(batch["boxes"][k]).reshape(-1, 4).float() * s
+        labels = torch.as_tensor(batch["labels"][k]).reshape(-1).long()
+        rboxes = None
+        if "rboxes" in batch:
+            rboxes = torch.as_tensor(batch["rboxes"][k]).reshape(-1, 5).float().clone()
+            rboxes[:, :4] *= s
+        gt = Detections(boxes, torch.ones(len(labels)), labels, list(class_names), rboxes=rboxes)
+        img = draw_detections(img, gt, show_score=False)
+        r, c = divmod(k, cols)
+        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = img
+    for c in range(1, cols):  # white lines between the images
+        grid[:, c * tw - 1:c * tw + 1] = 255
+    for r in range(1, rows):
+        grid[r * th - 1:r * th + 1] = 255
+    return grid

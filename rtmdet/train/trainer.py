@@ -541,6 +541,8 @@ class Trainer:
         for i, batch in enumerate(bar):
             if i < skip:
                 continue
+            if i == skip and self.main and cfg.plots:
+                self._draw_batch(batch, self.stage_of(epoch))
             parts = forward_loss(self.net, self.model, self.family, batch, self.device, self.amp_dtype,
                                  self.channels_last)
             loss = sum(parts.values())
@@ -612,6 +614,19 @@ class Trainer:
         if is_best:
             atomic_save({"state_dict": ck["state_dict"], "meta": ck["meta"], "epoch": epoch,
                          "best_fitness": self.best_fitness}, self.save_dir / "best.pth")
+
+    def _draw_batch(self, batch: dict, stage: int) -> None:
+        """`train_batch_stage<N>.jpg`: the first batch of each pipeline stage with its boxes, once
+        per run (a resume keeps the picture it finds), so a user can see what the model is fed."""
+        from ..atomic import write_image
+        from ..viz import draw_batch
+        path = self.save_dir / f"train_batch_stage{stage}.jpg"
+        if path.exists():
+            return
+        try:
+            write_image(path, draw_batch(batch, self.train_data.class_names))
+        except Exception as e:  # a picture must never stop training
+            log.warning("could not draw %s: %s", path.name, e)
 
     def log_epoch(self, epoch: int, losses: dict, metrics: dict, seconds: float) -> None:
         path = self.save_dir / "results.csv"
