@@ -25,7 +25,8 @@ def test_cli_train_one_epoch_writes_outputs_and_best_validates(data, tmp_path, c
     assert rc == 0
     run = tmp_path / "run"
     # 1 epoch of a recipe with 20 stage-2 epochs: all stage 2 (its first batch drawn)
-    for f in ("last.pth", "best.pth", "config.yaml", "results.csv", "results.png", "train_batch_stage2.jpg"):
+    for f in ("last.pth", "best.pth", "config.yaml", "results.csv", "results.png", "train_batch_stage2.jpg",
+              "labels.png"):
         assert (run / f).is_file() and (run / f).stat().st_size > 0, f
     rows = list(csv.DictReader(open(run / "results.csv")))
     assert len(rows) == 1 and rows[0]["epoch"] == "1" and rows[0]["AP50"] != ""  # validated

@@ -1,4 +1,5 @@
-"""Evaluation plots (matplotlib, Agg backend): precision-recall curves and a confusion matrix."""
+"""Plots (matplotlib, Agg backend): precision-recall curves, a confusion matrix, and what a
+dataset's labels look like."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["pr_curves", "plot_pr_curves", "plot_confusion_matrix"]
+__all__ = ["pr_curves", "plot_pr_curves", "plot_confusion_matrix", "label_stats", "plot_labels"]
 
 
 def _figure(figsize):
@@ -112,3 +113,51 @@ def plot_confusion_matrix(
     ax.set(xlabel="true", ylabel="predicted", title="Confusion matrix" + (" (column-normalized)" if normalize else ""))
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def label_stats(dataset) -> dict[str, Any]:
+    """What a dataset's training labels are (crowd boxes left out, as training ignores them):
+    ``counts`` (C,) instances per class, ``centres`` and ``sizes`` (n,2) box centre x, y and
+    width, height as fractions of their image, ``images`` and ``background`` (images without a
+    box)."""
+    counts = np.zeros(len(dataset.class_names), np.int64)
+    centres, sizes, background = [], [], 0
+    for r in dataset.records:
+        keep = ~np.asarray(r.iscrowd, bool) if len(r.iscrowd) == len(r.labels) else slice(None)
+        boxes = np.asarray(r.boxes, np.float64).reshape(-1, 4)[keep]
+        labels = np.asarray(r.labels, np.int64)[keep]
+        if not len(labels):
+            background += 1
+            continue
+        np.add.at(counts, labels, 1)
+        wh = np.array([r.width, r.height], np.float64)
+        centres.append((boxes[:, :2] + boxes[:, 2:]) / 2 / wh)
+        sizes.append((boxes[:, 2:] - boxes[:, :2]) / wh)
+    empty = np.zeros((0, 2))
+    return {"counts": counts, "centres": np.concatenate(centres) if centres else empty,
+            "sizes": np.concatenate(sizes) if sizes else empty, "images": len(dataset.records),
+            "background": background}
+
+
+def plot_labels(dataset, path: str | os.PathLike, max_classes: int = 80) -> Path:
+    """`labels.png`: instances per class, where box centres fall and what sizes boxes have
+    (both as fractions of the image): a glance that tells a class imbalance, boxes bunched in a
+    corner or labels in the wrong units (all boxes tiny or image-sized) before training."""
+    st = label_stats(dataset)
+    fig = _figure((15, 4.6))
+    ax_c, ax_xy, ax_wh = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.6, 1, 1]})
+    counts, names = st["counts"][:max_classes], list(dataset.class_names)[:max_classes]
+    ax_c.bar(range(len(counts)), counts, color="#4c72b0")
+    ax_c.set_xticks(range(len(counts)), names, rotation=90, fontsize=7 if len(counts) > 20 else 9)
+    more = f" (first {max_classes} of {len(st['counts'])} classes)" if len(st["counts"]) > max_classes else ""
+    ax_c.set(ylabel="instances", title=f"{int(st['counts'].sum())} instances in {st['images']} images, "
+             f"{st['background']} without a box{more}")
+    for ax, xy, (xl, yl), title in ((ax_xy, st["centres"], ("x", "y"), "box centres"),
+                                    (ax_wh, st["sizes"], ("width", "height"), "box sizes")):
+        ax.hist2d(xy[:, 0], xy[:, 1], bins=50, range=[[0, 1], [0, 1]], cmap="Blues", cmin=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"{xl} / image width", ylabel=f"{yl} / image height",
+               title=title)
+        ax.set_aspect("equal")
+    ax_xy.invert_yaxis()  # image coordinates: y grows downwards
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

@@ -451,6 +451,8 @@ class Trainer:
             if self.resume_ckpt is None:
                 self.save_dir = claim_dir(Path(cfg.project) / cfg.name, cfg.exist_ok)
             save_yaml(cfg, self.save_dir / "config.yaml")
+            if cfg.plots and not (self.save_dir / "labels.png").exists():
+                self._plot_labels()
             steps = self.iters_per_epoch * cfg.epochs
             log.info("training %s on %s: %d images, %d classes, %d epochs (%d steps), results in %s",
                      cfg.model, cfg.data, len(self.train_set), self.train_data.num_classes,
@@ -614,6 +616,14 @@ class Trainer:
         if is_best:
             atomic_save({"state_dict": ck["state_dict"], "meta": ck["meta"], "epoch": epoch,
                          "best_fitness": self.best_fitness}, self.save_dir / "best.pth")
+
+    def _plot_labels(self) -> None:
+        """`labels.png`: the training labels at a glance (classes, box centres, box sizes)."""
+        from ..eval.plots import plot_labels
+        try:
+            plot_labels(self.train_data, self.save_dir / "labels.png")
+        except Exception as e:  # a picture must never stop training
+            log.warning("could not plot labels.png: %s", e)
 
     def _draw_batch(self, batch: dict, stage: int) -> None:
         """`train_batch_stage<N>.jpg`: the first batch of each pipeline stage with its boxes, once
