@@ -81,6 +81,24 @@ def test_models_table(capsys):
     assert "download.openmmlab.com" in out and "41.1" in out
 
 
+def test_version_and_env(tmp_path, monkeypatch, capsys):
+    import torch
+
+    import rtmdet
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"rtmdet {rtmdet.__version__}"
+    (tmp_path / "w.pth").write_bytes(b"x" * 2**20)
+    monkeypatch.setenv("RTMDET_HOME", str(tmp_path))
+    assert main(["env"]) == 0
+    import re
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert rows["torch"].startswith(torch.__version__)
+    assert rows["rtmdet"].startswith(rtmdet.__version__)
+    assert rows["weights cache"].startswith(f"{tmp_path} (RTMDET_HOME): 1 file(s), 1.0 MiB")
+    want = "devices" if not torch.cuda.is_available() else "cuda:0"
+    assert want in rows
+
+
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "rtmdet", "models"], capture_output=True, text=True)
     assert r.returncode == 0 and "rtmdet-tiny" in r.stdout

@@ -5,8 +5,9 @@ import argparse
 import logging
 import sys
 
+from .. import __version__
 from ..atomic import WriteError
-from . import bench, demo, export, models, predict, split, train, val
+from . import bench, demo, env, export, models, predict, split, train, val
 from .common import UsageError
 
 
@@ -21,9 +22,10 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="rtmdet", description="RTMDet detectors in plain PyTorch")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-V", "--version", action="version", version=f"rtmdet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for verb in (predict, val, models, train, export, bench, demo, split):
+    for verb in (predict, val, models, train, export, bench, demo, split, env):
         verb.add_parser(sub)
     return parser
 
