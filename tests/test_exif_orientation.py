@@ -50,3 +50,36 @@ def test_yolo_labels_of_a_turned_photo_land_on_the_object(tmp_path):
     rec = load_dataset(root / "data.yaml", split="val").records[0]
     assert (rec.width, rec.height) == (40, 80)
     np.testing.assert_allclose(rec.boxes[0], [20, 0, 40, 40], atol=1e-4)
+
+
+def test_annotations_for_another_size_are_reported_once(tmp_path, caplog):
+    """A COCO json written by a tool that ignored the EXIF orientation: its width/height (and
+    boxes) are the stored picture's, not the turned one the model sees. Training and
+    evaluation say so, once per image."""
+    import json
+    import logging
+
+    import rtmdet
+    from rtmdet.data.loader import TrainDataset
+    from rtmdet.eval.validate import predict_dataset
+    root = tmp_path / "c"
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    _save(root / "images" / "val" / "p.jpg", 6, size=(80, 40))
+    _save(root / "images" / "val" / "q.jpg", 1, size=(80, 40))
+    coco = {"images": [{"id": 1, "file_name": "p.jpg", "width": 80, "height": 40},
+                       {"id": 2, "file_name": "q.jpg", "width": 80, "height": 40}],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [0, 0, 40, 20],
+                             "area": 800, "iscrowd": 0} for i in (1, 2)],
+            "categories": [{"id": 1, "name": "block"}]}
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(coco))
+    ds = load_dataset(root, split="val")
+    with caplog.at_level(logging.WARNING, logger="rtmdet"):
+        train_set = TrainDataset(ds, img_scale=64)
+        for _ in range(2):
+            train_set.load_sample(0)
+            train_set.load_sample(1)
+        predict_dataset(rtmdet.create("rtmdet-tiny", num_classes=1), ds, progress=False, imgsz=64)
+    said = [r.getMessage() for r in caplog.records if "annotations are for" in r.getMessage()]
+    assert len(said) == 1 and "p.jpg" in said[0], said
+    assert "80x40 image but it reads as 40x80 (turned by its EXIF orientation?)" in said[0]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from .records import DetectionDataset
+from .records import DetectionDataset, check_decoded_size
 from .target_loaders import TARGET_LOADERS, TargetLoader, resolve_loader
 from .targets import decode_rle, record_masks
 from .transforms import PipelineParams, Sample, build_train_pipeline
@@ -165,7 +165,9 @@ class TrainDataset(Dataset):
 
     def load_sample(self, index: int) -> Sample:
         rec = self.records[index]
-        img = load_image(self.dataset.image_path(rec))
+        path = self.dataset.image_path(rec)
+        img = load_image(path)
+        check_decoded_size(rec, img.shape, path)
         ignore = rec.iscrowd.copy() if len(rec.iscrowd) == len(rec.boxes) else np.zeros(len(rec.boxes), bool)
         targets = {}
         for name, load in self.target_loaders.items():

@@ -1,10 +1,14 @@
 """The one in-memory form every dataset reader produces and every consumer reads."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+log = logging.getLogger("rtmdet")
+_size_warned: set[str] = set()
 
 
 @dataclass
@@ -59,3 +63,19 @@ class DetectionDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def check_decoded_size(rec: ImageRecord, shape, path: str) -> bool:
+    """Whether the decoded image (`shape`: its (h, w, ...)) has the size its record says; when
+    not, one warning per image and process: its boxes refer to another picture than the one
+    the model sees (usually an EXIF orientation the annotation tool ignored, or a json with the
+    wrong width/height)."""
+    h, w = int(shape[0]), int(shape[1])
+    if (w, h) == (int(rec.width), int(rec.height)):
+        return True
+    if path not in _size_warned:
+        _size_warned.add(path)
+        turned = " (turned by its EXIF orientation?)" if (h, w) == (int(rec.width), int(rec.height)) else ""
+        log.warning("%s: the annotations are for a %dx%d image but it reads as %dx%d%s; its boxes "
+                    "may not be where the objects are", path, rec.width, rec.height, w, h, turned)
+    return False

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from ..atomic import ensure_dir
 from ..data.images import ImageReadError, read_image
-from ..data.records import DetectionDataset
+from ..data.records import DetectionDataset, check_decoded_size
 from ..inference.loop import check_knobs
 
 log = logging.getLogger("rtmdet")
@@ -63,6 +63,7 @@ def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progr
         for r in chunk:
             try:
                 imgs.append(read_image(dataset.image_path(r)))
+                check_decoded_size(r, imgs[-1].shape, dataset.image_path(r))
                 ok.append(r)
             except ImageReadError as e:
                 log.warning("skipped %s", e)
