@@ -39,6 +39,7 @@ BASE = {
     "demo": ["demo", "--out", "OUT"],
     "models": ["models"],
     "split": ["split", "SRC", "--out", "OUT"],
+    "env": ["env"],
 }
 
 
