@@ -74,13 +74,13 @@ def test_train_prints_its_log_unless_told_not_to(tmp_path):
         f"kw = dict(data={str(data)!r}, project={str(tmp_path / 'runs')!r}, **{FAST!r})\n"
         "train(**kw)\n"
         "assert not logging.getLogger('rtmdet').handlers\n"
-        "print('---', file=sys.stderr, flush=True)\n"
+        "print('@@quiet@@', file=sys.stderr, flush=True)\n"
         "train(verbose=False, **kw)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        timeout=300, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
                                          "PATH": "/usr/bin:/bin"})
     assert p.returncode == 0, p.stderr[-2000:]
-    loud, quiet = p.stderr.split("---\n")
+    loud, quiet = p.stderr.split("@@quiet@@\n")
     assert "INFO training rtmdet-tiny" in loud and "INFO epoch 1:" in loud
     assert "INFO" not in quiet
 
@@ -126,3 +126,13 @@ def test_evaluate_errors(tiny3_weights, tmp_path):
         rtmdet.evaluate(model, data, score_thr=2, progress=False)
     with pytest.raises(FileNotFoundError):
         rtmdet.evaluate(tmp_path / "none.pth", data)
+
+
+def test_a_run_ends_with_the_best_validations_table(run):
+    """val_best.txt is the table `rtmdet.evaluate` gives for best.pth at the run's validation
+    settings: the report is of the checkpoint it names, with no second pass over the data."""
+    r, data = run
+    text = (r.save_dir / "val_best.txt").read_text()
+    assert text.startswith(f"best.pth: epoch {r.best_epoch}\n")
+    ev = rtmdet.evaluate(r.best, data, device="cpu", progress=False, score_thr=0.001)
+    assert text.split("\n", 1)[1].strip() == ev.table().strip()

@@ -295,6 +295,7 @@ class Trainer:
         self.start_epoch, self.iteration, self.best_fitness = 0, 0, -1.0
         self.start_batch, self.resume_sums = 0, {}
         self.best_epoch, self.stopped_early = 0, False  # patience counts from best_epoch
+        self.last_evaluation = self.best_evaluation = None
         if self.resume_ckpt is not None:
             self._load_resume(self.resume_ckpt)
 
@@ -482,12 +483,14 @@ class Trainer:
                 if self.val_data is not None and ((epoch + 1) % cfg.val_interval == 0
                                                   or (self.stage_of(epoch) == 2 and cfg.pipeline == "recipe")
                                                   or last):
+                    self.last_evaluation = None
                     metrics = self.validate()
                 fitness = self.family.fitness(metrics)
                 is_best = fitness > self.best_fitness or (self.val_data is None)
                 if is_best:
                     self.best_fitness = max(fitness, self.best_fitness)
                     self.best_epoch = epoch + 1
+                    self.best_evaluation = self.last_evaluation if metrics else None
                 self.stopped_early = bool(metrics) and not last and self._patience_over(epoch + 1)
                 self.save_checkpoint(epoch + 1, is_best)
                 self.log_epoch(epoch, losses, metrics, time.time() - t0)
@@ -505,6 +508,8 @@ class Trainer:
                              epoch + 1 - self.best_epoch, self.best_epoch, self.best_fitness,
                              cfg.patience)
                 break
+        if self.main:
+            self.report_best()
         return metrics
 
     def _patience_over(self, epoch: int) -> bool:
@@ -593,10 +598,34 @@ class Trainer:
     # ----------------------------------------------------------------------- eval / io
     @torch.no_grad()
     def validate(self) -> dict:
-        from ..eval.validate import predict_dataset
+        """The EMA model on the validation split: the summary (AP, ...); the whole `Evaluation`
+        is kept in `last_evaluation` (the best one's table and plots end the run)."""
+        from ..eval.validate import Evaluation, predict_dataset
         results = predict_dataset(self.ema.module, self.val_data, self.cfg.val_batch, progress=self.main,
                                   score_thr=self.cfg.val_score_thr, imgsz=self.cfg.imgsz)
-        return self.family.summary(self.family.evaluate(self.val_data, results))
+        metrics = self.family.evaluate(self.val_data, results)
+        # kept for the end-of-run report (tables and box plots): without the masks' RLEs, which
+        # would hold hundreds of MB for COCO val through the whole run
+        kept = [{k: v for k, v in r.items() if k != "segmentations"} for r in results]
+        self.last_evaluation = Evaluation(metrics, kept, self.val_data, self.family)
+        return self.last_evaluation.summary
+
+    def report_best(self) -> None:
+        """The end of a run: the best validation's per-class table (logged and saved as
+        `val_best.txt`) and, with `plots`, its PR curves and confusion matrix, with no extra
+        pass over the data. Only for a best validation this process ran (not one before a resume)."""
+        ev = self.best_evaluation
+        if ev is None:
+            return
+        from ..atomic import write_text
+        table = ev.table()
+        log.info("best.pth (epoch %d) on %s:\n%s", self.best_epoch, self.cfg.val_split, table)
+        try:
+            write_text(self.save_dir / "val_best.txt", f"best.pth: epoch {self.best_epoch}\n{table}\n")
+            if self.cfg.plots:
+                ev.save_plots(self.save_dir)
+        except Exception as e:  # the run is done; a picture must not turn it into a failure
+            log.warning("could not write the best validation's table or plots: %s", e)
 
     def checkpoint(self, epoch: int, batch: int = 0, sums: dict | None = None) -> dict:
         """Everything a resume needs. `epoch` counts finished epochs; `batch` > 0 marks a
