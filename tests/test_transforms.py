@@ -739,3 +739,17 @@ def test_loader_workers_run_opencv_on_one_thread(tmp_path):
     for a, b in zip(single, default, strict=True):
         assert torch.equal(a["imgs"], b["imgs"])
         assert all(torch.equal(x, y) for x, y in zip(a["boxes"], b["boxes"]))
+
+
+def test_train_dataset_counts_what_the_reference_filter_leaves_out():
+    def rec(i, size, n):
+        return ImageRecord(f"{i}.jpg", size, size, i, boxes=np.tile(np.array([[1, 1, 9, 9]], np.float32), (n, 1)),
+                           labels=np.zeros(n, np.int64), iscrowd=np.zeros(n, bool))
+    recs = [rec(0, 64, 0), rec(1, 64, 0), rec(2, 20, 1), rec(3, 20, 0), rec(4, 64, 2), rec(5, 64, 1),
+            rec(6, 32, 1)]
+    ds = TrainDataset(DetectionDataset(recs, ["a"], [1]), img_scale=64)
+    assert [r.image_id for r in ds.records] == [4, 5, 6]
+    assert ds.left_out == {"without boxes": 3, "under 32 px": 1}
+    keep_empty = TrainDataset(DetectionDataset(recs, ["a"], [1]), img_scale=64, filter_empty_gt=False)
+    assert keep_empty.left_out == {"without boxes": 0, "under 32 px": 2}
+    assert len(keep_empty) == 5

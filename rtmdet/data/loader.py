@@ -91,6 +91,10 @@ class TrainDataset(Dataset):
         self.dataset = dataset
         self.records = [r for r in dataset.records
                         if (not filter_empty_gt or len(r.boxes) > 0) and min(r.width, r.height) >= min_size]
+        # what the reference's filter_cfg leaves out, counted so a run can say so
+        self.left_out = {"without boxes": sum(1 for r in dataset.records if filter_empty_gt and not len(r.boxes)),
+                         f"under {min_size} px": sum(1 for r in dataset.records if (len(r.boxes) or not filter_empty_gt)
+                                                     and min(r.width, r.height) < min_size)}
         if not self.records:
             raise ValueError("TrainDataset: no usable image left after filtering empty/small images")
         self.model_size = model_size

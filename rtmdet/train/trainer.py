@@ -246,6 +246,11 @@ class Trainer:
         self.train_set = TrainDataset(self.train_data, model_size=self.record.pipeline,
                                       img_scale=cfg.imgsz, seed=cfg.seed, targets=self.family.targets,
                                       target_steps=dict(self.family.target_steps))
+        left_out = {k: n for k, n in self.train_set.left_out.items() if n}
+        if left_out and self.main:
+            log.info("training on %d of %d images: left out %s (as the reference's filter_empty_gt "
+                     "and min_size do)", len(self.train_set), len(self.train_data),
+                     ", ".join(f"{n} {k}" for k, n in left_out.items()))
         model = create(cfg.model, num_classes=self.train_data.num_classes,
                        class_names=self.train_data.class_names)
         model.test_cfg = dataclasses.replace(model.test_cfg, imgsz=cfg.imgsz)
