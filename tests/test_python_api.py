@@ -55,6 +55,8 @@ def test_resume_from_python_keeps_the_runs_rules(run):
         train(resume=r.last, workers=0)
     with pytest.raises(ValueError, match="cannot change epochs"):
         train(resume=r.last, epochs=3)
+    with pytest.raises(NothingToResume, match="already finished"):  # project/name/last.pth
+        train(resume=True, project=r.save_dir.parent, name=r.save_dir.name)
 
 
 def test_train_with_a_config_object(tmp_path):

@@ -742,7 +742,8 @@ def train(cfg: TrainConfig | None = None, *, verbose: bool = True, **settings) -
     """`rtmdet train` from Python: `train(data="my_yolo/data.yaml", model="rtmdet-s",
     weights="rtmdet-s", epochs=50, batch=16)`. `settings` are `TrainConfig` fields (paths may be
     `Path`s), applied over `cfg`; an unknown one is a ValueError naming the closest field.
-    `resume="runs/train/exp/last.pth"` continues a run. Ctrl-C saves last.pth and raises
+    `resume="runs/train/exp/last.pth"` (or `resume=True`: `<project>/<name>/last.pth`) continues
+    a run. Ctrl-C saves last.pth and raises
     `TrainingInterrupted` (a KeyboardInterrupt). `verbose`: when logging is not configured,
     print the run's log (what `rtmdet train` prints) to stderr while it trains."""
     names = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -753,6 +754,8 @@ def train(cfg: TrainConfig | None = None, *, verbose: bool = True, **settings) -
                              (f"; did you mean {close[0]!r}?" if close else
                               " (see rtmdet.train.TrainConfig)"))
     settings = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.items()}
+    if settings.get("resume") is True:  # the last run of project/name, as `--resume` alone
+        settings["resume"] = "auto"
     # on resume, the settings given are the ones that must not differ from the run's (as the
     # flags of `rtmdet train`); with a whole `cfg`, every value off the defaults counts as given
     explicit = set(settings) if cfg is None else None
