@@ -107,8 +107,7 @@ def evaluate(model, data, split: str = "val", batch_size: int = 8, device: str |
     `.pth`, an exported `.onnx` / `.xml` / `.engine`), opened on `device` (default: cuda when
     available). `data`: a dataset path in any form `rtmdet val --data` reads (its `split`), or a
     loaded `DetectionDataset`. `knobs`: `predict`'s (score_thr, nms_iou, max_per_img, imgsz,
-    tile, ...), the model's test settings by default. Pick the knobs for your purpose: the
-    reference's (the defaults) for mAP, a higher `score_thr` only changes what is kept."""
+    tile, ...); unset, the model's test settings (the reference's, what mAP is measured with)."""
     from .data.datasets import load_dataset
     from .data.records import DetectionDataset
     from .eval.validate import Evaluation, evaluate_model
