@@ -477,9 +477,9 @@ class Trainer:
         cfg = self.cfg
         if cfg.speed_probe:
             self.speed_probe()
-        metrics = {}
+        metrics, done = {}, self.start_epoch
         for epoch in range(self.start_epoch, cfg.epochs):
-            t0 = time.time()
+            t0, done = time.time(), epoch + 1
             skip = self.start_batch if epoch == self.start_epoch else 0
             losses = self.train_epoch(epoch, skip)
             metrics = {}
@@ -515,6 +515,11 @@ class Trainer:
                 break
         if self.main:
             self.report_best()
+            best = (f"best.pth: epoch {self.best_epoch}, {self.family.metric_keys[0]} {self.best_fitness:.4f}"
+                    if self.val_data is not None and self.best_fitness >= 0 else
+                    f"best.pth: epoch {self.best_epoch} (no validation: the last epoch)")
+            log.info("finished: %s (%s; last.pth: epoch %d%s)", self.save_dir, best, done,
+                     ", stopped early" if self.stopped_early else "")
         return metrics
 
     def _patience_over(self, epoch: int) -> bool:
