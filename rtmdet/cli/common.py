@@ -62,15 +62,36 @@ def add_tile_args(p: argparse.ArgumentParser) -> None:
                         "letterboxed to --imgsz, merged with the model's NMS")
     p.add_argument("--overlap", type=non_negative_int, default=200,
                    help="overlap of neighbouring tiles in px (default 200)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation as the reference's rtmdet_tta.py: 3 scales x "
+                        "flip, merged by NMS (detection models; about 6x the time)")
 
 
 def tile_knobs(args) -> dict:
-    """{tile, overlap} for predict(); --overlap must be smaller than --tile."""
+    """{tile, overlap} (or {tta}) for predict(); --overlap must be smaller than --tile."""
+    if getattr(args, "tta", False):
+        if args.tile is not None:
+            raise UsageError("--tta and --tile do not combine: choose one")
+        return {"tta": True}
     if args.tile is None:
         return {}
     if args.overlap >= args.tile:
         raise UsageError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
     return dict(tile=args.tile, overlap=args.overlap)
+
+
+def check_inference(model, knobs: dict) -> None:
+    """What the model cannot do with these knobs (a static graph at another --imgsz, --tta on
+    a mask or rotated model or a static graph): a UsageError before any image is read."""
+    from ..inference.tta import check_tta
+    backend = getattr(model, "backend", model)
+    try:
+        if hasattr(backend, "input_size"):
+            backend.input_size(knobs.get("imgsz"))
+        if knobs.get("tta"):
+            check_tta(backend, knobs.get("imgsz"))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_model_arg(args) -> str:

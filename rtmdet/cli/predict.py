@@ -10,8 +10,8 @@ import contextlib
 import logging
 from pathlib import Path
 
-from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, check_model_arg, image_size,
-                     open_model, positive_int, tile_knobs, unit_float)
+from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, check_inference,
+                     check_model_arg, image_size, open_model, positive_int, tile_knobs, unit_float)
 
 log = logging.getLogger("rtmdet")
 
@@ -45,6 +45,7 @@ def cmd_predict(args) -> int:
     model = open_model(args)
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
                  imgsz=args.imgsz, **tiling)
+    check_inference(model, knobs)
     if args.classes is not None:
         from ..inference.classes import class_indices
         try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, check_model_arg, image_size,
-                     open_model, positive_int, tile_knobs, unit_float)
+from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, check_inference,
+                     check_model_arg, image_size, open_model, positive_int, tile_knobs, unit_float)
 
 
 def cmd_val(args) -> int:
@@ -27,6 +27,7 @@ def cmd_val(args) -> int:
     model = open_model(args)
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
                  imgsz=args.imgsz, **tiling)
+    check_inference(model, knobs)
     try:
         metrics, records = evaluate_model(model, dataset, args.batch, **knobs)
     except ValueError as e:

@@ -100,12 +100,12 @@ class Detector:
                 max_per_img: int | None = None, nms_pre: int | None = None,
                 batch_size: int = 8, imgsz: int | None = None,
                 mask_thr: float | None = None, tile: int | None = None,
-                overlap: int = 200, classes=None) -> list[Detections] | Detections:
+                overlap: int = 200, classes=None, tta: bool = False) -> list[Detections] | Detections:
         """Same arguments and results as `RTMDet.predict` (boxes in original pixels; `masks`
         (N,H,W) bool for RTMDet-Ins models and their graphs; `tile`/`overlap`: tiled
         inference for large images, see `rtmdet.inference.tiling`; `classes`: only those, see
-        `rtmdet.inference.classes`)."""
+        `rtmdet.inference.classes`; `tta`: test-time augmentation, see `rtmdet.inference.tta`)."""
         return run_inference(self.backend, images, batch_size=batch_size, tile=tile,
                              overlap=overlap, score_thr=score_thr, nms_iou=nms_iou,
                              max_per_img=max_per_img, nms_pre=nms_pre, imgsz=imgsz,
-                             mask_thr=mask_thr, classes=classes)
+                             mask_thr=mask_thr, classes=classes, tta=tta)

@@ -55,7 +55,7 @@ def run_batch(backend, images: list[np.ndarray], cfg: TestConfig) -> list[Detect
 
 
 def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
-                  overlap: int = 200, prefetch: bool | None = None, classes=None,
+                  overlap: int = 200, prefetch: bool | None = None, classes=None, tta: bool = False,
                   **knobs) -> list[Detections] | Detections:
     """Detect in a path, array, PIL image, or a list of them, batch by batch.
 
@@ -66,7 +66,9 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     `prefetch`: read and letterbox the next batch on a worker thread while this one runs
     (`rtmdet.inference.prefetch`; same results). Default: when the network runs on a GPU; on a
     CPU the worker would take cores from the network (benchmarks/bench_pipeline.py).
-    `classes`: detect only these classes (indices or names; `rtmdet.inference.classes`)."""
+    `classes`: detect only these classes (indices or names; `rtmdet.inference.classes`).
+    `tta`: the reference's test-time augmentation (3 scales x flip, merged; detection models;
+    `rtmdet.inference.tta`)."""
     check_knobs(batch_size=batch_size)
     if classes is not None:
         from .classes import OnlyClasses, class_indices
@@ -77,13 +79,18 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     if tile is not None:
         from .tiling import check_tiling, run_tiled
         tile, overlap = check_tiling(tile, overlap)
+    if tta:
+        from .tta import check_tta, run_tta
+        if tile is not None:
+            raise ValueError("tta and tile do not combine: choose one")
+        check_tta(backend, cfg.imgsz)
     if backend.fixed_batch:
         batch_size = min(batch_size, backend.fixed_batch)
     chunks = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
 
     def prepare(chunk):  # on the worker thread when reading ahead: host work only
         arrays = [read_image(x) for x in chunk]
-        if tile is not None:
+        if tile is not None or tta:
             return arrays, None
         return arrays, backend.preprocess_host(arrays, backend.input_size(cfg.imgsz))
 
@@ -92,7 +99,9 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
         prefetch = backend.accelerated
     ready = ordered_map(prepare, chunks, ahead=1 if prefetch and len(chunks) > 1 else 0)
     for chunk, (arrays, pre) in zip(chunks, ready):
-        if tile is None:
+        if tta:
+            dets = run_tta(backend, arrays, cfg, batch_size)
+        elif tile is None:
             x, metas = backend.preprocess_device(pre)
             dets = backend.postprocess(backend.infer(x), metas, cfg)
         else:

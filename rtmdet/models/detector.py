@@ -89,7 +89,7 @@ class RTMDet(nn.Module):
                 mask_thr: float | None = None, tile: int | None = None,
                 overlap: int = 200, fuse: bool = False, half: bool | str = False,
                 compile: bool = False, cuda_graph: bool = False,
-                preprocess: str = "cpu", classes=None) -> list[Detections] | Detections:
+                preprocess: str = "cpu", classes=None, tta: bool = False) -> list[Detections] | Detections:
         """Detect objects in a path, a BGR uint8 array, a PIL image, or a list of them.
 
         Returns one `Detections` per image (a single one for a single input), boxes in original
@@ -98,6 +98,8 @@ class RTMDet(nn.Module):
         are predicted in overlapping `tile` x `tile` windows (each letterboxed to `imgsz`),
         merged with the family's NMS (`rtmdet.inference.tiling`). `classes` (indices or names):
         detect only those, as a model of only those classes would (`rtmdet.inference.classes`).
+        `tta=True`: the reference's test-time augmentation (`rtmdet_tta.py`: 3 scales x flip,
+        merged by NMS at 0.6 keeping 100; detection models; `rtmdet.inference.tta`).
 
         Speed (`rtmdet.inference.speed.SpeedOptions`; all off = the exact reference path):
         `fuse` folds BatchNorm into the convs, `half` runs fp16 (True) or bf16 ("bf16") with
@@ -114,7 +116,7 @@ class RTMDet(nn.Module):
             return run_inference(TorchBackend(self, options), images, batch_size=batch_size, tile=tile,
                                  overlap=overlap, score_thr=score_thr, nms_iou=nms_iou,
                                  max_per_img=max_per_img, nms_pre=nms_pre, imgsz=imgsz,
-                                 mask_thr=mask_thr, classes=classes)
+                                 mask_thr=mask_thr, classes=classes, tta=tta)
         finally:
             self.train(was_training)
 
