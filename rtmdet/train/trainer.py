@@ -22,7 +22,7 @@ import torch.distributed as dist
 from ..api import checkpoint_meta, create
 from ..checkpoint import atomic_save, extract_state_dict, safe_load
 from ..config import from_dict, save_yaml, to_dict
-from ..families import get_family
+from ..families import TaskFamily, get_family
 from ..presets import get_record
 from ..atomic import WriteError, write_text
 from .config import TrainConfig, validate
@@ -614,9 +614,10 @@ class Trainer:
         results = predict_dataset(self.ema.module, self.val_data, self.cfg.val_batch, progress=self.main,
                                   score_thr=self.cfg.val_score_thr, imgsz=self.cfg.imgsz)
         metrics = self.family.evaluate(self.val_data, results)
-        # kept for the end-of-run report (tables and box plots): without the masks' RLEs, which
-        # would hold hundreds of MB for COCO val through the whole run
-        kept = [{k: v for k, v in r.items() if k != "segmentations"} for r in results]
+        # kept for the end-of-run report: the table needs the metrics only, the plots (where the
+        # family has them) the boxes; never the masks' RLEs (hundreds of MB for COCO val)
+        plots = self.cfg.plots and type(self.family).save_plots is not TaskFamily.save_plots
+        kept = [{k: v for k, v in r.items() if k != "segmentations"} for r in results] if plots else []
         self.last_evaluation = Evaluation(metrics, kept, self.val_data, self.family)
         return self.last_evaluation.summary
 
