@@ -85,3 +85,27 @@ def test_nothing_readable_is_exit_2(weights, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "v"), "--weights", weights, "--save-dir", str(tmp_path / "o")]) == 2
     assert "broken.mp4" in capsys.readouterr().err
     assert list((tmp_path / "o").iterdir()) == []  # no empty video left behind
+
+
+def test_without_save_json_nothing_accumulates(weights, tmp_path, monkeypatch, capsys):
+    """A camera or stream can run for hours: without --save-json no per-frame record is built
+    (no RLE encoding of masks either) or kept; the summary still counts every frame."""
+    from rtmdet.cli.predict import Records
+    from rtmdet.detections import Detections
+    calls = []
+    real = Detections.to_dict
+    monkeypatch.setattr(Detections, "to_dict", lambda self: calls.append(1) or real(self))
+    src = tmp_path / "src"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), _img(1))
+    _video(src / "clip.avi", frames=4)
+    assert main(["predict", str(src), "--weights", weights, "--save-dir", str(tmp_path / "o"),
+                 "--no-save", "--save-txt"]) == 0
+    assert calls == [] and capsys.readouterr().out.startswith("5 image(s)/frame(s)")
+    assert main(["predict", str(src), "--weights", weights, "--save-dir", str(tmp_path / "o"),
+                 "--no-save", "--save-json"]) == 0
+    assert len(calls) == 5
+    r = Records(keep=False)
+    for _ in range(3):
+        r.append({"x": 1})
+    assert r.count == 3 and r.items == []

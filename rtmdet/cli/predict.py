@@ -52,7 +52,7 @@ def cmd_predict(args) -> int:
             knobs["classes"] = class_indices(args.classes, model.class_names)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    records, failed, n_dets = [], [], 0
+    records, failed, n_dets = Records(keep=args.save_json), [], 0
     crop_taken = set()  # --save-crop names given out so far
     images = [f for f in files if not is_video(f)]
     videos = [f for f in files if is_video(f)]
@@ -92,7 +92,7 @@ def cmd_predict(args) -> int:
                     dets = model.predict(arrays, batch_size=args.batch, **knobs)
                     for f, img, d in zip(chunk, arrays, dets):
                         d.source = source_label(f)
-                        rec = d.to_dict()
+                        rec = d.to_dict() if args.save_json else {}
                         if not args.no_save:
                             rec["output"] = str(drawn[f])
                         if args.save_txt:
@@ -117,15 +117,28 @@ def cmd_predict(args) -> int:
             failed.append(source_label(v))
         else:
             n_dets += n
-    if not records and not interrupted:
+    if not records.count and not interrupted:
         raise UsageError("nothing could be read: " + ", ".join(failed))
     if args.save_json:
-        write_json(save_dir / "predictions.json", records, indent=1)
+        write_json(save_dir / "predictions.json", records.items, indent=1)
     print(("interrupted: " if interrupted else "")
-          + f"{len(records)} image(s)/frame(s), {n_dets} detection(s)"
+          + f"{records.count} image(s)/frame(s), {n_dets} detection(s)"
           + (f", {len(failed)} unreadable skipped: {', '.join(failed)}" if failed else "")
           + (f"; results in {save_dir}" if writes else ""))
     return INTERRUPTED if interrupted else 0
+
+
+class Records:
+    """One record per image or frame done: counted always, kept (for predictions.json) only
+    with --save-json, so a camera or stream watched for hours does not grow without bound."""
+
+    def __init__(self, keep: bool):
+        self.keep, self.items, self.count = keep, [], 0
+
+    def append(self, rec: dict) -> None:
+        self.count += 1
+        if self.keep:
+            self.items.append(rec)
 
 
 def crop_names(d, stem: str, suffix: str, taken: set) -> list[Path]:
@@ -180,7 +193,7 @@ def _open_capture(item):
 
 
 def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
-                   knobs: dict, records: list, args, crop_taken: set) -> tuple[int | None, bool]:
+                   knobs: dict, records: Records, args, crop_taken: set) -> tuple[int | None, bool]:
     """Detections of every frame of a video, stream or camera (drawn into
     `<save-dir>/<out_name>`, an mp4 written to a temporary name, checked frame by frame, then
     renamed) -> (detections, whether Ctrl-C ended it); detections None when nothing could be
@@ -250,7 +263,7 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
                         for (idx, frame), d in zip(frames, dets):
                             d.source = f"{label}#{idx}"
                             n += len(d)
-                            rec = d.to_dict()
+                            rec = d.to_dict() if args.save_json else {}
                             if tmp is not None:
                                 if writer is None:
                                     h, w = frame.shape[:2]
