@@ -17,8 +17,9 @@ folder (RTMDet-Ins models: with their masks, which every geometric step moves to
   (`MaskTarget`, the loader before polygons).
 * loader: images/s of `build_train_loader` with `--workers` workers (best of `--runs`), each
   worker's OpenCV on one thread (the default) against OpenCV's default thread count in every
-  worker (one per core: W x cores threads), and the ratio; for RTMDet-Ins, masks on the loss's
-  grid (what training ships) against full-size masks.
+  worker (one per core: W x cores threads), and the ratio; images decoded once into memory
+  (`cache=true`) against read from disk every time; for RTMDet-Ins, masks on the loss's grid
+  (what training ships) against full-size masks.
 """
 from __future__ import annotations
 
@@ -105,8 +106,11 @@ def best_per_item(fn, items, runs: int = 3) -> float:
 
 
 def loader_rate(data, model: str, size: int, stage: int, workers: int, batch: int, batches: int,
-                runs: int, opencv_threads: int | None = 0, full_targets: bool = False) -> float:
+                runs: int, opencv_threads: int | None = 0, full_targets: bool = False,
+                cache: bool = False) -> float:
     ds = train_set(data, model, size, stage, full_targets)
+    if cache:  # decoded before the workers fork, as `Trainer` does with cache=true
+        ds.cache_images(progress=False)
     loader = build_train_loader(ds, batch, num_workers=workers, persistent_workers=True,
                                 opencv_threads=opencv_threads)
     return max(loader_images_per_s(loader, batches, stage)[0] for _ in range(runs))
@@ -167,6 +171,9 @@ def run(args, root: str) -> None:
         loader_table(args, data, f"\nDataLoader, {args.workers} workers, batch {args.batch}, images/s (best of "
                      f"{args.runs}); OpenCV's default here: {default_threads} threads in every worker",
                      ("1 thread/worker", "OpenCV default"), {}, {"opencv_threads": None})
+        loader_table(args, data, "\nDataLoader as above (1 thread/worker), images decoded once into memory "
+                     "(cache=true) vs read from disk every time, images/s",
+                     ("cache=true", "read"), {"cache": True}, {})
         steps = dict(get_family(get_record(args.model).family).target_steps)
         if steps:
             loader_table(args, data, f"\nDataLoader as above (1 thread/worker), targets {sorted(steps)} on the "

@@ -48,6 +48,9 @@ class TrainConfig:
     speed_probe: bool = True          # at the start: images/s of the loader alone and of the
                                       # step alone, and which one limits training (a few batches;
                                       # the run's weights and random streams are untouched)
+    cache: bool = False               # decode every training image once into RAM before the
+    # first epoch (the same pixels: results unchanged; forked loader workers share it); skipped
+    # with a warning when the images would need more than 70% of the available memory
     grad_accum: int = 1
     save_period: int = 0              # also write last.pth every N optimizer steps inside an
     # epoch (0: at epoch ends only); resuming from such a checkpoint replays the epoch's data up

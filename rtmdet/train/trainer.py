@@ -44,6 +44,21 @@ class NothingToResume(ValueError):
 
 
 # ------------------------------------------------------------------------------ RNG state
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux's MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def rng_state() -> dict:
     np_state = np.random.get_state()
     st = {"python": random.getstate(), "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)),
@@ -102,7 +117,7 @@ def claim_dir(path: Path, exist_ok: bool) -> Path:
 # settings a resumed run may change (where and how it runs, not what it computes); the others
 # are its saved ones, and asking for another value is an error rather than silently ignored
 RESUME_MAY_CHANGE = ("device", "workers", "val_batch", "plots", "save_period", "speed_probe",
-                     "channels_last", "compile", "patience")
+                     "channels_last", "compile", "patience", "cache")
 RESUME_LOCATORS = ("resume", "project", "name", "exist_ok")
 
 
@@ -304,6 +319,19 @@ class Trainer:
         if self.resume_ckpt is not None:
             self._load_resume(self.resume_ckpt)
 
+    def _cache_images(self) -> None:
+        """`cache=true`: the training images decoded into memory, unless they would crowd it."""
+        need, free = self.train_set.cache_bytes(), available_memory()
+        if free is not None and need > 0.7 * free:
+            log.warning("cache: the %d training images need %.1f GB decoded, %.1f GB of memory is "
+                        "available: not cached (they are read from disk as usual)",
+                        len(self.train_set), need / 1e9, free / 1e9)
+            return
+        held = self.train_set.cache_images(progress=self.main)
+        if self.main:
+            log.info("cache: %d training images decoded into memory (%.2f GB%s)", len(self.train_set),
+                     held / 1e9, f" in each of {self.world} processes" if self.world > 1 else "")
+
     def _load_backbone(self, model: torch.nn.Module, src: str):
         """ImageNet weights into `model.backbone` before the first step; rank 0 downloads first
         (the others then read the cached file). Offline: a one-line ValueError saying what to do."""
@@ -466,6 +494,8 @@ class Trainer:
             log.info("lr %.2e now, %.2e after a %d-step linear warm-up, cosine down to %.2e from "
                      "epoch %d", self.optimizer.param_groups[0]["lr"], self.lr, self.warmup,
                      self.lr * cfg.min_lr_ratio, cfg.epochs // 2 + 1)
+        if cfg.cache:  # before the loader's workers start: they share the decoded pages
+            self._cache_images()
         try:
             # DDP: every rank gets the SIGINT and stops on its own (no collective save)
             with stop_on_sigint(enabled=self.world == 1) as self.stop:
