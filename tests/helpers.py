@@ -103,6 +103,27 @@ def save_random_checkpoint(path: Path, name: str = "rtmdet-tiny", class_names=No
     return path
 
 
+def model_with_boxes(class_names, imgsz: int, box_bias=(0.2, 1.5), seed: int = 0):
+    """A random rtmdet-tiny (eval mode) whose box regression biases are drawn from `box_bias`,
+    so every prior predicts a box of a few strides (the reference's init predicts nearly empty
+    boxes, which the post-processing drops): detections to crop, merge or draw."""
+    import rtmdet
+    torch.manual_seed(seed)
+    m = rtmdet.create("rtmdet-tiny", num_classes=len(class_names), class_names=list(class_names))
+    m.test_cfg.imgsz = imgsz
+    for name, p in m.named_parameters():
+        if "rtm_reg" in name and name.endswith("bias"):
+            torch.nn.init.uniform_(p, *box_bias)
+    return m.eval()
+
+
+def save_model(model, path: Path) -> Path:
+    """`model` saved as our checkpoint (meta included), what `rtmdet.load` and the CLI read."""
+    from rtmdet.api import checkpoint_meta
+    torch.save({"meta": checkpoint_meta(model), "state_dict": model.state_dict()}, path)
+    return path
+
+
 def unpack_masks(fix: dict) -> np.ndarray:
     """A `-ins` fixture's bit-packed reference masks -> (N,H,W) bool."""
     n, h, w = fix["masks_shape"]

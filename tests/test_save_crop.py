@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import model_with_boxes, save_model
 from rtmdet.cli import main
 from rtmdet.detections import Detections
 
@@ -52,20 +53,10 @@ def test_windows_are_the_pixels_each_box_touches():
 
 @pytest.fixture(scope="module")
 def odd_names(tmp_path_factory):
-    """A random 3-class model whose class names are not folder names as they stand, with box
-    regression biases that give every prior a box of a few pixels (the reference's init gives
-    nearly empty boxes, which the post-processing drops)."""
-    import rtmdet
-    from rtmdet.api import checkpoint_meta
-    torch.manual_seed(0)
-    m = rtmdet.create("rtmdet-tiny", num_classes=3, class_names=["cat/dog", "..", "a:b*c"])
-    m.test_cfg.imgsz = 64
-    for name, p in m.named_parameters():
-        if "rtm_reg" in name and name.endswith("bias"):
-            torch.nn.init.uniform_(p, 0.2, 1.5)
-    path = tmp_path_factory.mktemp("odd") / "m.pth"
-    torch.save({"meta": checkpoint_meta(m), "state_dict": m.state_dict()}, path)
-    return str(path)
+    """A random 3-class model whose class names are not folder names as they stand (boxes of a
+    few pixels from every prior: `model_with_boxes`)."""
+    m = model_with_boxes(["cat/dog", "..", "a:b*c"], imgsz=64)
+    return str(save_model(m, tmp_path_factory.mktemp("odd") / "m.pth"))
 
 
 def _img(seed, h=48, w=64):

@@ -10,21 +10,16 @@ import torch
 import torchvision
 
 import rtmdet
+from helpers import model_with_boxes, save_model
 from rtmdet.cli import main
 from rtmdet.inference.tta import tta_sizes, tta_views
 
 
 @pytest.fixture(scope="module")
 def model():
-    """A random 3-class tiny at 320 (views 320/160/480, padded to 480) whose box regression
-    biases give every prior a box of a few pixels, so each view has detections to merge."""
-    torch.manual_seed(0)
-    m = rtmdet.create("rtmdet-tiny", num_classes=3, class_names=["a", "b", "c"])
-    m.test_cfg.imgsz = 320
-    for name, p in m.named_parameters():
-        if "rtm_reg" in name and name.endswith("bias"):
-            torch.nn.init.uniform_(p, 0.5, 3.0)
-    return m.eval()
+    """A random 3-class tiny at 320 (views 320/160/480, padded to 480) whose every prior
+    predicts a box, so each view has detections to merge."""
+    return model_with_boxes(["a", "b", "c"], imgsz=320, box_bias=(0.5, 3.0))
 
 
 def _image(h=150, w=200, seed=0):
@@ -94,8 +89,7 @@ def test_tta_errors(model, tmp_path, capsys):
     with pytest.raises(ValueError, match="tta: detection models only"):
         ins.predict(img, tta=True)
     cv2.imwrite(str(tmp_path / "x.png"), img)
-    path = tmp_path / "m.pth"
-    torch.save({"state_dict": model.state_dict(), "meta": rtmdet.api.checkpoint_meta(model)}, path)
+    path = save_model(model, tmp_path / "m.pth")
     assert main(["predict", str(tmp_path / "x.png"), "--weights", str(path), "--tta", "--tile", "640",
                  "--save-dir", str(tmp_path / "o")]) == 2
     assert "--tta and --tile do not combine" in capsys.readouterr().err
@@ -106,8 +100,7 @@ def test_cli_predict_and_val_take_tta(model, tmp_path, capsys):
 
     from helpers import shapes_data
     data = shapes_data(tmp_path / "data", train=1, val=2)
-    path = tmp_path / "m.pth"
-    torch.save({"state_dict": model.state_dict(), "meta": rtmdet.api.checkpoint_meta(model)}, path)
+    path = save_model(model, tmp_path / "m.pth")
     img = next((data / "images" / "val").glob("*.jpg"))
     assert main(["predict", str(img), "--weights", str(path), "--tta", "--score-thr", "0.0", "--no-fuse",
                  "--save-json", "--no-save", "--save-dir", str(tmp_path / "o")]) == 0
