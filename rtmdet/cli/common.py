@@ -132,17 +132,14 @@ def open_model(args):
     for anything that cannot be opened."""
     from ..checkpoint import CheckpointError
     from ..inference import BackendUnavailable, Detector
-    from ..inference.detector import GRAPH_SUFFIXES
     from ..zoo import DownloadError
     src = check_model_arg(args)
     dev = device(getattr(args, "device", None))
     try:
         if hasattr(args, "no_fuse"):
             return Detector(src, device=dev, **speed_kwargs(args))
-        if Path(src).suffix.lower() in GRAPH_SUFFIXES:
-            return Detector(src, device=dev)
-        from ..api import load
-        return load(src, device=dev)
+        from ..api import open_model as open_source
+        return open_source(src, dev)
     except (CheckpointError, DownloadError, FileNotFoundError, BackendUnavailable, ValueError) as e:
         raise UsageError(str(e)) from None
 

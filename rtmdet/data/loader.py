@@ -90,12 +90,16 @@ class TrainDataset(Dataset):
                  target_steps: Mapping[str, int] | None = None,
                  filter_empty_gt: bool = True, min_size: int = 32, max_refetch: int = 1000):
         self.dataset = dataset
-        self.records = [r for r in dataset.records
-                        if (not filter_empty_gt or len(r.boxes) > 0) and min(r.width, r.height) >= min_size]
-        # what the reference's filter_cfg leaves out, counted so a run can say so
-        self.left_out = {"without boxes": sum(1 for r in dataset.records if filter_empty_gt and not len(r.boxes)),
-                         f"under {min_size} px": sum(1 for r in dataset.records if (len(r.boxes) or not filter_empty_gt)
-                                                     and min(r.width, r.height) < min_size)}
+        # the reference's filter_cfg; what it leaves out is counted so a run can say so
+        self.records, no_boxes, small = [], 0, 0
+        for r in dataset.records:
+            if filter_empty_gt and not len(r.boxes):
+                no_boxes += 1
+            elif min(r.width, r.height) < min_size:
+                small += 1
+            else:
+                self.records.append(r)
+        self.left_out = {"without boxes": no_boxes, f"under {min_size} px": small}
         if not self.records:
             raise ValueError("TrainDataset: no usable image left after filtering empty/small images")
         self.model_size = model_size

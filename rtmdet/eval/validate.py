@@ -61,9 +61,10 @@ def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progr
         chunk = recs[start:start + batch_size]
         imgs, ok = [], []
         for r in chunk:
+            path = dataset.image_path(r)
             try:
-                imgs.append(read_image(dataset.image_path(r)))
-                check_decoded_size(r, imgs[-1].shape, dataset.image_path(r))
+                imgs.append(read_image(path))
+                check_decoded_size(r, imgs[-1].shape, path)
                 ok.append(r)
             except ImageReadError as e:
                 log.warning("skipped %s", e)

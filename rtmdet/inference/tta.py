@@ -19,12 +19,13 @@ from ..config import TestConfig
 from ..data.letterbox import ImageMeta, letterbox
 from ..detections import Detections
 from ..ops.nms import batched_nms
+from .tiling import PAD_VALUE
 
 TTA_SCALES = (1.0, 0.5, 1.5)  # x imgsz: the reference's (640, 640), (320, 320), (960, 960)
 TTA_FLIPS = (True, False)  # the reference's RandomFlip(prob=1.) then RandomFlip(prob=0.)
 TTA_NMS_IOU = 0.6  # tta_cfg.nms.iou_threshold
 TTA_MAX_PER_IMG = 100  # tta_cfg.max_per_img
-PAD_VALUE = 114
+VIEWS = len(TTA_SCALES) * len(TTA_FLIPS)  # per image
 
 
 def tta_sizes(size: tuple[int, int]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
@@ -91,14 +92,13 @@ def check_tta(backend, imgsz=None) -> None:
 
 def run_tta(backend, images: list[np.ndarray], cfg: TestConfig, batch_size: int = 8) -> list[Detections]:
     """Decoded BGR images -> their merged test-time-augmented detections; the views of all
-    `images` run `batch_size` at a time."""
-    check_tta(backend, cfg.imgsz)
+    `images` run `batch_size` at a time. The caller has checked the backend (`check_tta`)."""
     size = backend.input_size(cfg.imgsz)
     _, pad = tta_sizes(size)
-    jobs = []  # (image index, view, meta, flip)
-    for i, img in enumerate(images):
-        views, metas, flips = tta_views(img, size)
-        jobs += [(i, v, m, f) for v, m, f in zip(views, metas, flips)]
+    jobs = []  # (view, meta) of every image, image by image
+    for img in images:
+        views, metas, _ = tta_views(img, size)
+        jobs += list(zip(views, metas))
     if backend.fixed_batch:
         batch_size = min(batch_size, backend.fixed_batch)
     per_view: list[Detections] = []
@@ -106,10 +106,8 @@ def run_tta(backend, images: list[np.ndarray], cfg: TestConfig, batch_size: int 
         chunk = jobs[start:start + batch_size]
         # the views already have the input size: the backend's own letterbox (host or device,
         # any graph) passes them through unchanged; the views' metas replace its identity ones
-        x, _ = backend.preprocess([v for _, v, _, _ in chunk], pad)
-        per_view += backend.postprocess(backend.infer(x), [m for _, _, m, _ in chunk], cfg)
-    out = []
-    for i, img in enumerate(images):
-        rows = [k for k, job in enumerate(jobs) if job[0] == i]
-        out.append(merge_views([per_view[k] for k in rows], [jobs[k][3] for k in rows], img.shape[:2]))
-    return out
+        x, _ = backend.preprocess([v for v, _ in chunk], pad)
+        per_view += backend.postprocess(backend.infer(x), [m for _, m in chunk], cfg)
+    flips = list(TTA_FLIPS) * len(TTA_SCALES)  # each image's views, in `tta_views` order
+    return [merge_views(per_view[i * VIEWS:(i + 1) * VIEWS], flips, img.shape[:2])
+            for i, img in enumerate(images)]

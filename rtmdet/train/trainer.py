@@ -779,9 +779,9 @@ def train(cfg: TrainConfig | None = None, *, verbose: bool = True, **settings) -
     weights="rtmdet-s", epochs=50, batch=16)`. `settings` are `TrainConfig` fields (paths may be
     `Path`s), applied over `cfg`; an unknown one is a ValueError naming the closest field.
     `resume="runs/train/exp/last.pth"` (or `resume=True`: `<project>/<name>/last.pth`) continues
-    a run. Ctrl-C saves last.pth and raises
-    `TrainingInterrupted` (a KeyboardInterrupt). `verbose`: when logging is not configured,
-    print the run's log (what `rtmdet train` prints) to stderr while it trains."""
+    a run. Ctrl-C saves last.pth and raises `TrainingInterrupted` (a KeyboardInterrupt).
+    `verbose`: when logging is not configured, print the run's log (what `rtmdet train` prints)
+    to stderr while it trains."""
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     for key in settings:
         if key not in names:
