@@ -99,6 +99,26 @@ def test_version_and_env(tmp_path, monkeypatch, capsys):
     assert want in rows
 
 
+@pytest.mark.parametrize("sig, code, said", [("SIGTERM", 143, "terminated (SIGTERM)"),
+                                              ("SIGINT", 130, "interrupted")])
+def test_a_signal_ends_any_command_with_the_shells_code(monkeypatch, capsys, sig, code, said):
+    """kill / docker stop (SIGTERM) ends a command the way Ctrl-C does (its atomic outputs
+    leave no temporary behind), with 143 instead of 130; SIGTERM's default is restored."""
+    import os
+    import signal
+    import rtmdet.cli.models as models_cli
+
+    def cmd(args):
+        os.kill(os.getpid(), getattr(signal, sig))
+        for _ in range(10**6):  # the handler raises between two bytecodes
+            pass
+        return 0
+    monkeypatch.setattr(models_cli, "cmd_models", cmd)
+    assert main(["models"]) == code
+    assert capsys.readouterr().err.strip() == said
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "rtmdet", "models"], capture_output=True, text=True)
     assert r.returncode == 0 and "rtmdet-tiny" in r.stdout

@@ -4,6 +4,8 @@ keeps every image and frame it finished."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import cv2
@@ -161,6 +163,47 @@ def test_ctrl_c_in_a_video_keeps_the_frames_done(weights, tmp_path, capsys, inte
     frames = [int(line.split()[0]) for line in (out / "labels" / "clip.txt").read_text().splitlines()]
     assert frames == [i for i, r in enumerate(recs) for _ in r["detections"]] and frames
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+class _TerminatedAt(_InterruptedAt):
+    """A model whose `calls`-th predict gets a real SIGTERM (kill, docker stop); before each
+    call it notes what the --save-txt temporary file holds so far."""
+
+    def __init__(self, model, calls, labels_dir):
+        super().__init__(model, calls)
+        self.labels_dir, self.on_disk = labels_dir, []
+
+    def predict(self, *a, **kw):
+        self.calls -= 1
+        tmp = list(self.labels_dir.glob(".clip.*.tmp.txt")) if self.labels_dir.is_dir() else []
+        self.on_disk.append(tmp[0].read_text() if tmp else None)
+        if self.calls == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10**6):  # the handler raises between two bytecodes of this loop
+                pass
+        return self.model.predict(*a, **kw)
+
+
+def test_sigterm_in_a_video_keeps_the_frames_done_and_exits_143(weights, tmp_path, capsys, monkeypatch):
+    """SIGTERM keeps what Ctrl-C keeps, exits with the shell's code for it; the labels stream
+    to disk frame by frame (a camera watched for hours holds none in memory)."""
+    _video(tmp_path / "clip.avi", 6)
+    out = tmp_path / "out"
+    real = predict_cli.open_model
+    model = {}
+    monkeypatch.setattr(predict_cli, "open_model",
+                        lambda args: model.setdefault("m", _TerminatedAt(real(args), 5, out / "labels")))
+    assert _run(weights, tmp_path / "clip.avi", out, "--batch", "1") == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    assert capsys.readouterr().out.startswith("interrupted: 4 image(s)/frame(s)")
+    recs = json.loads((out / "predictions.json").read_text())
+    assert [r["source"].rsplit("#", 1)[1] for r in recs] == ["0", "1", "2", "3"]
+    assert int(cv2.VideoCapture(str(out / "clip.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    text = (out / "labels" / "clip.txt").read_text()
+    frames = [int(line.split()[0]) for line in text.splitlines()]
+    assert frames == [i for i, r in enumerate(recs) for _ in r["detections"]] and frames
+    assert model["m"].on_disk[-1] == text  # frames 0-3 were on disk before frame 4 was asked for
+    assert not [p for d in (out, out / "labels") for p in d.iterdir() if p.name.startswith(".")]
 
 
 def test_ctrl_c_among_images_keeps_the_images_done_and_skips_the_rest(weights, tmp_path, capsys,

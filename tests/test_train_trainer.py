@@ -17,8 +17,9 @@ from rtmdet.checkpoint import safe_load
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs one training in a fresh process. KILL_AT=n sends SIGKILL to itself right after optimizer
-# step n (a real crash: nothing gets flushed or saved); INT_AT=n sends SIGINT (Ctrl-C) instead,
-# to the whole process group (data loader workers included) with INT_GROUP=1.
+# step n (a real crash: nothing gets flushed or saved); INT_AT=n sends SIGINT (Ctrl-C) instead
+# (INT_SIG=SIGTERM: that signal), to the whole process group (data loader workers included) with
+# INT_GROUP=1.
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
     torch.set_num_threads(1)
@@ -35,12 +36,13 @@ SCRIPT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
         cbs.append(cb)
     if int_at:
+        sig = getattr(signal, os.environ.get("INT_SIG", "SIGINT"))
         def cb(tr):
             if tr.iteration == int_at:
                 if os.environ.get("INT_GROUP"):
-                    os.killpg(os.getpgid(0), signal.SIGINT)
+                    os.killpg(os.getpgid(0), sig)
                 else:
-                    os.kill(os.getpid(), signal.SIGINT)
+                    os.kill(os.getpid(), sig)
         cbs.append(cb)
     cfg = TrainConfig(data=data, model="rtmdet-tiny", epochs=2, imgsz=64,
                       workers=int(os.environ.get("WORKERS", "0")),
@@ -53,7 +55,7 @@ SCRIPT = textwrap.dedent("""
         Trainer(cfg, callbacks=cbs).train()
     except TrainingInterrupted as e:
         print(e, file=sys.stderr)
-        sys.exit(130)
+        sys.exit(e.exit_code)
 """)
 
 
@@ -153,22 +155,84 @@ def test_ctrl_c_saves_at_the_last_step_and_resume_loses_nothing(data, tmp_path, 
     _same_weights(a, b)
 
 
-def test_ctrl_c_flag_then_a_second_ctrl_c_interrupts():
-    from rtmdet.train.interrupt import stop_on_sigint
-    before = signal.getsignal(signal.SIGINT)
+def test_sigterm_saves_at_the_last_step_with_its_own_exit_code(data, tmp_path):
+    """SIGTERM (kill, docker stop, a scheduler's preemption) to the whole group, workers too,
+    right after step 6 of 8: saved there like Ctrl-C, exit 143; the resume ends on the weights
+    of the uninterrupted run."""
+    full = _run(data, tmp_path, "full", BATCH=1, WORKERS=2)
+    assert full.returncode == 0, full.stderr[-3000:]
+    stopped = _run(data, tmp_path, "stop", BATCH=1, WORKERS=2, INT_AT=6, INT_GROUP=1, INT_SIG="SIGTERM")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    last = tmp_path / "stop" / "last.pth"
+    assert f"stopped by SIGTERM; {last} holds the run at epoch 2, batch 2" in stopped.stderr
+    mid = safe_load(last)
+    assert (mid["epoch"], mid["batch"], mid["iteration"]) == (1, 2, 6)
+    resumed = _run(data, tmp_path, "stop", resume=str(last), BATCH=1, WORKERS=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _same_weights(safe_load(tmp_path / "full" / "last.pth"), safe_load(last))
+
+
+def _spin(stop=None):
+    for _ in range(10**6):  # a signal's handler runs between bytecodes of the main thread
+        if stop is not None and stop:
+            return
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_first_signal_raises_the_flag_a_second_interrupts(sig):
+    from rtmdet.train.interrupt import stop_on_signals
+    before = signal.getsignal(sig)
     with pytest.raises(KeyboardInterrupt):
-        with stop_on_sigint() as stop:
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):  # the handler runs between bytecodes of the main thread
-                if stop:
-                    break
-            assert stop
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(10**6):
-                pass
-    assert signal.getsignal(signal.SIGINT) is before
-    with stop_on_sigint(enabled=False) as stop:
-        assert signal.getsignal(signal.SIGINT) is before and not stop
+        with stop_on_signals() as stop:
+            os.kill(os.getpid(), sig)
+            _spin(stop)
+            assert stop and stop.reason == {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}[sig]
+            assert stop.exit_code == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig]
+            os.kill(os.getpid(), sig)
+            _spin()
+    assert signal.getsignal(sig) is before
+    with stop_on_signals(enabled=False) as stop:
+        assert signal.getsignal(sig) is before and not stop
+
+
+def test_training_from_the_cli_takes_sigterm_over_and_gives_it_back():
+    """`rtmdet train` runs inside the CLI's SIGTERM-raises handler: the trainer must still get
+    the signal as a flag (save, then stop), and leave the CLI's handler as it found it."""
+    from rtmdet.signals import raise_terminated, sigterm_as_interrupt
+    from rtmdet.train.interrupt import stop_on_signals
+    with sigterm_as_interrupt():
+        with stop_on_signals() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            _spin(stop)
+            assert stop.reason == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) is raise_terminated
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_under_ddp_repeats_do_not_interrupt_the_save():
+    """torchrun forwards a terminal's Ctrl-C to workers that already got it: the second copy
+    must not cut the save short."""
+    from rtmdet.train.interrupt import stop_on_signals
+    with stop_on_signals(repeats_interrupt=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        _spin(stop)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        _spin()
+        assert stop.reason == "Ctrl-C"
+
+
+def test_a_host_applications_sigterm_handler_is_left_alone():
+    from rtmdet.train.interrupt import stop_on_signals
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
+    try:
+        with stop_on_signals() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            _spin()
+            assert not stop and seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import sys
 
 from .. import __version__
 from ..atomic import WriteError
+from ..signals import exit_code, sigterm_as_interrupt
 from . import bench, demo, env, export, models, predict, split, train, val
 from .common import UsageError
 
@@ -38,14 +39,15 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s")
-    try:
-        return int(args.func(args) or 0)
+    try:  # SIGTERM (kill, docker stop) keeps what Ctrl-C keeps: the work done so far
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except (UsageError, WriteError) as e:  # a bad argument, or an output that cannot be written
         print(f"rtmdet {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted", file=sys.stderr)
+        return exit_code(e)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,13 @@ from .common import (UsageError, add_model_args, add_speed_args, add_tile_args, 
 
 log = logging.getLogger("rtmdet")
 
-INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C (SIGINT)
-
-
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
     from ..atomic import ensure_dir, write_image, write_json, write_text
     from ..data.images import ImageReadError, read_image
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
+    from ..signals import exit_code
     from ..sources import is_url, is_video, list_sources, output_names, source_label, source_root, url_file_name
 
     check_model_arg(args)
@@ -77,7 +75,7 @@ def cmd_predict(args) -> int:
         for name, crop in zip(crops, d.crops(img)):
             write_image(save_dir / name, crop)
 
-    interrupted = False
+    interrupted = 0  # or the exit code of the signal that stopped the run
     bar = tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2)
     # on a GPU, reading ahead and drawing / writing behind overlap the network
     pipelined = on_accelerator(model)
@@ -106,8 +104,8 @@ def cmd_predict(args) -> int:
                         records.append(rec)  # after its files: Ctrl-C in a write leaves neither
                         n_dets += len(d)
                 bar.update(len(batch))
-        except KeyboardInterrupt:  # the images done so far are still written (writer drains)
-            interrupted = True
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the images done so far are still
+            interrupted = exit_code(e)  # written (the writer drains)
     for v in videos:
         if interrupted:
             break
@@ -125,7 +123,7 @@ def cmd_predict(args) -> int:
           + f"{records.count} image(s)/frame(s), {n_dets} detection(s)"
           + (f", {len(failed)} unreadable skipped: {', '.join(failed)}" if failed else "")
           + (f"; results in {save_dir}" if writes else ""))
-    return INTERRUPTED if interrupted else 0
+    return interrupted or 0
 
 
 class Records:
@@ -196,15 +194,18 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
                    knobs: dict, records: Records, args, crop_taken: set) -> tuple[int | None, bool]:
     """Detections of every frame of a video, stream or camera (drawn into
     `<save-dir>/<out_name>`, an mp4 written to a temporary name, checked frame by frame, then
-    renamed) -> (detections, whether Ctrl-C ended it); detections None when nothing could be
-    read. After Ctrl-C the frames done so far are kept: the video is closed and renamed."""
+    renamed; --save-txt lines streamed to a temporary file frame by frame, so an hours-long
+    stream holds none in memory) -> (detections, exit code of the Ctrl-C or SIGTERM that ended
+    it, else 0); detections None when nothing could be read. After a stop the frames done so
+    far are kept: the video and the labels are closed and renamed."""
     import itertools
 
     import cv2
     from tqdm import tqdm
 
-    from ..atomic import WriteError, atomic_path, write_image, write_text
+    from ..atomic import WriteError, atomic_open, atomic_path, write_image
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
+    from ..signals import exit_code
     from ..sources import source_label
     label = source_label(path)
     cap = _open_capture(path)
@@ -216,7 +217,7 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
     stride = args.vid_stride
     total = -(-int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) // stride)
     # frame_idx counts the frames detected on (and drawn), source_idx the video's own frames
-    n, frame_idx, txt, interrupted = 0, 0, [], False
+    n, frame_idx, interrupted = 0, 0, 0
     source_idx = [0]
     out = save_dir / out_name
     written = [0]
@@ -251,6 +252,7 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
     try:
         with contextlib.ExitStack() as stack:
             tmp = None if args.no_save else stack.enter_context(atomic_path(out, check=check))
+            txt = None  # --save-txt's file, opened with the first frame
             pipelined = on_accelerator(model)
             background = stack.enter_context(BackgroundWriter(enabled=pipelined))
             batches = stack.enter_context(contextlib.closing(
@@ -279,15 +281,17 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
                                 background.submit(put_crops, frame, d.numpy() if pipelined else d, crops)
                                 rec["crops"] = [str(c) for c in crops]
                             if args.save_txt:
-                                txt += [f"{idx} {line}" for line in d.to_txt().splitlines()]
+                                if txt is None:
+                                    txt = stack.enter_context(atomic_open(save_dir / "labels" / txt_name))
+                                txt.write("".join(f"{idx} {line}\n" for line in d.to_txt().splitlines()).encode())
                                 rec["labels"] = str(Path("labels") / txt_name)
                             records.append(rec)
                             frame_idx += 1
                         bar.update(len(frames))
                         if len(frames) < args.batch:
                             break
-                except KeyboardInterrupt:  # keep the frames done so far
-                    interrupted = True
+                except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: keep the frames done so far
+                    interrupted = exit_code(e)
             background.close()
             if writer is not None:
                 writer.release()
@@ -299,8 +303,6 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
         return (0 if interrupted else None), interrupted
     finally:
         cap.release()
-    if args.save_txt:
-        write_text(save_dir / "labels" / txt_name, "\n".join(txt) + ("\n" if txt else ""))
     return n, interrupted
 
 

@@ -43,7 +43,7 @@ def cmd_train(args) -> int:
         raise UsageError(str(e)) from None
     except TrainingInterrupted as e:
         print(f"rtmdet train: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     return 0
 
 

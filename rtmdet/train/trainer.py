@@ -27,7 +27,7 @@ from ..presets import get_record
 from ..atomic import WriteError, write_text
 from .config import TrainConfig, validate
 from .ema import ExpMomentumEMA
-from .interrupt import StopFlag, TrainingInterrupted, stop_on_sigint
+from .interrupt import StopFlag, TrainingInterrupted, stop_on_signals
 from .schedule import RTMDetLRScheduler, build_optimizer, scaled_lr, warmup_steps
 from .step import autocast_dtype, backward_step, forward_loss, grad_scaler
 from .step import float_outputs  # noqa: F401  (its home before step.py)
@@ -185,7 +185,7 @@ class Trainer:
         any of them that differs from the run's saved value is an error. None: every setting
         that differs from the defaults counts as given."""
         self.callbacks = list(callbacks or [])
-        self.stop = StopFlag()  # raised by the first Ctrl-C while `train()` runs
+        self.stop = StopFlag()  # raised by the first Ctrl-C or SIGTERM while `train()` runs
         cfg = validate(cfg)
         if cfg.pipeline not in ("recipe", "stage2", "light"):
             raise ValueError(f"pipeline must be recipe, stage2 or light, got {cfg.pipeline!r}")
@@ -497,8 +497,9 @@ class Trainer:
         if cfg.cache:  # before the loader's workers start: they share the decoded pages
             self._cache_images()
         try:
-            # DDP: every rank gets the SIGINT and stops on its own (no collective save)
-            with stop_on_sigint(enabled=self.world == 1) as self.stop:
+            # DDP: the ranks agree on the step to stop at (train_epoch), so a repeat (torchrun
+            # forwarding the terminal's Ctrl-C) must not interrupt the save
+            with stop_on_signals(repeats_interrupt=self.world == 1) as self.stop:
                 return self._train_epochs()
         finally:  # stop the persistent workers
             self._train_loader = None
@@ -529,13 +530,13 @@ class Trainer:
                 self.stopped_early = bool(metrics) and not last and self._patience_over(epoch + 1)
                 self.save_checkpoint(epoch + 1, is_best)
                 self.log_epoch(epoch, losses, metrics, time.time() - t0)
-                if self.stop and not last:
-                    self._stopped(epoch + 1)
-            if self.world > 1:
-                flag = [self.stopped_early]
-                dist.broadcast_object_list(flag, src=0)  # every rank stops with rank 0
-                self.stopped_early = flag[0]
-                dist.barrier()
+            stop = bool(self.stop)
+            if self.world > 1:  # every rank stops with rank 0's early stop, and with any rank's signal
+                flags = torch.tensor([float(self.stopped_early), float(stop)], device=self.device)
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                self.stopped_early, stop = (bool(f) for f in flags.tolist())
+            if stop and not last:
+                self._stopped(epoch + 1)
             if self.stopped_early:
                 if self.main:
                     log.info("early stop after epoch %d: no better validation in the %d epochs since "
@@ -558,17 +559,23 @@ class Trainer:
                 and epoch - self.best_epoch >= self.cfg.patience)
 
     def _stopped(self, epoch: int, batch: int = 0, sums: dict | None = None):
-        """Ctrl-C: last.pth at the last optimizer step (`batch` batches into `epoch`, or the end
-        of epoch `epoch`), then stop with `TrainingInterrupted`."""
+        """Ctrl-C or SIGTERM: last.pth at the last optimizer step (`batch` batches into `epoch`,
+        or the end of epoch `epoch`), then stop with `TrainingInterrupted`. Under DDP every rank
+        comes here at the same step; rank 0 saves while the others wait (a rank that left
+        first would have torchrun kill rank 0 in the middle of its save)."""
         path = self.save_dir / "last.pth"
-        if batch:
+        if batch and self.main:
             self.save_checkpoint(epoch, False, batch=batch, sums=sums)
+        if self.world > 1:
+            dist.barrier()
         where = f"epoch {epoch + 1}, batch {batch}" if batch else f"the end of epoch {epoch}"
+        by = self.stop.reason or "a signal to another rank"
         if not path.is_file():
-            raise TrainingInterrupted("stopped by Ctrl-C before the first optimizer step; nothing to save",
-                                      None)
-        raise TrainingInterrupted(f"stopped by Ctrl-C; {path} holds the run at {where} "
-                                  f"(continue with: rtmdet train --resume {path})", path)
+            raise TrainingInterrupted(f"stopped by {by} before the first optimizer step; nothing to save",
+                                      None, self.stop.exit_code)
+        raise TrainingInterrupted(f"stopped by {by}; {path} holds the run at {where} "
+                                  f"(continue with: rtmdet train --resume {path})", path,
+                                  self.stop.exit_code)
 
     def train_epoch(self, epoch: int, skip: int = 0) -> dict:
         """One epoch. `skip` batches (a mid-epoch resume) are drawn from the loader but not
@@ -596,9 +603,14 @@ class Trainer:
             parts = {k: v.detach() for k, v in parts.items()}
             vals = torch.stack([*parts.values(), loss.detach()])
             finite = torch.isfinite(vals).all().float()
-            if self.world > 1:
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() < 1:
+            if self.world > 1:  # one collective per step: whether every rank is finite and goes on
+                flags = torch.stack([finite, torch.tensor(float(not self.stop), device=finite.device)])
+                dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+                finite, go_on = flags.tolist()
+                stop_here = go_on < 1  # agreed now: a signal arriving later waits for the next step
+            else:
+                finite = finite.item()
+            if finite < 1:
                 raise NonFiniteLossError(
                     f"loss is not finite at epoch {epoch + 1}, batch {i} (loss_cls={vals[0].item()}, "
                     f"loss_bbox={vals[1].item()}, total={vals[-1].item()}); stopped. The last good checkpoint is "
@@ -628,7 +640,7 @@ class Trainer:
                     extra["mem"] = f"{torch.cuda.memory_reserved(self.device) / 2**30:.1f}G"
                 bar.set_postfix(cls=f"{sums['loss_cls'] / (i + 1):.4f}", bbox=f"{sums['loss_bbox'] / (i + 1):.4f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", **extra)
-            if self.stop and i + 1 < n:  # Ctrl-C: no further batch is fetched
+            if (stop_here if self.world > 1 else self.stop) and i + 1 < n:  # no further batch is fetched
                 bar.update(i + 1 - bar.n)  # the bar counts a batch when the next one is asked for
                 bar.close()
                 self._stopped(epoch, *stepped)
@@ -779,7 +791,7 @@ def train(cfg: TrainConfig | None = None, *, verbose: bool = True, **settings) -
     weights="rtmdet-s", epochs=50, batch=16)`. `settings` are `TrainConfig` fields (paths may be
     `Path`s), applied over `cfg`; an unknown one is a ValueError naming the closest field.
     `resume="runs/train/exp/last.pth"` (or `resume=True`: `<project>/<name>/last.pth`) continues
-    a run. Ctrl-C saves last.pth and raises `TrainingInterrupted` (a KeyboardInterrupt).
+    a run. Ctrl-C or SIGTERM saves last.pth and raises `TrainingInterrupted` (a KeyboardInterrupt).
     `verbose`: when logging is not configured, print the run's log (what `rtmdet train` prints)
     to stderr while it trains."""
     names = [f.name for f in dataclasses.fields(TrainConfig)]
