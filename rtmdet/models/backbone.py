@@ -39,6 +39,26 @@ class CSPNeXt(nn.Module):
             if i + 1 in out_indices:
                 self.out_channels.append(cout)
 
+    PARTS = ("stem", "stage1", "stage2", "stage3", "stage4")
+
+    def freeze(self, parts: int) -> None:
+        """Fine-tuning on little data: the first `parts` of (stem, stage1..stage4) stop
+        learning, their BatchNorm statistics included (kept in eval mode through `train()`),
+        as the reference's `frozen_stages=parts - 1`. 0 unfreezes nothing already frozen."""
+        if not 0 <= parts <= len(self.PARTS):
+            raise ValueError(f"freeze={parts}: must be between 0 and {len(self.PARTS)}")
+        self.frozen = parts
+        for name in self.PARTS[:parts]:
+            for p in getattr(self, name).parameters():
+                p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.PARTS[:getattr(self, "frozen", 0)]:
+            getattr(self, name).eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
         x = self.stem(x)

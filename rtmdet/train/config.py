@@ -35,6 +35,9 @@ class TrainConfig:
     patience: int = 0                 # early stop: end the run at a validation that finds no
     # better model in the `patience` epochs since the best one (0: never, as the reference).
     # Counted in epochs; a stop in stage 1 skips the stage-2 epochs the recipe ends with
+    freeze: int = 0                   # fine-tuning: the first N of the backbone's stem, stage1..
+    # stage4 keep their weights and BatchNorm statistics (5: the whole backbone; the reference's
+    # frozen_stages=N-1); 0: everything trains, as the recipe
     ema_momentum: float = 0.0002
     ema_gamma: float = 2000
     seed: int = 0
@@ -78,7 +81,7 @@ RULES = {
     "warmup_start": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "min_lr_ratio": (lambda v: 0 <= v <= 1, "between 0 and 1"),
     "stage2_epochs": (lambda v: v >= 0, ">= 0"), "val_interval": (lambda v: v >= 1, ">= 1"),
-    "patience": (lambda v: v >= 0, ">= 0"),
+    "patience": (lambda v: v >= 0, ">= 0"), "freeze": (lambda v: 0 <= v <= 5, "between 0 and 5"),
     "ema_momentum": (lambda v: 0 < v < 1, "in (0, 1)"), "ema_gamma": (lambda v: v > 0, "> 0"),
     "seed": (lambda v: v >= 0, ">= 0"), "grad_accum": (lambda v: v >= 1, ">= 1"),
     "save_period": (lambda v: v >= 0, ">= 0"), "val_batch": (lambda v: v >= 1, ">= 1"),

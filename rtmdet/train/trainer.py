@@ -281,6 +281,13 @@ class Trainer:
             src = pretrained_backbone_source(cfg, self.record)
             if src is not None:
                 self.backbone_report = self._load_backbone(model, src)
+        if cfg.freeze:  # before the optimizer is built: it takes only what trains
+            model.backbone.freeze(cfg.freeze)
+            if self.main:
+                n = sum(p.numel() for p in model.parameters())
+                log.info("freeze=%d: backbone %s frozen (%.2fM of %.2fM parameters train)", cfg.freeze,
+                         ", ".join(model.backbone.PARTS[:cfg.freeze]),
+                         sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, n / 1e6)
         model.to(self.device)
         # channels-last pays on CUDA (tensor-core convs); the CPU keeps the layout it trains with
         self.channels_last = bool(cfg.channels_last and self.device.type == "cuda")
