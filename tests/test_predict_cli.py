@@ -105,7 +105,7 @@ def test_without_save_json_nothing_accumulates(weights, tmp_path, monkeypatch, c
     assert main(["predict", str(src), "--weights", weights, "--save-dir", str(tmp_path / "o"),
                  "--no-save", "--save-json"]) == 0
     assert len(calls) == 5
-    r = Records(keep=False)
-    for _ in range(3):
-        r.append({"x": 1})
-    assert r.count == 3 and r.items == []
+    with Records.open(None) as r:
+        for _ in range(3):
+            r.append({"x": 1})
+    assert r.count == 3 and r.file is None

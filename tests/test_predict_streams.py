@@ -167,16 +167,18 @@ def test_ctrl_c_in_a_video_keeps_the_frames_done(weights, tmp_path, capsys, inte
 
 class _TerminatedAt(_InterruptedAt):
     """A model whose `calls`-th predict gets a real SIGTERM (kill, docker stop); before each
-    call it notes what the --save-txt temporary file holds so far."""
+    call it notes what the --save-txt and --save-json temporary files hold so far."""
 
-    def __init__(self, model, calls, labels_dir):
+    def __init__(self, model, calls, out):
         super().__init__(model, calls)
-        self.labels_dir, self.on_disk = labels_dir, []
+        self.out, self.on_disk, self.json_on_disk = out, [], []
 
     def predict(self, *a, **kw):
         self.calls -= 1
-        tmp = list(self.labels_dir.glob(".clip.*.tmp.txt")) if self.labels_dir.is_dir() else []
+        tmp = list(self.out.glob("labels/.clip.*.tmp.txt"))
         self.on_disk.append(tmp[0].read_text() if tmp else None)
+        tmp = list(self.out.glob(".predictions.*.tmp.json"))
+        self.json_on_disk.append(tmp[0].read_text() + "\n]" if tmp else None)
         if self.calls == 0:
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(10**6):  # the handler raises between two bytecodes of this loop
@@ -185,14 +187,15 @@ class _TerminatedAt(_InterruptedAt):
 
 
 def test_sigterm_in_a_video_keeps_the_frames_done_and_exits_143(weights, tmp_path, capsys, monkeypatch):
-    """SIGTERM keeps what Ctrl-C keeps, exits with the shell's code for it; the labels stream
-    to disk frame by frame (a camera watched for hours holds none in memory)."""
+    """SIGTERM keeps what Ctrl-C keeps, exits with the shell's code for it; the labels and
+    the json records stream to disk frame by frame (a camera watched for hours holds none in
+    memory)."""
     _video(tmp_path / "clip.avi", 6)
     out = tmp_path / "out"
     real = predict_cli.open_model
     model = {}
     monkeypatch.setattr(predict_cli, "open_model",
-                        lambda args: model.setdefault("m", _TerminatedAt(real(args), 5, out / "labels")))
+                        lambda args: model.setdefault("m", _TerminatedAt(real(args), 5, out)))
     assert _run(weights, tmp_path / "clip.avi", out, "--batch", "1") == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
     assert capsys.readouterr().out.startswith("interrupted: 4 image(s)/frame(s)")
@@ -203,6 +206,8 @@ def test_sigterm_in_a_video_keeps_the_frames_done_and_exits_143(weights, tmp_pat
     frames = [int(line.split()[0]) for line in text.splitlines()]
     assert frames == [i for i, r in enumerate(recs) for _ in r["detections"]] and frames
     assert model["m"].on_disk[-1] == text  # frames 0-3 were on disk before frame 4 was asked for
+    assert json.loads(model["m"].json_on_disk[-1]) == recs
+    assert json.loads(model["m"].json_on_disk[0]) == []
     assert not [p for d in (out, out / "labels") for p in d.iterdir() if p.name.startswith(".")]
 
 

@@ -18,7 +18,7 @@ log = logging.getLogger("rtmdet")
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
-    from ..atomic import ensure_dir, write_image, write_json, write_text
+    from ..atomic import ensure_dir, write_image, write_text
     from ..data.images import ImageReadError, read_image
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
     from ..signals import exit_code
@@ -50,75 +50,75 @@ def cmd_predict(args) -> int:
             knobs["classes"] = class_indices(args.classes, model.class_names)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    records, failed, n_dets = Records(keep=args.save_json), [], 0
-    crop_taken = set()  # --save-crop names given out so far
-    images = [f for f in files if not is_video(f)]
-    videos = [f for f in files if is_video(f)]
-    batches = [images[start:start + args.batch] for start in range(0, len(images), args.batch)]
+    failed, n_dets = [], 0
+    # predictions.json is streamed to its temporary file; an error (nothing readable) discards it
+    with Records.open(save_dir / "predictions.json" if args.save_json else None) as records:
+        crop_taken = set()  # --save-crop names given out so far
+        images = [f for f in files if not is_video(f)]
+        videos = [f for f in files if is_video(f)]
+        batches = [images[start:start + args.batch] for start in range(0, len(images), args.batch)]
 
-    def read_batch(batch):
-        """(readable files, their arrays, unreadable ones): run ahead on a worker thread."""
-        chunk, arrays, bad = [], [], []
-        for f in batch:
+        def read_batch(batch):
+            """(readable files, their arrays, unreadable ones): run ahead on a worker thread."""
+            chunk, arrays, bad = [], [], []
+            for f in batch:
+                try:
+                    arrays.append(read_image(f))
+                    chunk.append(f)
+                except ImageReadError as e:
+                    bad.append((f, e))
+            return chunk, arrays, bad
+
+        def save(f, img, d, crops):
+            if not args.no_save:
+                write_image(save_dir / drawn[f], d.draw(img))
+            if args.save_txt:
+                write_text(save_dir / "labels" / labels[f], d.to_txt())
+            for name, crop in zip(crops, d.crops(img)):
+                write_image(save_dir / name, crop)
+
+        interrupted = 0  # or the exit code of the signal that stopped the run
+        bar = tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2)
+        # on a GPU, reading ahead and drawing / writing behind overlap the network
+        pipelined = on_accelerator(model)
+        with bar, BackgroundWriter(enabled=pipelined) as writer, \
+                contextlib.closing(ordered_map(read_batch, batches, ahead=int(pipelined))) as read:
             try:
-                arrays.append(read_image(f))
-                chunk.append(f)
-            except ImageReadError as e:
-                bad.append((f, e))
-        return chunk, arrays, bad
-
-    def save(f, img, d, crops):
-        if not args.no_save:
-            write_image(save_dir / drawn[f], d.draw(img))
-        if args.save_txt:
-            write_text(save_dir / "labels" / labels[f], d.to_txt())
-        for name, crop in zip(crops, d.crops(img)):
-            write_image(save_dir / name, crop)
-
-    interrupted = 0  # or the exit code of the signal that stopped the run
-    bar = tqdm(total=len(images), desc="predict", unit="img", disable=len(images) < 2)
-    # on a GPU, reading ahead and drawing / writing behind overlap the network
-    pipelined = on_accelerator(model)
-    with bar, BackgroundWriter(enabled=pipelined) as writer, \
-            contextlib.closing(ordered_map(read_batch, batches, ahead=int(pipelined))) as read:
-        try:
-            for batch, (chunk, arrays, bad) in zip(batches, read):
-                for f, e in bad:
-                    failed.append(source_label(f))
-                    log.warning("skipped %s", e)
-                if arrays:
-                    dets = model.predict(arrays, batch_size=args.batch, **knobs)
-                    for f, img, d in zip(chunk, arrays, dets):
-                        d.source = source_label(f)
-                        rec = d.to_dict() if args.save_json else {}
-                        if not args.no_save:
-                            rec["output"] = str(drawn[f])
-                        if args.save_txt:
-                            rec["labels"] = str(Path("labels") / labels[f])
-                        crops = crop_names(d, labels[f].with_suffix("").as_posix(), drawn[f].suffix,
-                                           crop_taken) if args.save_crop else []
-                        if crops:
-                            rec["crops"] = [str(c) for c in crops]
-                        # the writer thread gets host copies: no CUDA call off the main thread
-                        writer.submit(save, f, img, d.numpy() if pipelined else d, crops)
-                        records.append(rec)  # after its files: Ctrl-C in a write leaves neither
-                        n_dets += len(d)
-                bar.update(len(batch))
-        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the images done so far are still
-            interrupted = exit_code(e)  # written (the writer drains)
-    for v in videos:
-        if interrupted:
-            break
-        n, interrupted = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args,
-                                        crop_taken)
-        if n is None:
-            failed.append(source_label(v))
-        else:
-            n_dets += n
-    if not records.count and not interrupted:
-        raise UsageError("nothing could be read: " + ", ".join(failed))
-    if args.save_json:
-        write_json(save_dir / "predictions.json", records.items, indent=1)
+                for batch, (chunk, arrays, bad) in zip(batches, read):
+                    for f, e in bad:
+                        failed.append(source_label(f))
+                        log.warning("skipped %s", e)
+                    if arrays:
+                        dets = model.predict(arrays, batch_size=args.batch, **knobs)
+                        for f, img, d in zip(chunk, arrays, dets):
+                            d.source = source_label(f)
+                            rec = d.to_dict() if args.save_json else {}
+                            if not args.no_save:
+                                rec["output"] = str(drawn[f])
+                            if args.save_txt:
+                                rec["labels"] = str(Path("labels") / labels[f])
+                            crops = crop_names(d, labels[f].with_suffix("").as_posix(), drawn[f].suffix,
+                                               crop_taken) if args.save_crop else []
+                            if crops:
+                                rec["crops"] = [str(c) for c in crops]
+                            # the writer thread gets host copies: no CUDA call off the main thread
+                            writer.submit(save, f, img, d.numpy() if pipelined else d, crops)
+                            records.append(rec)  # after its files: Ctrl-C in a write leaves neither
+                            n_dets += len(d)
+                    bar.update(len(batch))
+            except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the images done so far are still
+                interrupted = exit_code(e)  # written (the writer drains)
+        for v in videos:
+            if interrupted:
+                break
+            n, interrupted = _predict_video(model, v, save_dir, drawn[v], labels[v], knobs, records, args,
+                                            crop_taken)
+            if n is None:
+                failed.append(source_label(v))
+            else:
+                n_dets += n
+        if not records.count and not interrupted:
+            raise UsageError("nothing could be read: " + ", ".join(failed))
     print(("interrupted: " if interrupted else "")
           + f"{records.count} image(s)/frame(s), {n_dets} detection(s)"
           + (f", {len(failed)} unreadable skipped: {', '.join(failed)}" if failed else "")
@@ -127,16 +127,33 @@ def cmd_predict(args) -> int:
 
 
 class Records:
-    """One record per image or frame done: counted always, kept (for predictions.json) only
-    with --save-json, so a camera or stream watched for hours does not grow without bound."""
+    """One record per image or frame done: counted always, and with --save-json written at once
+    into predictions.json's temporary file (a JSON list, one record per line), so a camera or
+    stream watched for hours holds none of them in memory; the file takes its name when the run
+    ends, finished or stopped (Ctrl-C, SIGTERM), and is discarded by an error."""
 
-    def __init__(self, keep: bool):
-        self.keep, self.items, self.count = keep, [], 0
+    def __init__(self, file=None):
+        self.file, self.count = file, 0
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, path: Path | None):
+        """Records that stream to `path` (None: counted only)."""
+        if path is None:
+            yield cls()
+            return
+        from ..atomic import atomic_open
+        with atomic_open(path) as f:
+            f.write(b"[")
+            records = cls(f)
+            yield records
+            f.write(b"\n]\n" if records.count else b"]\n")
 
     def append(self, rec: dict) -> None:
+        if self.file is not None:
+            import json
+            self.file.write(((",\n" if self.count else "\n") + json.dumps(rec)).encode())
         self.count += 1
-        if self.keep:
-            self.items.append(rec)
 
 
 def crop_names(d, stem: str, suffix: str, taken: set) -> list[Path]:
