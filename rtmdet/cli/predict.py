@@ -19,8 +19,8 @@ def cmd_predict(args) -> int:
     from tqdm import tqdm
 
     from ..atomic import ensure_dir, write_image, write_text
-    from ..data.images import ImageReadError, read_image
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
+    from ..inference.stream import read_images
     from ..signals import exit_code
     from ..sources import is_url, is_video, list_sources, output_names, source_label, source_root, url_file_name
 
@@ -58,17 +58,6 @@ def cmd_predict(args) -> int:
         videos = [f for f in files if is_video(f)]
         batches = [images[start:start + args.batch] for start in range(0, len(images), args.batch)]
 
-        def read_batch(batch):
-            """(readable files, their arrays, unreadable ones): run ahead on a worker thread."""
-            chunk, arrays, bad = [], [], []
-            for f in batch:
-                try:
-                    arrays.append(read_image(f))
-                    chunk.append(f)
-                except ImageReadError as e:
-                    bad.append((f, e))
-            return chunk, arrays, bad
-
         def save(f, img, d, crops):
             if not args.no_save:
                 write_image(save_dir / drawn[f], d.draw(img))
@@ -82,7 +71,7 @@ def cmd_predict(args) -> int:
         # on a GPU, reading ahead and drawing / writing behind overlap the network
         pipelined = on_accelerator(model)
         with bar, BackgroundWriter(enabled=pipelined) as writer, \
-                contextlib.closing(ordered_map(read_batch, batches, ahead=int(pipelined))) as read:
+                contextlib.closing(ordered_map(read_images, batches, ahead=int(pipelined))) as read:
             try:
                 for batch, (chunk, arrays, bad) in zip(batches, read):
                     for f, e in bad:
@@ -192,21 +181,6 @@ def _count_frames(path: Path) -> int:
     return n
 
 
-def _open_capture(item):
-    """cv2.VideoCapture of a video file, a URL (through FFmpeg) or a camera index. OpenCV's own
-    warnings while it tries its backends are muted: a failure gets one warning of ours."""
-    import cv2
-    logs = getattr(getattr(cv2, "utils", None), "logging", None)
-    level = logs.getLogLevel() if logs is not None else None
-    if logs is not None:
-        logs.setLogLevel(logs.LOG_LEVEL_ERROR)
-    try:
-        return cv2.VideoCapture(item) if isinstance(item, int) else cv2.VideoCapture(str(item))
-    finally:
-        if logs is not None:
-            logs.setLogLevel(level)
-
-
 def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
                    knobs: dict, records: Records, args, crop_taken: set) -> tuple[int | None, bool]:
     """Detections of every frame of a video, stream or camera (drawn into
@@ -222,40 +196,23 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
 
     from ..atomic import WriteError, atomic_open, atomic_path, write_image
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
+    from ..inference.stream import VideoReader
     from ..signals import exit_code
     from ..sources import source_label
     label = source_label(path)
-    cap = _open_capture(path)
-    if not cap.isOpened():
+    video = VideoReader(path, args.vid_stride)
+    if not video.opened:
+        video.close()
         log.warning("skipped %s: cannot be opened (not a readable video, stream or camera)", label)
-        return None, False
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if 0 < fps <= 240 else 25.0  # streams report 0 or their clock rate (90000)
-    stride = args.vid_stride
-    total = -(-int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) // stride)
-    # frame_idx counts the frames detected on (and drawn), source_idx the video's own frames
+        return None, 0
+    # frame_idx counts the frames detected on (and drawn); their indices in the video are `idx`
     n, frame_idx, interrupted = 0, 0, 0
-    source_idx = [0]
     out = save_dir / out_name
     written = [0]
 
     def check(tmp):
         got = _count_frames(tmp)
         return None if got == written[0] else f"{got} of {written[0]} frames were written"
-
-    def read_frames(_):  # the next batch of (source index, frame), read ahead on a worker thread
-        frames = []
-        while len(frames) < args.batch:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append((source_idx[0], frame))
-            source_idx[0] += 1
-            for _ in range(stride - 1):  # --vid-stride: the frames between are not decoded
-                if not cap.grab():
-                    break
-                source_idx[0] += 1
-        return frames
 
     def put(frame, d):
         writer.write(d.draw(frame))
@@ -273,8 +230,8 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
             pipelined = on_accelerator(model)
             background = stack.enter_context(BackgroundWriter(enabled=pipelined))
             batches = stack.enter_context(contextlib.closing(
-                ordered_map(read_frames, itertools.count(), ahead=int(pipelined))))
-            with tqdm(total=total if total > 0 else None, desc=out_name.stem, unit="frame") as bar:
+                ordered_map(lambda _: video.read(args.batch), itertools.count(), ahead=int(pipelined))))
+            with tqdm(total=video.frames or None, desc=out_name.stem, unit="frame") as bar:
                 try:
                     for frames in batches:
                         dets = model.predict([f for _, f in frames], batch_size=args.batch,
@@ -287,7 +244,7 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
                                 if writer is None:
                                     h, w = frame.shape[:2]
                                     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                             fps / stride, (w, h))
+                                                             video.fps / video.stride, (w, h))
                                     if not writer.isOpened():
                                         raise WriteError(out, "OpenCV cannot open an mp4 video writer")
                                 background.submit(put, frame, d.numpy() if pipelined else d)
@@ -319,7 +276,7 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
             log.warning("skipped %s: no frame could be read", label)
         return (0 if interrupted else None), interrupted
     finally:
-        cap.release()
+        video.close()
     return n, interrupted
 
 

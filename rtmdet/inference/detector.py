@@ -109,3 +109,9 @@ class Detector:
                              overlap=overlap, score_thr=score_thr, nms_iou=nms_iou,
                              max_per_img=max_per_img, nms_pre=nms_pre, imgsz=imgsz,
                              mask_thr=mask_thr, classes=classes, tta=tta)
+
+    def stream(self, source, batch_size: int = 8, vid_stride: int = 1, on_skip=None, **knobs):
+        """As `RTMDet.stream`: `Frame`s of every image and video frame `source` names."""
+        from .stream import stream
+        return stream(self, source, batch_size=batch_size, vid_stride=vid_stride, on_skip=on_skip,
+                      **knobs)

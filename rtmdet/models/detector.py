@@ -120,6 +120,14 @@ class RTMDet(nn.Module):
         finally:
             self.train(was_training)
 
+    def stream(self, source, batch_size: int = 8, vid_stride: int = 1, on_skip=None, **knobs):
+        """`Frame`s (source, image, detections) of every image and video frame `source`
+        names (a path, folder, glob, video, URL, camera index, or a list of these), one at a
+        time, predicted in batches with `predict`'s `knobs`; see `rtmdet.inference.stream`."""
+        from ..inference.stream import stream
+        return stream(self, source, batch_size=batch_size, vid_stride=vid_stride, on_skip=on_skip,
+                      **knobs)
+
     # ------------------------------------------------------------------ speed
     def fuse(self) -> "RTMDet":
         """Fold every BatchNorm into its conv (inference only; outputs unchanged up to rounding)."""
