@@ -123,6 +123,28 @@ class Detections:
         return "".join(f"{int(l)} {s:.5f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
                        for b, s, l in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()))
 
+    def to_yolo(self) -> str:
+        """One YOLO label line per detection, normalised to the image (needs `image_shape`), as
+        `rtmdet train` reads labels back (pseudo-labelling; no scores): `class cx cy w h` (the
+        box clipped to the image); with masks `class x1 y1 x2 y2 ...`, the mask's largest outer
+        contour (its box's corners for an empty mask; a 4-point outline gets an edge midpoint,
+        so that the line cannot read as YOLO-OBB); with rotated boxes YOLO-OBB's `class x1 y1 ...
+        x4 y4`, the corners."""
+        if self.image_shape is None:
+            raise ValueError("these detections do not know their image's size (image_shape)")
+        h, w = self.image_shape
+        d = self.numpy()
+        boxes = np.asarray(d.boxes, dtype=np.float64).reshape(-1, 4)
+        if d.rboxes is not None:
+            points = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in np.asarray(self.polygons())]
+        elif d.masks is not None:
+            points = [_outline(m, b) for m, b in zip(np.asarray(d.masks, dtype=bool), boxes)]
+        else:
+            b = boxes.clip(0, [w, h, w, h])
+            points = [np.array([[(x0 + x1) / 2, (y0 + y1) / 2], [x1 - x0, y1 - y0]]) for x0, y0, x1, y1 in b]
+        return "".join(f"{c} " + " ".join(f"{v:.6f}" for v in (p / [w, h]).reshape(-1).tolist()) + "\n"
+                       for c, p in zip(np.asarray(d.labels).astype(int).tolist(), points))
+
     def crop_windows(self) -> list[tuple[int, int, int, int]]:
         """Per detection, the pixel window (x0, y0, x1, y1) its box covers: the box rounded
         outwards to whole pixels, clipped to the image, at least one pixel wide and high (rotated
@@ -152,3 +174,19 @@ class Detections:
         """A copy of the BGR image with boxes (and masks) drawn."""
         from .viz import draw_detections
         return draw_detections(image, self.filter(score_thr) if score_thr > 0 else self, **kw)
+
+
+def _outline(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(K,2) points: the largest outer contour of `mask` (the box's corners when it has none),
+    never exactly 4 points (a YOLO line of 4 points reads as an oriented box)."""
+    import cv2
+
+    from .ops.masks import mask_to_polygons
+    polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in mask_to_polygons(mask)]
+    if not polys:
+        x0, y0, x1, y1 = box.tolist()
+        polys = [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])]
+    p = max(polys, key=lambda q: abs(cv2.contourArea(q.astype(np.float32))))
+    if len(p) == 4:  # the same outline with the midpoint of its first edge
+        p = np.concatenate([p[:1], (p[:1] + p[1:2]) / 2, p[1:]])
+    return p

@@ -29,6 +29,12 @@ def cmd_predict(args) -> int:
     files = list_sources(args.source)
     if not files:
         raise UsageError(f"no images or videos found at {args.source}")
+    yolo = args.txt_format == "yolo"
+    if yolo and not args.save_txt:
+        raise UsageError("--txt-format yolo: give --save-txt too")
+    if yolo and any(is_video(f) for f in files):
+        raise UsageError(f"--txt-format yolo writes one label file per image; "
+                         f"{source_label(next(f for f in files if is_video(f)))} is a video")
     root = source_root(args.source, files)
 
     def image_suffix(f):
@@ -44,6 +50,8 @@ def cmd_predict(args) -> int:
     knobs = dict(score_thr=args.score_thr, nms_iou=args.iou, max_per_img=args.max_det,
                  imgsz=args.imgsz, **tiling)
     check_inference(model, knobs)
+    if yolo:  # the class names a YOLO dataset needs beside its labels
+        write_text(save_dir / "classes.txt", "".join(f"{n}\n" for n in model.class_names))
     if args.classes is not None:
         from ..inference.classes import class_indices
         try:
@@ -62,7 +70,7 @@ def cmd_predict(args) -> int:
             if not args.no_save:
                 write_image(save_dir / drawn[f], d.draw(img))
             if args.save_txt:
-                write_text(save_dir / "labels" / labels[f], d.to_txt())
+                write_text(save_dir / "labels" / labels[f], d.to_yolo() if yolo else d.to_txt())
             for name, crop in zip(crops, d.crops(img)):
                 write_image(save_dir / name, crop)
 
@@ -303,6 +311,10 @@ def add_parser(sub) -> None:
                         "when run again into the same folder)")
     p.add_argument("--save-txt", action="store_true",
                    help="labels/<path>.txt: label score x1 y1 x2 y2 (videos: frame first)")
+    p.add_argument("--txt-format", choices=("rtmdet", "yolo"), default="rtmdet",
+                   help="yolo: --save-txt writes YOLO labels (class cx cy w h normalised; "
+                        "polygons for masks, corners for rotated boxes; no scores) and "
+                        "classes.txt: a dataset `rtmdet train` reads (pseudo-labels; images only)")
     p.add_argument("--save-json", action="store_true",
                    help="predictions.json: every detection with its source and outputs")
     p.add_argument("--save-crop", action="store_true",
