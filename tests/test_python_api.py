@@ -83,7 +83,7 @@ def test_train_prints_its_log_unless_told_not_to(tmp_path):
                                          "PATH": "/usr/bin:/bin"})
     assert p.returncode == 0, p.stderr[-2000:]
     loud, quiet = p.stderr.split("@@quiet@@\n")
-    assert "INFO training rtmdet-tiny" in loud and "INFO epoch 1:" in loud
+    assert "INFO training rtmdet-tiny" in loud and "INFO epoch 1/" in loud
     assert "INFO finished: " in loud and "(best.pth: epoch 1, AP " in loud
     assert "INFO" not in quiet
 

@@ -154,3 +154,9 @@ def test_finetuning_a_mask_checkpoint_as_a_detector_logs_what_is_dropped(data, t
         Trainer(cfg_for(data, tmp_path / "p", weights=str(tmp_path / "ins.pth")))
     line = next(r.getMessage() for r in caplog.records if "dropped" in r.getMessage())
     assert "bbox_head.rtm_kernel" in line and "ins.pth" in line and "RTMDet" in line
+
+
+def test_time_left_reads_as_a_person_would_say_it():
+    from rtmdet.train.trainer import duration
+    assert [duration(s) for s in (0.4, 42, 59.6, 425, 3599, 3600, 10920, 360000)] == \
+        ["0s", "42s", "1m00s", "7m05s", "59m59s", "1h00m", "3h02m", "100h00m"]

@@ -186,6 +186,7 @@ class Trainer:
         that differs from the defaults counts as given."""
         self.callbacks = list(callbacks or [])
         self.stop = StopFlag()  # raised by the first Ctrl-C or SIGTERM while `train()` runs
+        self.epoch_seconds: list[float] = []  # of the epochs this process ran (the ETA's base)
         cfg = validate(cfg)
         if cfg.pipeline not in ("recipe", "stage2", "light"):
             raise ValueError(f"pipeline must be recipe, stage2 or light, got {cfg.pipeline!r}")
@@ -733,13 +734,27 @@ class Trainer:
                **{k: metrics.get(k, "") for k in self.family.metric_keys},
                "time_s": round(seconds, 2)}
         write_results_row(path, row)
-        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                       for k, v in row.items() if v != ""))
+        self.epoch_seconds.append(seconds)
+        left = self.cfg.epochs - (epoch + 1)
+        eta = f"; about {duration(sum(self.epoch_seconds) / len(self.epoch_seconds) * left)} to go" if left else ""
+        log.info("epoch %d/%d: %s%s", epoch + 1, self.cfg.epochs,
+                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in row.items() if v != "" and k != "epoch"), eta)
         if self.cfg.plots:
             try:
                 plot_results(path, self.save_dir / "results.png", self.family.metric_keys)
             except Exception as e:  # plotting must never stop training
                 log.warning("could not plot results: %s", e)
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `7m05s`, `3h02m`: a time span as a person reads it."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def write_results_row(path: Path, row: dict) -> None:
