@@ -22,7 +22,11 @@ def raise_terminated(signum, frame):
 
 
 def exit_code(e: BaseException | None = None) -> int:
-    """The shell's code for a run ended by `e`: 143 for SIGTERM, 130 for Ctrl-C."""
+    """The shell's code for a run ended by `e`: 143 for SIGTERM, 130 for Ctrl-C (an exception
+    that carries its own `exit_code`, as a stopped training does, gives that)."""
+    own = getattr(e, "exit_code", None)
+    if isinstance(own, int):
+        return own
     return SIGTERM_EXIT if isinstance(e, Terminated) else CTRL_C_EXIT
 
 

@@ -119,6 +119,18 @@ def test_a_signal_ends_any_command_with_the_shells_code(monkeypatch, capsys, sig
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_a_training_stopped_inside_another_command_keeps_its_exit_code(monkeypatch, capsys):
+    """`rtmdet demo` trains: a SIGTERM there ends as TrainingInterrupted, which says 143."""
+    import rtmdet.cli.models as models_cli
+    from rtmdet.train.interrupt import TrainingInterrupted
+
+    def cmd(args):
+        raise TrainingInterrupted("stopped by SIGTERM; runs/x/last.pth holds the run", None, 143)
+    monkeypatch.setattr(models_cli, "cmd_models", cmd)
+    assert main(["models"]) == 143
+    assert capsys.readouterr().err.strip() == "stopped by SIGTERM; runs/x/last.pth holds the run"
+
+
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "rtmdet", "models"], capture_output=True, text=True)
     assert r.returncode == 0 and "rtmdet-tiny" in r.stdout
