@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+import torch
 
 from rtmdet.cli import main
 from rtmdet.train.schedule import warmup_steps
@@ -151,7 +152,8 @@ def test_finetuning_a_mask_checkpoint_as_a_detector_logs_what_is_dropped(data, t
     ins = rtmdet.create("rtmdet-ins-tiny", num_classes=3)
     atomic_save({"state_dict": ins.state_dict()}, tmp_path / "ins.pth")
     with caplog.at_level(logging.INFO, logger="rtmdet.train"):
-        Trainer(cfg_for(data, tmp_path / "p", weights=str(tmp_path / "ins.pth")))
+        # the detector asked for by name (without one, the weights' own rtmdet-ins-tiny trains)
+        Trainer(cfg_for(data, tmp_path / "p", weights=str(tmp_path / "ins.pth")), explicit={"model", "weights"})
     line = next(r.getMessage() for r in caplog.records if "dropped" in r.getMessage())
     assert "bbox_head.rtm_kernel" in line and "ins.pth" in line and "RTMDet" in line
 
@@ -160,3 +162,24 @@ def test_time_left_reads_as_a_person_would_say_it():
     from rtmdet.train.trainer import duration
     assert [duration(s) for s in (0.4, 42, 59.6, 425, 3599, 3600, 10920, 360000)] == \
         ["0s", "42s", "1m00s", "7m05s", "59m59s", "1h00m", "3h02m", "100h00m"]
+
+
+def test_finetuning_weights_alone_trains_their_own_architecture(data, tmp_path, caplog):
+    """`--weights <an rtmdet-s>` without --model builds rtmdet-s (not the default tiny, which
+    cannot take the weights); a model of another size named with them is a one-line error."""
+    import rtmdet
+    from rtmdet.checkpoint import atomic_save
+    from rtmdet.train.trainer import weights_model
+    s = rtmdet.create("rtmdet-s", num_classes=3)
+    atomic_save({"state_dict": s.state_dict()}, tmp_path / "s.pth")
+    with caplog.at_level(logging.INFO, logger="rtmdet.train"):
+        t = Trainer(cfg_for(data, tmp_path / "p", weights=str(tmp_path / "s.pth")), explicit={"weights"})
+    assert t.cfg.model == "rtmdet-s" and t.model.backbone.stem[0].conv.out_channels == 16
+    assert any("model rtmdet-s: the architecture of the weights" in r.getMessage() for r in caplog.records)
+    for k, v in t.model.state_dict().items():
+        if not k.startswith("bbox_head.rtm_cls") and v.is_floating_point():
+            assert torch.equal(v.cpu(), s.state_dict()[k]), k
+    with pytest.raises(ValueError, match="are an rtmdet-s; model=rtmdet-m is another size"):
+        Trainer(cfg_for(data, tmp_path / "p", weights=str(tmp_path / "s.pth"), model="rtmdet-m"),
+                explicit={"weights", "model"})
+    assert weights_model("RTMDet-S") == "rtmdet-s"  # a zoo name: nothing downloaded to tell

@@ -162,6 +162,39 @@ def load_finetune_weights(model: torch.nn.Module, src: str) -> list[str]:
     return skipped
 
 
+def weights_model(src: str) -> str | None:
+    """The released model whose architecture the fine-tuning weights `src` (a zoo name or a
+    checkpoint) have, e.g. "rtmdet-s"; None for an architecture no preset has."""
+    from ..api import infer_config, resolve_weights
+    from ..presets import is_model_name, record_for
+    if is_model_name(src):
+        return get_record(src).name
+    ck = safe_load(resolve_weights(src))
+    rec = record_for(infer_config(extract_state_dict(ck), ck.get("meta") if isinstance(ck, dict) else None))
+    return rec.name if rec is not None else None
+
+
+def model_for_weights(cfg: TrainConfig, explicit) -> TrainConfig:
+    """Fine-tuning (`weights`) without a model named trains the weights' own architecture
+    (`--weights rtmdet-s` alone builds rtmdet-s, not the default rtmdet-tiny). A model named
+    that cannot hold the weights (another size) is a ValueError naming both; one of the same
+    size but another task takes what fits (a mask checkpoint fine-tuned as a detector)."""
+    from ..presets import ARCH
+    held = weights_model(cfg.weights)
+    asked = get_record(cfg.model)
+    if held is None or held == asked.name:
+        return cfg
+    given = "model" in explicit if explicit is not None else cfg.model != TrainConfig.model
+    if not given:
+        log.info("model %s: the architecture of the weights %s", held, cfg.weights)
+        return dataclasses.replace(cfg, model=held)
+    if ARCH[get_record(held).size] != ARCH[asked.size]:
+        raise ValueError(f"the weights {cfg.weights} are an {held}; model={cfg.model} is another "
+                         f"size and cannot take them: give model {held}, or leave the model out "
+                         f"to train the weights' own")
+    return cfg
+
+
 def pretrained_backbone_source(cfg: TrainConfig, record) -> str | None:
     """What `cfg.pretrained_backbone` asks for: None/true -> the recipe's backbone URL (tiny and
     s; None for m/l/x), false -> None (from scratch), anything else -> that path/URL/name."""
@@ -196,6 +229,8 @@ class Trainer:
             self.save_dir = Path(cfg.resume).parent
         else:  # claimed (created) when training starts: constructing writes nothing
             self.save_dir = Path(cfg.project) / cfg.name
+            if cfg.weights:
+                cfg = model_for_weights(cfg, explicit)
         self.cfg = cfg
         self._setup_dist()
         seed_everything(cfg.seed + self.rank, cfg.deterministic)
