@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+import torch
+
 from .. import __version__
 from ..atomic import WriteError
 from ..signals import exit_code, sigterm_as_interrupt
@@ -48,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(str(e) or "interrupted", file=sys.stderr)
         return exit_code(e)
+    except torch.cuda.OutOfMemoryError:  # predict, val, bench, export: one line, not a traceback
+        batch = getattr(args, "batch", None)
+        print(f"rtmdet {args.command}: error: out of GPU memory"
+              + (f" at --batch {batch}: lower --batch" if batch and batch > 1 else ": lower --imgsz")
+              + (" (or use --half)" if hasattr(args, "half") and not args.half else ""), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

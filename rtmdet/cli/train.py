@@ -12,7 +12,7 @@ def cmd_train(args) -> int:
     from ..config import apply_overrides
     from ..train.config import TrainConfig, validate
     from ..train.interrupt import TrainingInterrupted
-    from ..train.trainer import NonFiniteLossError, NothingToResume, Trainer
+    from ..train.trainer import NonFiniteLossError, NothingToResume, OutOfMemory, Trainer
     from ..zoo import DownloadError
 
     given = {k: getattr(args, k) for k in ("data", "model", "weights", "epochs", "batch", "imgsz",
@@ -36,8 +36,8 @@ def cmd_train(args) -> int:
         raise UsageError(str(e.args[0]) if isinstance(e, KeyError) else str(e)) from None
     try:
         trainer.train()
-    except NonFiniteLossError as e:
-        print(f"rtmdet train: {e}")
+    except (NonFiniteLossError, OutOfMemory) as e:
+        print(f"rtmdet train: {e}", file=sys.stderr)
         return 1
     except NothingToResume as e:
         raise UsageError(str(e)) from None

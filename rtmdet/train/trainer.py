@@ -39,6 +39,10 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
 
 
+class OutOfMemory(RuntimeError):
+    """The GPU ran out of memory; the message says where, what to lower, and what was kept."""
+
+
 class NothingToResume(ValueError):
     """`train()` of a resumed run that had already finished all its epochs."""
 
@@ -220,6 +224,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.stop = StopFlag()  # raised by the first Ctrl-C or SIGTERM while `train()` runs
         self.epoch_seconds: list[float] = []  # of the epochs this process ran (the ETA's base)
+        self.at_batch = 0  # the batch being computed
         cfg = validate(cfg)
         if cfg.pipeline not in ("recipe", "stage2", "light"):
             raise ValueError(f"pipeline must be recipe, stage2 or light, got {cfg.pipeline!r}")
@@ -555,7 +560,10 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             t0, done = time.time(), epoch + 1
             skip = self.start_batch if epoch == self.start_epoch else 0
-            losses = self.train_epoch(epoch, skip)
+            try:
+                losses = self.train_epoch(epoch, skip)
+            except torch.cuda.OutOfMemoryError:
+                raise self._out_of_memory(epoch) from None
             metrics = {}
             last = epoch + 1 == cfg.epochs
             if self.main:
@@ -563,7 +571,10 @@ class Trainer:
                                                   or (self.stage_of(epoch) == 2 and cfg.pipeline == "recipe")
                                                   or last):
                     self.last_evaluation = None
-                    metrics = self.validate()
+                    try:
+                        metrics = self.validate()
+                    except torch.cuda.OutOfMemoryError:
+                        raise self._out_of_memory(epoch, validating=True) from None
                 fitness = self.family.fitness(metrics)
                 is_best = fitness > self.best_fitness or (self.val_data is None)
                 if is_best:
@@ -595,6 +606,28 @@ class Trainer:
             log.info("finished: %s (%s; last.pth: epoch %d%s)", self.save_dir, best, done,
                      ", stopped early" if self.stopped_early else "")
         return metrics
+
+    def _out_of_memory(self, epoch: int, validating: bool = False) -> OutOfMemory:
+        """The error for a CUDA out-of-memory in epoch `epoch` (0-based): what to lower, and
+        what is kept. In validation the epoch's training is saved first (a resume may lower
+        val_batch); in a step the last checkpoint stands (a resume cannot change the batch:
+        grad_accum keeps the total batch, and with it the lr, in a new run from its weights)."""
+        cfg, last = self.cfg, self.save_dir / "last.pth"
+        torch.cuda.empty_cache()
+        if validating:
+            self.save_checkpoint(epoch + 1, False)
+            return OutOfMemory(f"out of GPU memory validating epoch {epoch + 1} (val_batch={cfg.val_batch}); "
+                               f"{last} holds the epoch (its validation did not run): continue with "
+                               f"rtmdet train --resume {last} val_batch={max(cfg.val_batch // 2, 1)}")
+        lower = (f"batch={cfg.batch // 2} grad_accum={cfg.grad_accum * 2} (the same total batch and lr)"
+                 if cfg.batch > 1 else f"imgsz={max(cfg.imgsz // 2 // 32 * 32, 32)}")
+        head = (f"out of GPU memory in a training step at epoch {epoch + 1}, batch {self.at_batch} "
+                f"(batch={cfg.batch}, imgsz={cfg.imgsz}{', amp=false' if not cfg.amp else ''})")
+        fix = f"train with less per step, e.g. {lower}" + (", or amp=true" if not cfg.amp else "")
+        if last.is_file():
+            return OutOfMemory(f"{head}; the last checkpoint is {last}: {fix}, from its weights "
+                               f"(--weights {last})")
+        return OutOfMemory(f"{head}; no checkpoint was written yet: {fix}")
 
     def _patience_over(self, epoch: int) -> bool:
         """Whether `patience` epochs have passed since the best validation, at the end of `epoch`."""
@@ -638,6 +671,7 @@ class Trainer:
         for i, batch in enumerate(bar):
             if i < skip:
                 continue
+            self.at_batch = i  # named by an out-of-memory error
             if i == skip and self.main and cfg.plots:
                 self._draw_batch(batch, self.stage_of(epoch))
             parts = forward_loss(self.net, self.model, self.family, batch, self.device, self.amp_dtype,
