@@ -11,9 +11,8 @@ from pathlib import Path, PurePosixPath
 from typing import Union
 from urllib.parse import unquote, urlsplit
 
-from .data.files import has_image_suffix
+from .data.files import VIDEO_EXTS, has_image_suffix
 
-VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
 URL_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://")
 
 Source = Union[Path, str, int]

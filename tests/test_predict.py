@@ -91,6 +91,14 @@ def test_corrupt_and_missing_images_raise_clear_errors(model, tmp_path):
         model.predict(str(tmp_path / "missing.jpg"))
     with pytest.raises(ImageReadError, match="uint8"):
         model.predict(np.zeros((8, 8, 3), np.float32))
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"empty.png: an empty file \(0 bytes\)"):
+        model.predict(str(tmp_path / "empty.png"))
+    with pytest.raises(ImageReadError, match=r"a folder, not an image \(model.stream\(folder\)"):
+        model.predict(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
+    with pytest.raises(ImageReadError, match=r"clip.mp4: a video, not an image \(model.stream\(video\)"):
+        model.predict(tmp_path / "clip.mp4")
 
 
 def test_detections_outputs(model):

@@ -8,6 +8,7 @@ from pathlib import Path
 __all__ = ["IMG_EXTS", "has_image_suffix", "list_images", "read_image_size"]
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}  # read by frame
 
 
 def has_image_suffix(path: str | os.PathLike) -> bool:

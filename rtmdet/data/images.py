@@ -6,6 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .files import VIDEO_EXTS
+
 
 class ImageReadError(ValueError):
     """An input image could not be read or decoded."""
@@ -28,11 +30,19 @@ def read_image(src) -> np.ndarray:
     path = str(src)
     if path.lower().startswith(("http://", "https://")):
         return _download_image(path)
-    if not Path(path).is_file():
+    p = Path(path)
+    if p.is_dir():
+        raise ImageReadError(f"{path}: a folder, not an image (model.stream(folder) goes through its "
+                             "images and videos)")
+    if not p.is_file():
         raise ImageReadError(f"{path}: no such file")
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
-        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+        if p.suffix.lower() in VIDEO_EXTS:
+            raise ImageReadError(f"{path}: a video, not an image (model.stream(video) reads it frame "
+                                 "by frame)")
+        raise ImageReadError(f"{path}: " + ("an empty file (0 bytes)" if p.stat().st_size == 0 else
+                                            "not a readable image (corrupt or unsupported format)"))
     return img
 
 
