@@ -58,7 +58,7 @@ def test_cli_train_bad_inputs_are_one_line_exit_2(data, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--model", "rtmdet-tiny", "--weights",
                  str(tmp_path / "s.pth")] + common) == 2
     err = capsys.readouterr().err.strip()
-    assert "does not fit" in err and len(err.splitlines()) == 1
+    assert "are an rtmdet-s; model=rtmdet-tiny is another size" in err and len(err.splitlines()) == 1
     # an unknown model name
     assert main(["train", "--data", str(data), "--model", "rtmdet-huge"] + common) == 2
     assert "unknown model" in capsys.readouterr().err
