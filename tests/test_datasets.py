@@ -331,3 +331,31 @@ def test_load_dataset_detects_formats(tmp_path):
         load_dataset(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError):
         load_dataset(tmp_path / "missing")
+
+
+def test_relative_dataset_paths_load_what_absolute_ones_do(tmp_path, monkeypatch):
+    """`--data my_data` (relative to the working folder) for every layout: the same images and
+    boxes as the absolute path (a YOLO folder without a yaml once looked in my_data/my_data)."""
+    import os
+    from pathlib import Path
+
+    from rtmdet.data.synthetic import make_shapes_dataset
+    from rtmdet.data.synthetic_rotated import make_rotated_shapes_dataset
+    make_shapes_dataset(tmp_path / "coco", num_images=2, image_size=64, split="val")
+    root, y = make_yolo(tmp_path)
+    (tmp_path / "yolo_folder").mkdir()
+    os.rename(root / "images", tmp_path / "yolo_folder" / "images")
+    os.rename(root / "labels", tmp_path / "yolo_folder" / "labels")
+    (tmp_path / "yolo_folder" / "classes.txt").write_text("a\nb\nc\n")
+    make_yolo(tmp_path / "again")
+    make_rotated_shapes_dataset(tmp_path / "dota", num_images=2, image_size=64, split="val", fmt="dota")
+    make_rotated_shapes_dataset(tmp_path / "obb", num_images=2, image_size=64, split="val", fmt="yolo-obb")
+    monkeypatch.chdir(tmp_path)
+    cases = [("coco", {}), ("coco/annotations/instances_val.json", {}), ("again/yolo/data.yaml", {}),
+             ("again/yolo", {}), ("yolo_folder", {}), ("dota", {"kind": "rotated"}), ("obb", {"kind": "rotated"})]
+    for rel, kw in cases:
+        a, b = load_dataset(Path(rel), split="val", **kw), load_dataset(tmp_path / rel, split="val", **kw)
+        assert len(a) == len(b) > 0, rel
+        for ra, rb in zip(a.records, b.records):
+            assert os.path.samefile(a.image_path(ra), b.image_path(rb)), rel
+            np.testing.assert_array_equal(ra.boxes, rb.boxes)

@@ -143,7 +143,7 @@ def find_split(root_or_yaml: str | os.PathLike, split: str) -> tuple[Path, Path,
         root = src
         for cand in (src / "images" / split, src / split / "images", src / "images"):
             if cand.is_dir():
-                images = split_images(cand, src, src)
+                images = split_images(cand.absolute(), src, src)
                 break
         else:
             raise FileNotFoundError(f"{src}: no dataset yaml and no images/{split} or images/ folder")
