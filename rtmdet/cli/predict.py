@@ -7,6 +7,7 @@ stops the run but keeps what was done: the frames of a video so far, the labels 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -148,7 +149,6 @@ class Records:
 
     def append(self, rec: dict) -> None:
         if self.file is not None:
-            import json
             self.file.write(((",\n" if self.count else "\n") + json.dumps(rec)).encode())
         self.count += 1
 
@@ -204,14 +204,14 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
 
     from ..atomic import WriteError, atomic_open, atomic_path, write_image
     from ..inference.prefetch import BackgroundWriter, on_accelerator, ordered_map
-    from ..inference.stream import VideoReader
+    from ..inference.stream import CANNOT_OPEN, NO_FRAME, VideoReader
     from ..signals import exit_code
     from ..sources import source_label
     label = source_label(path)
     video = VideoReader(path, args.vid_stride)
     if not video.opened:
         video.close()
-        log.warning("skipped %s: cannot be opened (not a readable video, stream or camera)", label)
+        log.warning("skipped %s: %s", label, CANNOT_OPEN)
         return None, 0
     # frame_idx counts the frames detected on (and drawn); their indices in the video are `idx`
     n, frame_idx, interrupted = 0, 0, 0
@@ -281,7 +281,7 @@ def _predict_video(model, path, save_dir: Path, out_name: Path, txt_name: Path,
                 raise _NoFrames
     except _NoFrames:
         if not interrupted:
-            log.warning("skipped %s: no frame could be read", label)
+            log.warning("skipped %s: %s", label, NO_FRAME)
         return (0 if interrupted else None), interrupted
     finally:
         video.close()

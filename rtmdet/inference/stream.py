@@ -21,6 +21,10 @@ from .prefetch import on_accelerator, ordered_map
 
 log = logging.getLogger("rtmdet")
 
+# why a video, stream or camera gave nothing (after its label, in `rtmdet predict` too)
+CANNOT_OPEN = "cannot be opened (not a readable video, stream or camera)"
+NO_FRAME = "no frame could be read"
+
 
 @dataclass
 class Frame:
@@ -118,8 +122,9 @@ def stream(model, source, batch_size: int = 8, vid_stride: int = 1,
     """Every image and video frame `source` names, in order, predicted `batch_size` at a time
     by `model` (an RTMDet or a Detector; `knobs` are its `predict` arguments). Videos and
     streams give every `vid_stride`-th frame. What cannot be read is skipped: `on_skip(item,
-    message)` (one line naming the item), by default a logged warning. On a GPU the next batch is read on a thread while
-    the current one runs. FileNotFoundError when `source` names nothing."""
+    message)` (one line naming the item), by default a logged warning. On a GPU the next batch
+    is read on a thread while the current one runs. FileNotFoundError when `source` names
+    nothing."""
     if batch_size < 1 or vid_stride < 1:
         raise ValueError(f"batch_size and vid_stride must be >= 1, got {batch_size}, {vid_stride}")
     items = expand(source)
@@ -160,7 +165,7 @@ def _video_frames(model, item, batch_size, stride, skip, ahead, knobs) -> Iterat
     label = source_label(item)
     with VideoReader(item, stride) as video:
         if not video.opened:
-            skip(item, f"{label}: cannot be opened (not a readable video, stream or camera)")
+            skip(item, f"{label}: {CANNOT_OPEN}")
             return
         read = ordered_map(lambda _: video.read(batch_size), itertools.count(), ahead=ahead)
         n = 0
@@ -176,4 +181,4 @@ def _video_frames(model, item, batch_size, stride, skip, ahead, knobs) -> Iterat
         finally:
             read.close()
         if n == 0:
-            skip(item, f"{label}: no frame could be read")
+            skip(item, f"{label}: {NO_FRAME}")

@@ -25,6 +25,7 @@ class CSPNeXt(nn.Module):
             ConvModule(stem // 2, stem, 3, **bn),
         )
         self.out_indices = out_indices
+        self.frozen = 0  # leading PARTS kept as they are (`freeze`)
         self.out_channels = []
         for i, (cin, cout, n, add, spp) in enumerate(P5_ARCH):
             cin, cout = int(cin * widen_factor), int(cout * widen_factor)
@@ -44,10 +45,10 @@ class CSPNeXt(nn.Module):
     def freeze(self, parts: int) -> None:
         """Fine-tuning on little data: the first `parts` of (stem, stage1..stage4) stop
         learning, their BatchNorm statistics included (kept in eval mode through `train()`),
-        as the reference's `frozen_stages=parts - 1`. 0 unfreezes nothing already frozen."""
+        as the reference's `frozen_stages=parts - 1` (0: nothing; it never unfreezes)."""
         if not 0 <= parts <= len(self.PARTS):
             raise ValueError(f"freeze={parts}: must be between 0 and {len(self.PARTS)}")
-        self.frozen = parts
+        self.frozen = max(self.frozen, parts)
         for name in self.PARTS[:parts]:
             for p in getattr(self, name).parameters():
                 p.requires_grad_(False)
@@ -55,7 +56,7 @@ class CSPNeXt(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for name in self.PARTS[:getattr(self, "frozen", 0)]:
+        for name in self.PARTS[:self.frozen]:
             getattr(self, name).eval()
         return self
 
