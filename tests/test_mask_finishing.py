@@ -90,12 +90,10 @@ def test_windowed_masks_equal_reference(monkeypatch, ori, scale, share):
 
 
 @pytest.mark.parametrize("mask_thr", [0.5, 0.05, 0.95, 1e-6])
-@pytest.mark.parametrize("scatter", [False, True])
-def test_windowed_masks_any_threshold(monkeypatch, mask_thr, scatter):
-    """Any threshold, many small groups, pasted by slices (CPU) or one scatter (GPUs)."""
+def test_windowed_masks_any_threshold(monkeypatch, mask_thr):
+    """Any threshold, many small groups."""
     monkeypatch.setattr(im, "WINDOW_BUDGET", 5000)
     monkeypatch.setattr(im, "WINDOW_SHARE", 1.01)
-    monkeypatch.setattr(im, "_paste_by_slices", lambda out: not scatter)
     logits = blobs(16, seed=3) - 4 * (0.5 - mask_thr)
     ref, ref_logits = reference_masks(logits, (480, 640), (1.0, 1.0), mask_thr=mask_thr)
     ours = im.logits_to_masks(logits, (480, 640), (1.0, 1.0), mask_thr=mask_thr)
@@ -130,3 +128,22 @@ def test_no_instances_and_windows_are_tight():
     ref, _ = reference_masks(logits, (640, 640), (1, 1))
     rows_any = ref[0].any(1).nonzero()
     assert int(ys) <= int(rows_any.min()) and int(rows_any.max()) <= int(ye)
+
+
+def test_gpus_resize_the_whole_canvas():
+    """Off the CPU no window is searched (that needs the logits' values on the host): on the meta
+    device, which has no values, only the whole-canvas path can run."""
+    logits = torch.empty((3, 80, 80), device="meta")
+    out = im.logits_to_masks(logits, (480, 640), (1.0, 1.0))
+    assert out.device.type == "meta" and out.shape == (3, 480, 640) and out.dtype == torch.bool
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_masks_are_the_reference_computation():
+    logits = blobs(24, seed=5)
+    for ori, scale in CASES:
+        ours = im.logits_to_masks(logits.cuda(), ori, scale)
+        ref, _ = reference_masks(logits.cuda(), ori, scale)
+        assert torch.equal(ours, ref)
+        cpu, cpu_logits = reference_masks(logits, ori, scale)
+        assert_same_masks(ours.cpu(), cpu, cpu_logits, 0.5)
