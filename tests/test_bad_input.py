@@ -149,6 +149,7 @@ def _cases(d):
         (["bench", "--model", "rtmdet-huge"], ["unknown model"]),
         (["predict", IMG], ["give --model NAME or --weights PATH"]),
         (["predict", IMG, "--weights", W, "--device", "gpu7"], ["unknown device"]),
+        (["demo", "--out", d / "demo", "--device", "gpu7"], ["unknown device"]),
         (["train", "--data", D, "--weights", d / "random.pth", "--project", d / "runs"], ["not a PyTorch checkpoint"]),
         # outputs that cannot be written
         (["predict", IMG, "--weights", W, "--save-dir", under_file], [d / "file", "not a folder"]),
@@ -202,3 +203,11 @@ def test_weights_by_name_offline_is_one_line(world, tmp_path, monkeypatch, capsy
     one_line_exit_2(capsys, ["train", "--data", world / "ds", "--weights", "rtmdet-tiny",
                              "--project", tmp_path / "runs"], "download", "refused")
     one_line_exit_2(capsys, ["predict", world / "img.png", "--model", "rtmdet-tiny"], "download")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_asked_for_on_a_machine_without_it(tmp_path, capsys):
+    """Before any work: the demo used to write its dataset, then fail in the trainer."""
+    for argv in (["demo", "--out", tmp_path / "demo"], ["train", "--data", tmp_path / "d"]):
+        one_line_exit_2(capsys, argv + ["--device", "cuda"], "--device cuda: CUDA is not available")
+    assert not (tmp_path / "demo").exists()

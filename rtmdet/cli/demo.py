@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from .common import non_negative_int, positive_int
+from .common import device, non_negative_int, positive_int
 
 
 def cmd_demo(args) -> int:
     from ..demo import run_demo
-    run_demo(args.out, args.epochs, args.images, args.device, args.seed, task=args.task)
+    dev = device(args.device)  # a one-line error for an unknown or absent device, before any work
+    run_demo(args.out, args.epochs, args.images, dev, args.seed, task=args.task)
     return 0
 
 
