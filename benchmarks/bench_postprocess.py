@@ -12,11 +12,9 @@ by image, as `RTMDet.postprocess` calls it), and the ratios. "whole/fwd" = (forw
 forward. Times are the median of the runs (min in brackets); the machine may be shared, so
 absolute numbers are noisy.
 
-Then the two batched paths side by side, on the decoded outputs (`postprocess_decoded_batch`, what
-`predict` runs): the block-wise search (`ops.nms`, the default) and the fixed-shape selection
-(`ops.fixed_nms`, first with `cuda_graph=True`), each with its tensor operations (each a kernel launch on a
-GPU) and host syncs counted by `rtmdet.deploy.bench.OpCounter`, and on CUDA the fixed-shape
-selection replayed from a CUDA graph (`--cuda-graph`, what `cuda_graph=True` runs).
+Then the batched path on the decoded outputs (`postprocess_decoded_batch`, what `predict` runs),
+with its tensor operations (each a kernel launch on a GPU) and host syncs counted by
+`rtmdet.deploy.bench.OpCounter`.
 """
 from __future__ import annotations
 
@@ -84,7 +82,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--device", default="cpu", help="cpu or cuda (TF32 off: the fp32 network)")
-    ap.add_argument("--no-paths", action="store_true", help="skip the block-wise vs fixed-shape table")
+    ap.add_argument("--no-paths", action="store_true", help="skip the op and sync counts")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,51 +122,26 @@ def main() -> None:
                       f"{(fwd_med + old_med) / fwd_med:>12.2f}x {(fwd_med + new_med) / fwd_med:>12.2f}x "
                       f"{new_med / (fwd_med + new_med):>13.1%}  {note}")
     if not args.no_paths:
-        compare_paths(model, imgs, args.batches, args.runs, args.device.startswith("cuda"))
+        compare_paths(model, imgs, args.batches, args.runs)
 
 
-def compare_paths(model, imgs, batches, runs: int, cuda_graph: bool) -> None:
-    """Block-wise search vs fixed-shape selection on the same decoded batch."""
-    from rtmdet.inference.speed import GraphedSelect
-    print(f"\n{'batch':>5} {'score_thr':>9} {'block ms':>9} {'ops':>5} {'syncs':>5} "
-          f"{'fixed ms':>9} {'ops':>5} {'syncs':>5} {'block/fixed':>11}"
-          + (f" {'graphed ms':>10} {'block/graphed':>13}" if cuda_graph else "") + "  same detections")
-    default_first = pp._fixed_first
-    try:
-        for bsz in batches:
-            chunk = [imgs[i % len(imgs)] for i in range(bsz)]
-            with torch.inference_mode():
-                x, metas = model.preprocess(chunk)
-                out = model.decode(model(x), tuple(x.shape[-2:]))
-                sizes = level_sizes(*metas[0].img_shape, model.cfg.strides)
-                factors = [m.scale_factor for m in metas]
-                for thr in (0.001, 0.3):
-                    cfg = dataclasses.replace(model.test_cfg, score_thr=thr)
-                    row, results = [], []
-                    for fixed in (False, True):
-                        pp._fixed_first = lambda ref, f=fixed: f
-                        run = lambda: pp.postprocess_decoded_batch(out["boxes"], out["scores"], sizes,
-                                                                   factors, cfg)
-                        med, _, res = timed(run, runs)
-                        with OpCounter() as c:
-                            run()
-                        row += [med, c.kernels, c.syncs]
-                        results.append(res)
-                    note = compare(results[0], results[1])
-                    line = (f"{bsz:>5} {thr:>9} {row[0]:>9.2f} {row[1]:>5} {row[2]:>5} {row[3]:>9.2f} "
-                            f"{row[4]:>5} {row[5]:>5} {row[0] / row[3]:>10.2f}x")
-                    if cuda_graph:
-                        graphed = GraphedSelect()
-                        with pp.fixed_select_runner(graphed):
-                            med, _, res = timed(lambda: pp.postprocess_decoded_batch(
-                                out["boxes"], out["scores"], sizes, factors, cfg), runs, warmup=2)
-                        note += "; graphed " + compare(results[0], res)
-                        if graphed.failed:
-                            note += f" (capture FAILED: {graphed.failed})"
-                        line += f" {med:>10.2f} {row[0] / med:>12.2f}x"
-                    print(line + "  " + note)
-    finally:
-        pp._fixed_first = default_first
+def compare_paths(model, imgs, batches, runs: int) -> None:
+    """The block-wise search on a decoded batch: time, kernel launches, host syncs."""
+    print(f"\n{'batch':>5} {'score_thr':>9} {'ms':>9} {'ops':>5} {'syncs':>5}")
+    for bsz in batches:
+        chunk = [imgs[i % len(imgs)] for i in range(bsz)]
+        with torch.inference_mode():
+            x, metas = model.preprocess(chunk)
+            out = model.decode(model(x), tuple(x.shape[-2:]))
+            sizes = level_sizes(*metas[0].img_shape, model.cfg.strides)
+            factors = [m.scale_factor for m in metas]
+            for thr in (0.001, 0.3):
+                cfg = dataclasses.replace(model.test_cfg, score_thr=thr)
+                run = lambda: pp.postprocess_decoded_batch(out["boxes"], out["scores"], sizes, factors, cfg)
+                med, _, _ = timed(run, runs)
+                with OpCounter() as c:
+                    run()
+                print(f"{bsz:>5} {thr:>9} {med:>9.2f} {c.kernels:>5} {c.syncs:>5}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Inference speed options for the PyTorch backend: BatchNorm folded into the convs, fp16/bf16
-with channels-last, torch.compile, CUDA-graph replay for fixed shapes, letterbox on the device.
+with channels-last, torch.compile, CUDA-graph replay per input shape, letterbox on the device.
 
 Everything here changes how the network runs, never what it computes beyond rounding: the drift
 each option causes on the reference fixtures is measured in docs/speed.md. The defaults (all
@@ -26,9 +26,9 @@ class SpeedOptions:
         decoding and NMS stay in float32.
     channels_last: NHWC memory format (None: on with `half` on CUDA, where tensor cores want it).
     compile: `torch.compile` the network (the first batch of each shape compiles: seconds).
-    cuda_graph: capture the network (with decoding) and the post-processing's fixed-shape pass
-        once per input shape and replay them (CUDA only; removes the per-kernel launch cost
-        that dominates small batches; the post-processing's results do not change).
+    cuda_graph: capture the network (with decoding) once per input shape and replay it (CUDA
+        only; removes the per-kernel launch cost that dominates small batches). The
+        post-processing runs eagerly: its block-wise NMS reads back how far it got.
     preprocess: "cpu" letterboxes with OpenCV (bit-exact with the reference), "device" uploads
         the uint8 images and letterboxes on the model's device (one grey level of rounding)."""
 
@@ -136,41 +136,6 @@ class CudaGraphNetwork:
         return map_tensors(torch.clone, static_out)
 
 
-class GraphedSelect:
-    """The fixed-shape post-processing (`ops.fixed_nms.fixed_select`) replayed from a CUDA
-    graph per input shape and test setting: its ~110 small kernels launched as one. Calls with
-    other arguments (the second pass on a few images) run eagerly, and so does everything after
-    a capture fails (with a warning: the results are the same, only slower)."""
-
-    MAX_SETTINGS = 4  # each holds its graphs' memory pool (the pair lists: 0.1-1 GB)
-    device_type = "cuda"  # where graphs are captured
-
-    def __init__(self):
-        self.graphs: dict = {}
-        self.failed: str | None = None
-
-    def __call__(self, boxes_in, scores, sizes, factors, *knobs, **kw):
-        from ..ops.fixed_nms import fixed_select
-        if self.failed or kw or boxes_in.device.type != self.device_type:
-            return fixed_select(boxes_in, scores, sizes, factors, *knobs, **kw)
-        key = (tuple(int(s) for s in sizes), tuple(knobs))
-        runner = self.graphs.get(key)
-        if runner is None:
-            if len(self.graphs) >= self.MAX_SETTINGS:
-                self.graphs.pop(next(iter(self.graphs)))
-            runner = self.graphs[key] = CudaGraphNetwork(
-                lambda b, s, f: fixed_select(b, s, key[0], f, *key[1]))
-        try:
-            return runner(boxes_in, scores, factors)
-        except RuntimeError as e:  # capture refused: run eagerly from now on
-            import warnings
-            self.failed = f"{type(e).__name__}: {e}"
-            self.graphs.clear()
-            warnings.warn(f"post-processing runs without a CUDA graph: {self.failed}", RuntimeWarning,
-                          stacklevel=2)
-            return fixed_select(boxes_in, scores, sizes, factors, *knobs)
-
-
 def _versions(model: torch.nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is modified in place (an optimizer step,
     `load_state_dict`), so a cached prepared copy is never stale."""
@@ -179,8 +144,7 @@ def _versions(model: torch.nn.Module) -> tuple:
 
 class Prepared:
     """What `prepare` builds for one model and one set of options: the network function, and
-    with `cuda_graph` the graphs of the network alone, of network + decoding, and of the
-    fixed-shape post-processing."""
+    with `cuda_graph` the graphs of the network alone and of network + decoding."""
 
     def __init__(self, net: Network, model: torch.nn.Module, cuda_graph: bool):
         self.net = net
@@ -190,7 +154,6 @@ class Prepared:
             return decode(net(x), tuple(x.shape[-2:]))
         self.network = CudaGraphNetwork(net) if cuda_graph else net
         self.infer = CudaGraphNetwork(infer) if cuda_graph else infer
-        self.select = GraphedSelect() if cuda_graph else None
 
 
 def prepare(model: torch.nn.Module, options: SpeedOptions, owned: bool = False) -> Prepared:

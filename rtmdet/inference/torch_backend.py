@@ -18,11 +18,9 @@ class TorchBackend(Backend):
     def __init__(self, model, options: SpeedOptions | None = None, owned: bool = False):
         self.model = model.eval()
         self.options = options or SpeedOptions()
-        self._select = None  # cuda_graph: the post-processing's graphs
         if self.options.changes_network:
             prepared = prepare(model, self.options, owned)
             self.net, self._infer = prepared.network, prepared.infer  # cuda_graph: decode inside
-            self._select = prepared.select
         else:
             self.net = model
             self._infer = lambda x: model.decode(model(x), tuple(x.shape[-2:]))
@@ -63,10 +61,3 @@ class TorchBackend(Backend):
             torch.cuda.synchronize()
         return out
 
-    @torch.inference_mode()
-    def postprocess(self, outs, metas, cfg):
-        if self._select is None:
-            return super().postprocess(outs, metas, cfg)
-        from ..ops.postprocess import fixed_select_runner
-        with fixed_select_runner(self._select):
-            return super().postprocess(outs, metas, cfg)

@@ -5,9 +5,7 @@ image's maps (PyTorch models) and `postprocess_decoded` for already decoded boxe
 scores (exported graphs). All run the same batched steps: the per-level filter and `nms_pre`
 cut as masks over the (prior, class) grid, then the early-stopping class-aware NMS
 (`ops.nms.batched_nms_topk`), which visits candidates in global score order and stops after
-`max_per_img` kept. On a GPU inside `fixed_select_runner` (CUDA graphs) the fixed-shape
-selection of `ops.fixed_nms` runs first; the images it cannot prove take the path above.
-`select_topk` + `finish` are the step-by-step original, kept for reference.
+`max_per_img` kept. `select_topk` + `finish` are the step-by-step original, kept for reference.
 
 Ties: wherever the reference sorts (the per-level top-k, the NMS visiting order, the final
 order) equal scores are taken by ascending flat index (level, prior, class): the reference with
@@ -17,8 +15,6 @@ which leaves that order to the sort implementation (std::sort / x86-simd-sort / 
 exactly equal scores involved the results are identical."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,8 +22,6 @@ import torch
 
 from ..config import TestConfig
 from .boxes import distance2bbox
-from .fixed_nms import (BATCH_PAIRS, MAX_PAIRS, NOT_CONVERGED, PROVEN, TOO_SHALLOW, fixed_select,
-                        pair_budget, search_depth)
 from .nms import SPLIT_THR, Candidates, count_true, greedy_blocks, batched_nms
 
 
@@ -149,7 +143,7 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
 
 def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
                       scale_factors: Sequence[tuple[float, float]], cfg: TestConfig,
-                      valid_counts=None, fixed: bool = True) -> list[RawDetections]:
+                      valid_counts=None) -> list[RawDetections]:
     """scores (B,P,C) sigmoid, boxes_in (B,P,4) decoded input-pixel boxes of all P priors (levels
     of `sizes` concatenated; or a function giving them, called only if there are candidates)
     -> per image the kept detections, as `finish` would return them. `valid_counts`: the
@@ -160,10 +154,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     the NMS first runs on all candidates while visiting no more than `nms_pre` minus the
     too-small boxes of a level - every box visited then is one the cut keeps - and an image
     that needs to visit more is redone with the exact cut."""
-    bsz, num_priors, num_classes = scores.shape
-    if fixed and _fixed_first(scores) and cfg.max_per_img > 0 and num_priors > 0 \
-            and scores.dtype == torch.float32:  # (its order keys are float32 bits)
-        return _postprocess_fixed(scores, sizes, boxes_in, scale_factors, cfg, valid_counts)
+    bsz = scores.shape[0]
     max_keep = cfg.max_per_img if cfg.max_per_img >= 0 else None
     if valid_counts is None:
         valid = scores > cfg.score_thr
@@ -218,75 +209,6 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     if cfg.max_per_img < 0:
         keeps = [keep[: cfg.max_per_img] for keep in keeps]
     return _gather_kept(keeps, boxes, scores, boxes_in)
-
-
-def _fixed_first(ref: torch.Tensor) -> bool:
-    """Whether the fixed-shape selection runs first: on a GPU when it is replayed from a CUDA
-    graph (`fixed_select_runner`: one launch instead of ~160, one host sync instead of ~18).
-    Run eagerly it launches as many kernels as the block-wise search (counted: docs/speed.md),
-    which keeps that case until a GPU measurement says otherwise; the CPU keeps the block-wise
-    search, which does far less arithmetic."""
-    return ref.device.type != "cpu" and _RUNNER.get() is not None
-
-
-_RUNNER: contextvars.ContextVar = contextvars.ContextVar("fixed_select_runner", default=None)
-
-
-@contextlib.contextmanager
-def fixed_select_runner(runner):
-    """Within: the first fixed-shape pass runs as `runner(...)` (same arguments and result as
-    `fixed_select`; e.g. replayed from a CUDA graph, `inference.speed.GraphedSelect`)."""
-    token = _RUNNER.set(runner)
-    try:
-        yield
-    finally:
-        _RUNNER.reset(token)
-
-
-# A second fixed-shape pass, for the images the first could not prove for want of depth or of
-# iterations: 4x deeper, 4x the pairs, 4x the iterations; then the block-wise search.
-RETRY_DEPTH, RETRY_ITERATIONS = 4, 24
-
-
-def _postprocess_fixed(scores, sizes, boxes_in, scale_factors, cfg, valid_counts=None):
-    """`_postprocess_grid` by `ops.fixed_nms.fixed_select` (one host sync for the batch when it
-    proves every image); the images it cannot prove are redone by the block-wise search."""
-    if callable(boxes_in):
-        boxes_in = boxes_in()
-    factors = torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
-                           dtype=boxes_in.dtype).to(boxes_in.device, non_blocking=True)
-    knobs = (cfg.score_thr, cfg.nms_pre, cfg.nms_iou, cfg.max_per_img, cfg.min_bbox_size)
-    sel = (_RUNNER.get() or fixed_select)(boxes_in, scores, sizes, factors, *knobs)
-    status, count = torch.stack([sel.status, sel.count]).tolist()  # host sync
-    out = [_selected(sel, b, c) for b, c in enumerate(count)]
-    retry = [b for b, s in enumerate(status) if s in (TOO_SHALLOW, NOT_CONVERGED)]
-    if retry:
-        m = scores.shape[1] * scores.shape[2]
-        depth = search_depth(m, cfg.max_per_img, cfg.nms_pre)
-        if any(status[b] == TOO_SHALLOW for b in retry):
-            depth = search_depth(m, cfg.max_per_img, cfg.nms_pre, RETRY_DEPTH * depth)
-        rows = torch.tensor(retry, device=scores.device)
-        sel = fixed_select(boxes_in[rows], scores[rows], sizes, factors[rows], *knobs, depth=depth,
-                           iterations=RETRY_ITERATIONS,
-                           pairs=pair_budget(len(retry), 4 * BATCH_PAIRS, 4 * MAX_PAIRS))
-        status2, count2 = torch.stack([sel.status, sel.count]).tolist()  # host sync
-        for r, (b, s, c) in enumerate(zip(retry, status2, count2)):
-            status[b], out[b] = s, _selected(sel, r, c)
-    redo = [b for b, s in enumerate(status) if s != PROVEN]
-    if redo:
-        rows = torch.tensor(redo, device=scores.device)
-        vc = None if valid_counts is None else (valid_counts[0][rows], valid_counts[1][rows])
-        again = _postprocess_grid(scores[rows], sizes, boxes_in[rows],
-                                  [scale_factors[b] for b in redo], cfg, vc, fixed=False)
-        for b, r in zip(redo, again):
-            out[b] = r
-    return out
-
-
-def _selected(sel, row: int, count: int) -> RawDetections:
-    """Row `row` of a `FixedSelection`: its first `count` detections (views)."""
-    return RawDetections(sel.boxes[row, :count], sel.scores[row, :count], sel.labels[row, :count],
-                         sel.prior_inds[row, :count], sel.boxes_input[row, :count])
 
 
 def _gather_kept(keeps: list[torch.Tensor], boxes, scores, boxes_in) -> list[RawDetections]:
