@@ -12,7 +12,8 @@ settings - score_thr 0.001, nms_pre 30000 - the worst case reaches NMS) and mode
 * compiled (opt-in): as fast with torch.compile instead of the CUDA graph.
 Batch 1: median ms of pre / infer (network + decode) / post and of the whole `run_batch`, next to
 the network forward alone in the same mode ("whole/fwd"). Batch `--batch`: images/s of the whole
-path against the forward alone ("whole/fwd" as a share of the forward's rate).
+path against the forward alone ("whole/fwd" as a share of the forward's rate). Last column: the
+decoding alone at batch 1 (part of "infer").
 
 Part 2 (`--drift`, needs ../shared/fixtures): the fixture tiny weights on the three fixture
 images at the reference settings, each option against the reference detections: detections
@@ -23,7 +24,6 @@ On CUDA, TF32 is off for the fp32 rows (cuDNN would otherwise round convolutions
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import time
@@ -79,7 +79,10 @@ def stages(backend, images, cfg, device, runs: int) -> dict[str, float]:
     with torch.inference_mode():
         x, metas = backend.preprocess(images, size)
         outs = backend.infer(x)
+        raw = backend.net(x)
+        hw = tuple(x.shape[-2:])
         return {
+            "decode": timed(lambda: backend.model.decode(raw, hw), device, runs),
             "pre": timed(lambda: backend.preprocess(images, size), device, runs),
             "infer": timed(lambda: backend.infer(x), device, runs),
             "post": timed(lambda: backend.postprocess(outs, metas, cfg), device, runs),
@@ -92,7 +95,8 @@ def bench_speed(args, device: torch.device) -> None:
     print(f"\n## whole path vs forward ({describe(device)}; random weights, 640x640 input, "
           f"480x640 images, reference test settings; median of {args.runs} runs)")
     print(f"{'model':<12} {'mode':<6} {'pre ms':>7} {'infer':>7} {'post':>7} {'whole':>7} "
-          f"{'fwd':>7} {'whole/fwd':>9} | b{args.batch} {'whole img/s':>11} {'fwd img/s':>10} {'share':>6}")
+          f"{'fwd':>7} {'whole/fwd':>9} | b{args.batch} {'whole img/s':>11} {'fwd img/s':>10} {'share':>6}"
+          f" | {'decode ms':>9}")
     one, many = bench_images(1), bench_images(args.batch)
     for name in args.models:
         model = rtmdet.create(name).to(device).eval()
@@ -105,7 +109,7 @@ def bench_speed(args, device: torch.device) -> None:
             print(f"{name:<12} {mode:<6} {s1['pre'] * 1e3:>7.2f} {s1['infer'] * 1e3:>7.2f} "
                   f"{s1['post'] * 1e3:>7.2f} {s1['whole'] * 1e3:>7.2f} {s1['forward'] * 1e3:>7.2f} "
                   f"{s1['whole'] / s1['forward']:>8.2f}x | {'':>3} {whole_rate:>11.1f} {fwd_rate:>10.1f} "
-                  f"{whole_rate / fwd_rate:>6.0%}", flush=True)
+                  f"{whole_rate / fwd_rate:>6.0%} | {s1['decode'] * 1e3:>9.2f}", flush=True)
             del backend
         del model
         if device.type == "cuda":
