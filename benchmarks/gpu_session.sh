@@ -86,7 +86,7 @@ part_train() {
         --skip-assigner --loader-opencv-default
 }
 # the README's main command, end to end on the GPU (training with AMP, EMA, evaluation, drawing)
-part_demo() { step 60 python -m rtmdet demo --device cuda --out /tmp/rtmdet-demo; }
+part_demo() { step 90 python -m rtmdet demo --device cuda --epochs 20 --out /tmp/rtmdet-demo; }
 part_compile() {
     step 270 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 10 \
         --models rtmdet-tiny --modes exact fast compiled
