@@ -32,7 +32,7 @@ def cmd_bench(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="latency/throughput per backend, side by side")
-    add_model_args(p)
+    add_model_args(p, device_default="cpu; TensorRT always runs on cuda")
     p.add_argument("--backend", choices=("torch", "onnxruntime", "openvino", "tensorrt", "all"), default="all")
     p.add_argument("--imgsz", type=image_size, default=None,
                    help="input size (default: the checkpoint's test size)")

@@ -48,12 +48,13 @@ def device(name: str | None) -> str:
     return name
 
 
-def add_model_args(p: argparse.ArgumentParser, graphs: bool = True) -> None:
+def add_model_args(p: argparse.ArgumentParser, graphs: bool = True,
+                   device_default: str = "cuda if available") -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", help="zoo name (see `rtmdet models`), downloaded once and cached")
     g.add_argument("--weights", help="checkpoint (.pth)" + (" or exported model (.onnx, .engine)"
                                                           if graphs else ""))
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--device", default=None, help=f"cpu, cuda, cuda:1 (default: {device_default})")
 
 
 def add_tile_args(p: argparse.ArgumentParser) -> None:
