@@ -49,9 +49,16 @@ class ExpMomentumEMA:
                 a.copy_(s)
         else:
             m = self.momentum_at(self.steps)
+            avg, src = [], []
             for a, s in self._pairs(model):
                 if a.dtype.is_floating_point:
-                    a.mul_(1 - m).add_(s.to(a.device, a.dtype), alpha=m)
+                    avg.append(a)
+                    src.append(s.to(a.device, a.dtype))
+            # each tensor's a * (1 - m) + m * s, as a.mul_(1 - m).add_(s, alpha=m) would, for all
+            # tensors in a few multi-tensor kernels on GPUs (two launches per tensor otherwise:
+            # ~700 a step for tiny)
+            torch._foreach_mul_(avg, 1 - m)
+            torch._foreach_add_(avg, src, alpha=m)
         if not self.update_buffers:
             for b_avg, b_src in zip(self.module.buffers(), unwrap(model).buffers()):
                 b_avg.copy_(b_src)
