@@ -17,6 +17,9 @@ loader alone; plus the batched assigner against a per-image loop.
   row, the loader limits training. Each worker runs OpenCV on one thread (`build_train_loader`);
   `--loader-opencv-default` adds a stage-1 row with OpenCV's default thread count (one per
   core) in every worker, what the loader did before.
+* EMA: ms of one `ExpMomentumEMA.update` (multi-tensor ops) against the same arithmetic tensor by
+  tensor (two kernels per tensor on a GPU), per model, as the Trainer holds it (channels-last on
+  CUDA).
 * assigner: time per batch of `DynamicSoftLabelAssigner.assign` over B images at once against a
   Python loop calling it once per image (B=1, that image's gts only), on the same inputs; the
   assignments are checked to be identical before timing.
@@ -25,7 +28,7 @@ loader alone; plus the batched assigner against a per-image loop.
                                      [--sizes 320 640] [--batch 8] [--iters 3] [--warmup 1]
                                      [--modes fp32 fp16 bf16] [--compile] [--workers 4]
                                      [--loader-images 64] [--loader-batches 10] [--skip-loader]
-                                     [--loader-opencv-default]
+                                     [--loader-opencv-default] [--skip-ema]
                                      [--threads N] [--classes 80] [--assign-batch 8]
                                      [--assign-gts 1 20] [--assign-size 640] [--skip-assigner]
 
@@ -64,6 +67,25 @@ def random_gts(g: torch.Generator, batch: int, size: int, num_classes: int, n_ra
         boxes.append(torch.cat([xy, xy + wh], 1))
         labels.append(torch.randint(0, num_classes, (n,), generator=g))
     return boxes, labels
+
+
+def bench_ema(name: str, device: torch.device, iters: int = 20) -> tuple[float, float]:
+    """Seconds of one EMA update tensor by tensor (the arithmetic of the update) and of
+    `ExpMomentumEMA.update`."""
+    from rtmdet.train.ema import ExpMomentumEMA
+    model = rtmdet.create(name).to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    ema = ExpMomentumEMA(model)
+    ema.update(model)
+
+    @torch.no_grad()
+    def per_tensor():
+        m = ema.momentum_at(ema.steps)
+        for a, src in ema._pairs(model):
+            if a.dtype.is_floating_point:
+                a.mul_(1 - m).add_(src, alpha=m)
+    return time_fn(per_tensor, iters, 3, device), time_fn(lambda: ema.update(model), iters, 3, device)
 
 
 def sync(device: torch.device) -> None:
@@ -227,6 +249,7 @@ def main() -> None:
     ap.add_argument("--assign-iters", type=int, default=10)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-assigner", action="store_true")
+    ap.add_argument("--skip-ema", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -294,6 +317,11 @@ def main() -> None:
                               f"{v:>8.1f} | {v / base:>5.3g}x | {'':>4} | {'':>6} | {'':>4} | {'':>7} |",
                               flush=True)
         scratch.close()
+    if not args.skip_ema:
+        print(f"\nEMA update per step on {args.device}: tensor by tensor vs multi-tensor (median of 20)")
+        for name in args.models:
+            old, new = bench_ema(name, device)
+            print(f"| {name:<12} | {old * 1e3:>7.2f} ms | {new * 1e3:>7.2f} ms | {old / new:>5.2f}x |", flush=True)
     if args.skip_assigner:
         return
     B = args.assign_batch
