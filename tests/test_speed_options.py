@@ -198,3 +198,27 @@ def test_cuda_device_letterbox_matches_cpu_torch():
     cpu, _ = letterbox_batch_torch([img], (640, 640), "cpu")
     gpu, _ = letterbox_batch_torch([img], (640, 640), "cuda")
     assert int((gpu.cpu().int() - cpu.int()).abs().max()) <= 1
+
+
+@cuda
+def test_cuda_graph_backend_keeps_the_exact_detections():
+    """`cuda_graph=True` without other options: the network and the decoding replayed from
+    graphs; the fixture detections of the exact path (TF32 off: the comparison is with fp32
+    convolutions), on the capture and on a replay."""
+    from rtmdet.inference.loop import run_inference
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        model = rtmdet.load(need(DET_FIX / "weights.pth"), device="cuda")
+        imgs = [load_fixture(DET_FIX / f"predict_{c}.pth")["image_bgr"].numpy()
+                for c in ("square", "portrait", "large")]
+        exact = run_inference(TorchBackend(model), imgs, batch_size=3)
+        graphed = TorchBackend(model, SpeedOptions(cuda_graph=True))
+        for _ in range(2):
+            got = run_inference(graphed, imgs, batch_size=3)
+            for g, w in zip(got, exact):
+                g, w = g.numpy(), w.numpy()
+                assert len(g.scores) == len(w.scores) == 300
+                assert match_detections(g.boxes, g.scores, g.labels, w.boxes, w.scores, w.labels) == 0
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
