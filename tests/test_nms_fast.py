@@ -345,6 +345,25 @@ def test_batched_score_preparation_equals_per_image(heads, monkeypatch, over):
         assert_same_detections(b, (a.boxes, a.scores, a.labels, a.prior_inds, a.boxes_input))
 
 
+def test_fixture_host_syncs(heads):
+    """What a GPU would wait for (counted on the CPU): at the reference settings, one block of the
+    search, each value the loop needs read to the host once - 12 syncs for the batch (18 when
+    the counts were read separately by the grid, the NMS and the result)."""
+    from rtmdet.deploy.bench import OpCounter
+    from rtmdet.ops.boxes import level_sizes
+    from rtmdet.ops.postprocess import postprocess_decoded_batch
+    model, cls, reg, priors, metas = heads
+    with torch.inference_mode():
+        out = model.decode((cls, reg), metas[0].img_shape)
+        sizes = level_sizes(*metas[0].img_shape, model.cfg.strides)
+        args = (out["boxes"], out["scores"], sizes, [m.scale_factor for m in metas], model.test_cfg)
+        postprocess_decoded_batch(*args)  # caches (the IoU threshold's float32 bound)
+        with OpCounter() as c:
+            got = postprocess_decoded_batch(*args)
+    assert all(len(r.scores) == 300 for r in got)
+    assert c.syncs <= 12, c.syncs
+
+
 # ---- CUDA: the same kept sets as the CPU oracle -------------------------------------------------
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -115,7 +115,8 @@ def _score_order(cand: "Candidates", t: int):
     est = sample.topk(min(sample.shape[1], 2 * t // step + 8), dim=1)[0][:, -1:]
     mask = (scores >= est) & valid
     cnt = count_true(mask, 1)
-    if int(cnt.max()) > 16 * t:  # a poor estimate: plain top-k (its last value may be tied)
+    counts = cnt.tolist()  # host sync
+    if max(counts) > 16 * t:  # a poor estimate: plain top-k (its last value may be tied)
         masked = scores.masked_fill(~valid, float("-inf"))
         vals, idx = masked.topk(t, dim=1)
         idx = idx.sort(dim=1)[0]
@@ -123,11 +124,11 @@ def _score_order(cand: "Candidates", t: int):
         return order, torch.minimum(count_true(vals > vals[:, -1:], 1), cand.count).tolist()
     rows, cols = mask.nonzero(as_tuple=True)  # row-major, ascending index within a row
     at = torch.arange(len(rows), device=rows.device) - (cnt.cumsum(0) - cnt)[rows]
-    vals = scores.new_full((bsz, int(cnt.max())), float("-inf"))
+    vals = scores.new_full((bsz, max(counts)), float("-inf"))
     idx = torch.zeros(vals.shape, dtype=torch.long, device=vals.device)
     vals[rows, at] = scores[rows, cols]
     idx[rows, at] = cols
-    return idx.gather(1, vals.sort(dim=1, descending=True, stable=True)[1]), cnt.tolist()
+    return idx.gather(1, vals.sort(dim=1, descending=True, stable=True)[1]), counts
 
 
 class Candidates:
@@ -143,6 +144,19 @@ class Candidates:
         self.prior_of, self.pos_limit, self.num_labels = prior_of, pos_limit, num_labels
         self.count = count_true(valid, 1) if count is None else count
         self.offset_mode = self.count < split_thr if offset_mode is None else offset_mode
+        self._host = None
+
+    def host(self) -> tuple[list[int], list[int], bool]:
+        """Per image the candidate count and how many may be visited, and whether any image is
+        in offset mode: read to the host once, in one sync."""
+        if self._host is None:
+            rows = [self.count, self.offset_mode.to(self.count)]
+            if self.pos_limit is not None:
+                rows.append(self.pos_limit.to(self.count))
+            vals = torch.stack(rows).tolist()  # host sync
+            limits = vals[0] if self.pos_limit is None else [min(c, p) for c, p in zip(vals[0], vals[2])]
+            self._host = (vals[0], limits, any(vals[1]))
+        return self._host
 
     def prepare(self, thr: float) -> None:
         """Label range (for grouping keys), class offsets of offset-mode images, and which of
@@ -154,7 +168,7 @@ class Candidates:
             self.label_min = int(lab.min())
             self.label_span = int(lab.max()) - self.label_min + 1
         self.scale = self.cross = None
-        if bool(self.offset_mode.any()):
+        if self.host()[2]:
             # per image boxes.max() over its candidates, +1, as `batched_nms` computes it
             boxes = self.boxes
             used = self.valid if self.prior_of is None else \
@@ -201,9 +215,7 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
     count = cand.count
     bsz, n = cand.valid.shape
     device = count.device
-    counts = count.tolist()  # host sync: sizes the loop
-    limits = counts if cand.pos_limit is None else \
-        [min(c, p) for c, p in zip(counts, cand.pos_limit.tolist())]
+    counts, limits, _ = cand.host()  # sizes the loop
     cap = max(counts) if max_keep is None else min(max_keep, max(counts))
     if cap <= 0:
         return [torch.zeros((0,), dtype=torch.long, device=device) for _ in range(bsz)], []
@@ -279,7 +291,7 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
             buf[r] = sub
         k_cnt[r] = (cnt + kmask.sum(1)).clamp_(max=cap)
         pos += size
-    return [k_idx[b, :c] for b, c in enumerate(k_cnt.tolist())], overflow
+    return [k_idx[b, :c] for b, c in enumerate(kept_now)], overflow  # read when the loop ended
 
 
 def batched_nms_topk_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,

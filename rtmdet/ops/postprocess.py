@@ -121,11 +121,11 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
     bsz, _, num_classes = scores.shape
     cand = cand.view(bsz, -1)
     count = count_true(cand, 1) if count is None else count
-    most = int(count.max())  # host sync
+    grid = Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand, SPLIT_THR,
+                      prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
+                      pos_limit=pos_limit, num_labels=num_classes, count=count)
+    most = max(grid.host()[0])  # the one host read of the counts, reused by greedy_blocks
     if most > _COMPACT:
-        grid = Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand, SPLIT_THR,
-                           prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
-                           pos_limit=pos_limit, num_labels=num_classes, count=count)
         return greedy_blocks(grid, iou_threshold, max_keep)
     # few candidates: gather them (ascending grid index, the tie order) into a padded list
     rows, cols = cand.nonzero(as_tuple=True)
@@ -136,7 +136,8 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
     prior = entry // num_classes
     lst = Candidates(boxes.gather(1, prior[..., None].expand(-1, -1, 4)), entry % num_classes,
                       scores.view(bsz, -1).gather(1, entry), valid, SPLIT_THR,
-                      offset_mode=offset_mode, pos_limit=pos_limit, count=count)
+                      offset_mode=grid.offset_mode, pos_limit=pos_limit, count=count)
+    lst._host = grid._host  # the same counts, limits and modes
     keeps, overflow = greedy_blocks(lst, iou_threshold, max_keep)
     return [entry[b, k] for b, k in enumerate(keeps)], overflow
 
