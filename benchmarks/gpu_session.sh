@@ -2,7 +2,8 @@
 # Every check that needs a GPU, in one run sized for one 10-minute device call (H100 / H200).
 #
 #   bash benchmarks/gpu_session.sh --prepare   # here: the fixtures the checks read -> .gpu/,
-#                                              # faster-coco-eval for Python 3.12 -> .whl/
+#                                              # faster-coco-eval and shapely wheels for the
+#                                              # device's Python 3.12 -> .whl/
 #   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"]):
 #                                              # every part below, ~7 minutes on an H100
 #   bash benchmarks/gpu_session.sh e2e train   # only the parts named

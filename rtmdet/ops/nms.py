@@ -136,15 +136,16 @@ class Candidates:
     scores[b,e], label labels[b,e] (or labels(e), then in [0, num_labels)) and box
     boxes[b, prior_of(e)] (or boxes[b,e]). `offset_mode` (B,) says which images use class-offset
     boxes (default: fewer than split_thr candidates); `pos_limit` (B,) caps how many candidates
-    an image may visit (see `greedy_blocks`); `count` (B,) = valid.sum(1) if known."""
+    an image may visit (see `greedy_blocks`); `count` (B,) = valid.sum(1) if known; `host`:
+    another list's `host()` where counts, limits and modes are the same."""
 
     def __init__(self, boxes, labels, scores, valid, split_thr=SPLIT_THR, prior_of=None,
-                 offset_mode=None, pos_limit=None, num_labels=None, count=None):
+                 offset_mode=None, pos_limit=None, num_labels=None, count=None, host=None):
         self.boxes, self.labels, self.scores, self.valid = boxes, labels, scores, valid
         self.prior_of, self.pos_limit, self.num_labels = prior_of, pos_limit, num_labels
         self.count = count_true(valid, 1) if count is None else count
         self.offset_mode = self.count < split_thr if offset_mode is None else offset_mode
-        self._host = None
+        self._host = host
 
     def host(self) -> tuple[list[int], list[int], bool]:
         """Per image the candidate count and how many may be visited, and whether any image is

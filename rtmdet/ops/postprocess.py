@@ -136,8 +136,7 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
     prior = entry // num_classes
     lst = Candidates(boxes.gather(1, prior[..., None].expand(-1, -1, 4)), entry % num_classes,
                       scores.view(bsz, -1).gather(1, entry), valid, SPLIT_THR,
-                      offset_mode=grid.offset_mode, pos_limit=pos_limit, count=count)
-    lst._host = grid._host  # the same counts, limits and modes
+                      offset_mode=grid.offset_mode, pos_limit=pos_limit, count=count, host=grid.host())
     keeps, overflow = greedy_blocks(lst, iou_threshold, max_keep)
     return [entry[b, k] for b, k in enumerate(keeps)], overflow
 
