@@ -32,3 +32,63 @@ def test_bench_train_runs():
                "--iters", "1", "--warmup", "0", "--workers", "0", "--loader-images", "4",
                "--loader-batches", "1", "--skip-assigner")
     assert "rtmdet-tiny  |   128 | fp32 (baseline)" in out and "loader stage 1" in out
+
+
+def test_bench_e2e_runs():
+    out = _run("benchmarks/bench_e2e.py", "--models", "rtmdet-tiny", "--batch", "2", "--runs", "1",
+               "--modes", "exact")
+    assert "head spread" in out and "rtmdet-tiny  exact" in out
+
+
+def test_op_counter_counts_what_makes_a_gpu_wait():
+    """Boolean-mask indexing and repeat_interleave without output_size size their output by the
+    data (a nonzero / a sum read by the host); `x[mask] = scalar` is a masked_fill; integer
+    indexing is not a wait."""
+    import torch
+    from rtmdet.deploy.bench import OpCounter
+    x = torch.arange(10.0)
+    mask, idx = x > 4, torch.tensor([1, 2])
+    cases = [
+        (lambda: x[mask], 1), (lambda: x.view(2, 5)[:, mask[:5]], 1), (lambda: x[idx], 0),
+        (lambda: x.clone().__setitem__(mask, torch.zeros(5)), 1),
+        (lambda: x.clone().__setitem__(mask, 0.0), 0), (lambda: x.clone().__setitem__(idx, 0.0), 0),
+        (lambda: torch.repeat_interleave(idx), 1), (lambda: torch.repeat_interleave(idx, output_size=3), 0),
+        (lambda: x[:2].repeat_interleave(idx), 1), (lambda: x[:2].repeat_interleave(idx, output_size=3), 0),
+        (lambda: x.repeat_interleave(2), 0), (lambda: x.nonzero(), 1), (lambda: int(x.sum()), 1),
+    ]
+    for i, (fn, syncs) in enumerate(cases):
+        with OpCounter() as c:
+            fn()
+        assert c.syncs == syncs, (i, c.syncs, c.ops)
+
+
+def test_spread_head_sends_the_worst_case_to_nms():
+    """Plain random init: one score for every (prior, class) and boxes of zero width, which the
+    min_bbox_size filter drops (no candidate reaches NMS). Spread: nearly every score in
+    (0.001, 0.3), every box a few strides wide, 300 detections; the rest of the network is
+    untouched."""
+    import torch
+    import rtmdet
+    from rtmdet.deploy.bench import bench_images, spread_head
+    from rtmdet.inference import TorchBackend
+    torch.manual_seed(0)
+    model = rtmdet.create("rtmdet-tiny").eval()
+    backend = TorchBackend(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.inference_mode():
+        x, metas = backend.preprocess(bench_images(1), (320, 320))
+        outs = backend.infer(x)
+        assert outs["scores"].unique().numel() == 1
+        assert len(backend.postprocess(outs, metas, model.test_cfg)[0].scores) == 0
+        calib, _ = backend.preprocess(bench_images(2, seed=1), (320, 320))
+    spread_head(model, calib)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("bbox_head.rtm_cls.", "bbox_head.rtm_reg.")) for k in changed)
+    with torch.inference_mode():
+        outs = backend.infer(x)
+        dets = backend.postprocess(outs, metas, model.test_cfg)[0]
+    s, b = outs["scores"], outs["boxes"]
+    assert ((s > 0.001) & (s < 0.3)).float().mean() > 0.999
+    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+    assert (w > 8).all() and (h > 8).all()
+    assert len(dets.scores) == 300

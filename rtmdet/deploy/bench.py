@@ -51,6 +51,41 @@ def bench_images(batch: int, shape=(480, 640), seed: int = 0) -> list[np.ndarray
     return out
 
 
+@torch.no_grad()
+def spread_head(model: torch.nn.Module, x: torch.Tensor, logit=(-4.0, 0.4), dist=(2.5, 0.6),
+                log_dist=(0.9, 0.25)) -> torch.nn.Module:
+    """Rescale a randomly initialised model's last classification and regression convs (weights
+    and bias only: the same arithmetic per image) so that on `x` (a normalised batch) the logits
+    have mean/std `logit` and the distances `dist` (in strides; `log_dist` before the exp of
+    heads with `exp_on_reg`). Random init gives every score the same value and, without the exp,
+    boxes of zero width that the `min_bbox_size` filter drops before NMS (so nothing reaches
+    it); spread like this, nearly every score lies in (0.001, 0.3) and boxes are about 5
+    strides wide: the worst case of the reference settings (~670000 candidates per 640x640
+    image), as the fixture's tiny weights give it. For benchmarks."""
+    head = model.bbox_head
+    feats: dict[torch.nn.Module, torch.Tensor] = {}  # each conv's input
+    hooks = [m.register_forward_hook(lambda m, i, o: feats.__setitem__(m, i[0].double()))
+             for m in list(head.rtm_cls) + list(head.rtm_reg)]
+    try:
+        was_training = model.training
+        model.eval()
+        model(x)
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    targets = [(m, logit) for m in head.rtm_cls]
+    targets += [(m, log_dist if head.exp_on_reg else dist) for m in head.rtm_reg]
+    for conv, (mean, std) in targets:
+        # the weights' part of the output, from the input: random init shrinks the features to
+        # 1e-9..1e-13, a part that float32 loses when the bias is added
+        z = torch.nn.functional.conv2d(feats[conv], conv.weight.double())
+        scale = std / float(z.std()) if float(z.std()) > 0 else 0.0
+        conv.weight.mul_(scale)
+        conv.bias.copy_(mean - scale * z.mean(dim=(0, 2, 3)).to(conv.bias))
+    return model
+
+
 def make_detector(backend: str, weights: str, imgsz: int, batch: int, device: str,
                   workdir: Path, nms: bool = False) -> Detector:
     from ..inference.detector import GRAPH_SUFFIXES
@@ -171,10 +206,11 @@ class OpCounter:
     """Counts, inside `with OpCounter() as c:`, the tensor operations that launch a kernel on a
     GPU (`c.kernels`: every ATen op except views, allocations and scalar reads) and those that
     wait for the GPU (`c.syncs`: reading a value to the host - `.item()`, `int()`, `float()`,
-    `bool()`, `.tolist()`, `torch.equal` - and ops whose output size depends on the data, e.g.
-    `nonzero`). Run on the CPU it tells what a GPU would launch, without a GPU. (Host reads are
-    counted at the Python methods: under inference mode a CPU tensor's `int()` skips the
-    dispatcher.)"""
+    `bool()`, `.tolist()`, `torch.equal` - and ops whose output size depends on the data:
+    `nonzero`, indexing with a boolean mask (`x[mask]`, `x[mask] = y`: a `nonzero` inside the
+    op, which a dispatch mode does not see), `repeat_interleave` without `output_size`). Run on
+    the CPU it tells what a GPU would launch, without a GPU. (Host reads are counted at the
+    Python methods: under inference mode a CPU tensor's `int()` skips the dispatcher.)"""
 
     _FREE = {"empty", "empty_strided", "empty_like", "lift_fresh", "_local_scalar_dense", "detach",
              "set_", "resize_", "scalar_tensor", "is_nonzero"}
@@ -185,6 +221,21 @@ class OpCounter:
         self.kernels = self.syncs = 0
         self.ops: dict[str, int] = {}
 
+    @staticmethod
+    def _sized_by_data(name: str, args, kwargs) -> bool:
+        """Ops whose output size depends on the data only for some arguments."""
+        if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
+            masks = [i for i in args[1] if i is not None and i.dtype in (torch.bool, torch.uint8)]
+            if name != "index" and len(masks) == len([i for i in args[1] if i is not None]) == 1:
+                value, acc = args[2], (args[3] if len(args) > 3 else (kwargs or {}).get("accumulate"))
+                if value.numel() == 1 and value.device.type == "cpu" and not acc:
+                    return False  # `x[mask] = scalar` runs as masked_fill_: no sync
+            return bool(masks)
+        if name == "repeat_interleave":
+            repeats = args[0] if len(args) == 1 else args[1]
+            return isinstance(repeats, torch.Tensor) and (kwargs or {}).get("output_size") is None
+        return False
+
     def __enter__(self):
         from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -193,7 +244,7 @@ class OpCounter:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 name = func.overloadpacket.__name__
-                if name in counter._SIZED_BY_DATA:
+                if name in counter._SIZED_BY_DATA or counter._sized_by_data(name, args, kwargs):
                     counter.syncs += 1
                 if not (func.is_view or name in counter._FREE):
                     counter.kernels += 1
