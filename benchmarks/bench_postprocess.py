@@ -12,9 +12,10 @@ by image, as `RTMDet.postprocess` calls it), and the ratios. "whole/fwd" = (forw
 forward. Times are the median of the runs (min in brackets); the machine may be shared, so
 absolute numbers are noisy.
 
-Then the batched path on the decoded outputs (`postprocess_decoded_batch`, what `predict` runs),
-with its tensor operations (each a kernel launch on a GPU) and host syncs counted by
-`rtmdet.deploy.bench.OpCounter`.
+Then the batched path on the decoded outputs (`postprocess_decoded_batch`, what `predict` runs)
+at the reference IoU threshold and at 0.3 (more blocks of the search), with its tensor operations
+(each a kernel launch on a GPU) and host syncs counted by `rtmdet.deploy.bench.OpCounter` the
+way a GPU runs the search (fixed-size lists under masks, `ops.nms.compact_lists`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 import rtmdet
+import rtmdet.ops.nms as nms
 import rtmdet.ops.postprocess as pp
 from rtmdet.deploy.bench import OpCounter
 from rtmdet.ops.boxes import grid_priors, level_sizes
@@ -127,7 +129,7 @@ def main() -> None:
 
 def compare_paths(model, imgs, batches, runs: int) -> None:
     """The block-wise search on a decoded batch: time, kernel launches, host syncs."""
-    print(f"\n{'batch':>5} {'score_thr':>9} {'ms':>9} {'ops':>5} {'syncs':>5}")
+    print(f"\n{'batch':>5} {'score_thr':>9} {'iou':>5} {'ms':>9} {'ops':>5} {'syncs':>5}  (counted the GPU's way)")
     for bsz in batches:
         chunk = [imgs[i % len(imgs)] for i in range(bsz)]
         with torch.inference_mode():
@@ -135,13 +137,17 @@ def compare_paths(model, imgs, batches, runs: int) -> None:
             out = model.decode(model(x), tuple(x.shape[-2:]))
             sizes = level_sizes(*metas[0].img_shape, model.cfg.strides)
             factors = [m.scale_factor for m in metas]
-            for thr in (0.001, 0.3):
-                cfg = dataclasses.replace(model.test_cfg, score_thr=thr)
+            for thr, iou in ((0.001, model.test_cfg.nms_iou), (0.001, 0.3), (0.3, model.test_cfg.nms_iou)):
+                cfg = dataclasses.replace(model.test_cfg, score_thr=thr, nms_iou=iou)
                 run = lambda: pp.postprocess_decoded_batch(out["boxes"], out["scores"], sizes, factors, cfg)
                 med, _, _ = timed(run, runs)
-                with OpCounter() as c:
-                    run()
-                print(f"{bsz:>5} {thr:>9} {med:>9.2f} {c.kernels:>5} {c.syncs:>5}")
+                compact, nms.compact_lists = nms.compact_lists, lambda t: False
+                try:
+                    with OpCounter() as c:
+                        run()
+                finally:
+                    nms.compact_lists = compact
+                print(f"{bsz:>5} {thr:>9} {iou:>5} {med:>9.2f} {c.kernels:>5} {c.syncs:>5}")
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
 # same-image, same-label pairs are formed, by sort + searchsorted), then resolved exactly
 # inside: keep[i] = not any(keep[j] and j suppresses i, j < i) is iterated to its fixed point,
 # which is unique (j < i) and reached in at most the longest suppression chain's length.
-# Host syncs (CUDA): a few per block (progress, pair counts, nonzero, one per fixed-point
-# iteration) and a few per call; none per box.
+# Host syncs (CUDA): per block the progress, the two pair counts and one check per two
+# fixed-point steps; a few per call; none per box. Lists keep their size under masks there
+# (`compact_lists`): a boolean index is a nonzero, and the host waits for it.
 
 _MIN_BLOCK, _MAX_BLOCK = 64, 2048
 
@@ -89,6 +90,13 @@ def iou_over(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Ten
     return inter / ((a1 + a2) - inter) > thr
 
 
+def compact_lists(t: torch.Tensor) -> bool:
+    """Whether to shorten lists with boolean masks on `t`'s device. On the CPU that costs one
+    pass; on a GPU each mask's nonzero makes the host wait for the device, so there the search
+    keeps fixed-size lists and masks them instead (more arithmetic, fewer waits)."""
+    return t.device.type == "cpu"
+
+
 def _same_key_pairs(ka: torch.Tensor, kb: torch.Tensor):
     """All (i, j) with ka[i] == kb[j], without forming the len(ka) x len(kb) matrix."""
     kb_sorted, ob = kb.sort()
@@ -98,6 +106,19 @@ def _same_key_pairs(ka: torch.Tensor, kb: torch.Tensor):
     ia = torch.repeat_interleave(torch.arange(len(ka), device=ka.device), cnt, output_size=total)
     first = torch.repeat_interleave(lo - (cnt.cumsum(0) - cnt), cnt, output_size=total)
     return ia, ob[first + torch.arange(total, device=ka.device)]
+
+
+def _later_same_key_pairs(key: torch.Tensor):
+    """All (i, j) with i < j and key[i] == key[j]: a stable sort keeps equal keys in index order,
+    so i's partners are the entries after it in its run of equal keys."""
+    ks, o = key.sort(stable=True)
+    n = len(key)
+    nxt = torch.arange(1, n + 1, device=key.device)  # each sorted position's successor
+    cnt = torch.searchsorted(ks, ks, right=True) - nxt
+    total = int(cnt.sum())  # host sync: the number of pairs
+    ia = torch.repeat_interleave(o, cnt, output_size=total)
+    first = torch.repeat_interleave(nxt - (cnt.cumsum(0) - cnt), cnt, output_size=total)
+    return ia, o[first + torch.arange(total, device=key.device)]
 
 
 def _score_order(cand: "Candidates", t: int):
@@ -256,40 +277,52 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
         idx = order[r, pos:pos + size]
         alive = (pos + torch.arange(size, device=device))[None, :] < count[r, None]
         bb, ba, bl = cand.gather(idx, r)
-        # the block's live entries as a flat list (row-major: visiting order within an image)
-        item = alive.view(-1).nonzero().view(-1)
-        i_key = cand.group_key(bl, r).view(-1)[item]
-        i_box, i_area = bb.view(-1, 4)[item], ba.view(-1)[item]
+        # the block as a flat list (row-major: visiting order within an image) plus one spare
+        # entry `m`, never kept: pairs that are not edges point at it (no boolean indexing, whose
+        # nonzero is a host sync). Entries past an image's candidates get keys of their own.
+        m = alive.numel()
+        i_box, i_area = bb.view(-1, 4), ba.view(-1)
+        own = -2 - torch.arange(m, device=device)  # keys that match nothing
+        i_key = torch.where(alive.view(-1), cand.group_key(bl, r).view(-1), own)
+        live = torch.cat([alive.view(-1), alive.new_zeros(1)])
         kmax = max(kept_now[b] for b in todo)
-        if kmax:  # drop entries suppressed by a box kept in an earlier block
-            k_ok = (slots[None, :kmax] < cnt[:, None]).view(-1).nonzero().view(-1)
-            k_key = cand.group_key(k_lab[r, :kmax], r).view(-1)[k_ok]
-            ia, ib = _same_key_pairs(i_key, k_key)
-            hit = iou_over(i_box[ia], i_area[ia], k_box[r, :kmax].reshape(-1, 4)[k_ok[ib]],
-                            k_area[r, :kmax].reshape(-1)[k_ok[ib]], thr)
-            live = torch.ones_like(item, dtype=torch.bool)
-            live[ia[hit]] = False
-            item, i_key, i_box, i_area = item[live], i_key[live], i_box[live], i_area[live]
+        if kmax:  # entries suppressed by a box kept in an earlier block are never kept
+            k_key = cand.group_key(k_lab[r, :kmax], r).masked_fill_(slots[None, :kmax] >= cnt[:, None], -1)
+            ia, ib = _same_key_pairs(i_key, k_key.view(-1))
+            hit = iou_over(i_box[ia], i_area[ia], k_box[r, :kmax].reshape(-1, 4)[ib],
+                            k_area[r, :kmax].reshape(-1)[ib], thr)
+            live[torch.where(hit, ia, m)] = False
+            i_key = torch.where(live[:m], i_key, own)  # and pair with nothing in the block
         # inside the block: edges j -> i, j visited first and suppressing i if j is kept
-        ia, ib = _same_key_pairs(i_key, i_key)
-        ia, ib = ia[ia < ib], ib[ia < ib]
+        ia, ib = _later_same_key_pairs(i_key)
         hit = iou_over(i_box[ia], i_area[ia], i_box[ib], i_area[ib], thr)
-        src, dst = ia[hit], ib[hit]
-        keep = torch.ones_like(item, dtype=torch.bool)
+        if compact_lists(hit):  # only the edges, for the iterations below
+            src, dst = ia[hit], ib[hit]
+        else:  # every pair, those that are not edges from `m`
+            src, dst = torch.where(hit, ia, m), ib
+
+        def step(keep):  # keep[i] = live[i] and no kept j suppresses i; keep[m] stays False
+            new = live.clone()
+            new[torch.where(keep[src], dst, m)] = False
+            return new
+
+        keep = live
         while True:  # greedy result = the unique fixed point, reached in <= chain length steps
-            new = torch.ones_like(keep)
-            new[dst[keep[src]]] = False
-            if torch.equal(new, keep):  # host sync, one per iteration (a few per block)
+            keep = step(keep)
+            after = step(keep)
+            if torch.equal(keep, after):  # host sync, one per two iterations (usually one per block)
                 break
-            keep = new
-        kmask = torch.zeros_like(alive)
-        kmask.view(-1)[item[keep]] = True
+            keep = after
+        kmask = keep[:m].view(alive.shape)
         slot = torch.where(kmask, cnt[:, None] + kmask.cumsum(1) - 1, cap).clamp_(max=cap)
         rows = torch.arange(len(todo), device=device)[:, None]
         for buf, val in ((k_idx, idx), (k_box, bb), (k_area, ba), (k_lab, bl)):
-            sub = buf[r]
-            sub[rows, slot] = val
-            buf[r] = sub
+            if isinstance(r, slice):  # every image: write in place
+                buf[rows, slot] = val
+            else:
+                sub = buf[r]
+                sub[rows, slot] = val
+                buf[r] = sub
         k_cnt[r] = (cnt + kmask.sum(1)).clamp_(max=cap)
         pos += size
     return [k_idx[b, :c] for b, c in enumerate(kept_now)], overflow  # read when the loop ended

@@ -217,8 +217,8 @@ def _gather_kept(keeps: list[torch.Tensor], boxes, scores, boxes_in) -> list[Raw
     bsz, _, num_classes = scores.shape
     sizes = [len(k) for k in keeps]
     keep = torch.cat(keeps) if bsz > 1 else keeps[0]
-    img = torch.repeat_interleave(torch.arange(bsz), torch.tensor(sizes)).to(keep.device) \
-        if bsz > 1 else 0
+    img = torch.repeat_interleave(torch.arange(bsz), torch.tensor(sizes), output_size=len(keep)) \
+        .to(keep.device) if bsz > 1 else 0
     prior = keep // num_classes
     fields = (boxes[img, prior], scores.view(bsz, -1)[img, keep], keep % num_classes, prior,
               boxes_in[img, prior])
