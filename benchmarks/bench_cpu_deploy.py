@@ -8,9 +8,10 @@
    fp32. The backends are timed round-robin (one run of each in turn, with a pause between
    them so ONNX Runtime's spinning threads do not slow the next one), so load from other
    processes on a shared CPU hits all of them alike. INT8 models are calibrated on `--calib`
-   images of `--data` (default: generated shapes images). With random weights almost every
-   (prior, class) pair passes score_thr 0.001, so post-processing costs more than with trained
-   weights (see bench_deploy.py).
+   images of `--data` (default: generated shapes images). The random head is spread
+   (`spread_head`): almost every (prior, class) pair passes score_thr 0.001 with a real box, so
+   post-processing costs more than with trained weights (see bench_deploy.py; before 2026-11-27
+   plain random init left NMS no box).
 2. Fixture accuracy (needs ../shared/fixtures): the reference tiny weights on the three fixture
    images at `--imgsz`, each backend vs PyTorch fp32: detections matched exactly (label, score
    within 1e-4, box within 0.01 px), and for INT8 the share of PyTorch's top-100 detections found
@@ -36,7 +37,7 @@ import torch
 import rtmdet
 from rtmdet.api import checkpoint_meta
 from rtmdet.inference import Detector, resolve_test_cfg
-from rtmdet.deploy.bench import bench_images, time_stages
+from rtmdet.deploy.bench import bench_images, spread_head, time_stages
 from rtmdet.deploy.onnx import export_onnx
 from rtmdet.deploy.openvino import export_openvino
 from rtmdet.inference.openvino_backend import OpenVINOBackend
@@ -218,7 +219,7 @@ def main() -> None:
             images = bench_images(1)
             for name in args.models:
                 torch.manual_seed(0)
-                model = rtmdet.create(name)
+                model = spread_head(rtmdet.create(name))
                 work = tmp / name
                 work.mkdir()
                 ckpt = work / "model.pth"
