@@ -15,8 +15,11 @@ as with the fixture's tiny weights; plain random init gives every box zero width
 * compiled (opt-in): as fast with torch.compile instead of the CUDA graph.
 Batch 1: median ms of pre / infer (network + decode) / post and of the whole `run_batch`, next to
 the network forward alone in the same mode ("whole/fwd"). Batch `--batch`: images/s of the whole
-path against the forward alone ("whole/fwd" as a share of the forward's rate). Last column: the
-decoding alone at batch 1 (part of "infer").
+path against the forward alone ("whole/fwd" as a share of the forward's rate); "streamed": images/s
+of `run_inference` over 4 such batches, which on a GPU letterboxes the next batch on a worker
+thread while the current one runs (what `predict` / `stream` do with a list, a folder or a
+video), as a share of the forward's rate. Last column: the decoding alone at batch 1 (part of
+"infer").
 
 Part 2 (`--drift`, needs ../shared/fixtures): the fixture tiny weights on the three fixture
 images at the reference settings, each option against the reference detections: detections
@@ -38,12 +41,13 @@ import torch
 import rtmdet
 from rtmdet.deploy.bench import bench_images, spread_head
 from rtmdet.inference import TorchBackend
-from rtmdet.inference.loop import run_batch
+from rtmdet.inference.loop import run_batch, run_inference
 from rtmdet.inference.speed import SpeedOptions
 
 SHARED = Path(os.environ.get("RTMDET_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 FIX = SHARED / "fixtures" / "rtmdet_tiny_8xb32-300e_coco"
 SIZES = ["rtmdet-tiny", "rtmdet-s", "rtmdet-m", "rtmdet-l", "rtmdet-x"]
+STREAM_BATCHES = 4  # batches per timed `run_inference` call ("streamed")
 
 
 def sync(device: torch.device) -> None:
@@ -99,23 +103,24 @@ def bench_speed(args, device: torch.device) -> None:
           f"480x640 images, reference test settings; median of {args.runs} runs)")
     print(f"{'model':<12} {'mode':<6} {'pre ms':>7} {'infer':>7} {'post':>7} {'whole':>7} "
           f"{'fwd':>7} {'whole/fwd':>9} | b{args.batch} {'whole img/s':>11} {'fwd img/s':>10} {'share':>6}"
-          f" | {'decode ms':>9}")
+          f" | {'streamed':>8} {'share':>6} | {'decode ms':>9}")
     one, many = bench_images(1), bench_images(args.batch)
+    flow = many * STREAM_BATCHES
     for name in args.models:
-        model = rtmdet.create(name).to(device).eval()
-        with torch.inference_mode():
-            calib, _ = TorchBackend(model).preprocess(bench_images(2, seed=1), (640, 640))
-        spread_head(model, calib)
+        model = spread_head(rtmdet.create(name).to(device).eval())
         cfg = model.test_cfg
         for mode in args.modes:
             backend = TorchBackend(model, mode_options(mode, device))
             s1 = stages(backend, one, cfg, device, args.runs)
             sb = stages(backend, many, cfg, device, max(3, args.runs // 4))
             whole_rate, fwd_rate = args.batch / sb["whole"], args.batch / sb["forward"]
+            stream_rate = len(flow) / timed(lambda b=backend: run_inference(b, flow, batch_size=args.batch),
+                                            device, max(1, args.runs // 8), warmup=1 if device.type == "cuda" else 0)
             print(f"{name:<12} {mode:<6} {s1['pre'] * 1e3:>7.2f} {s1['infer'] * 1e3:>7.2f} "
                   f"{s1['post'] * 1e3:>7.2f} {s1['whole'] * 1e3:>7.2f} {s1['forward'] * 1e3:>7.2f} "
                   f"{s1['whole'] / s1['forward']:>8.2f}x | {'':>3} {whole_rate:>11.1f} {fwd_rate:>10.1f} "
-                  f"{whole_rate / fwd_rate:>6.0%} | {s1['decode'] * 1e3:>9.2f}", flush=True)
+                  f"{whole_rate / fwd_rate:>6.0%} | {stream_rate:>8.1f} {stream_rate / fwd_rate:>6.0%} | "
+                  f"{s1['decode'] * 1e3:>9.2f}", flush=True)
             del backend
         del model
         if device.type == "cuda":
