@@ -172,26 +172,31 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     factor = torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
                           dtype=boxes_in.dtype, device=boxes_in.device)
     boxes = boxes_in * factor[:, None, :]
-    ok = None
+    ok = over = None
+    k = cfg.nms_pre
+    checks = []  # read to the host together
     if cfg.min_bbox_size >= 0:
         w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
         ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
-        if bool(ok.all()):
-            ok = None
+        checks.append(ok.all())
+    if 0 < k < most:
+        over = n > k
+        checks.append(over.any())
+    flags = torch.stack(checks).tolist() if checks else []  # host sync
+    if ok is not None and flags.pop(0):  # every box is large enough
+        ok = None
     cand = valid if ok is None else valid & ok[..., None]
     count = total if ok is None else None
     offset_mode = pos_limit = None
-    k = cfg.nms_pre
-    if 0 < k < most:
-        over = n > k
-        if bool(over.any()):  # host sync
+    if over is not None:
+        if flags[0]:  # some level has more than nms_pre candidates
             bad = torch.zeros_like(n) if ok is None else torch.stack(
                 [count_true(v & ~o[..., None], (1, 2)) for v, o in zip(valid.split(list(sizes), 1),
                                                                 ok.split(list(sizes), 1))], 1)
             lazy = (n.clamp(max=k) - bad).sum(1) >= SPLIT_THR  # split mode whatever the cut
             exact = over.any(1) & ~lazy
-            if bool(exact.any()):
-                rows = exact.nonzero().view(-1)
+            rows = exact.nonzero().view(-1)  # host sync
+            if len(rows):
                 cand = cand.clone()
                 cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
                 count = None
