@@ -5,7 +5,7 @@
 #                                              # faster-coco-eval and shapely wheels for the
 #                                              # device's Python 3.12 -> .whl/
 #   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"]):
-#                                              # every part below, ~7 minutes on an H100
+#                                              # every part below, ~7-8 minutes on an H100
 #   bash benchmarks/gpu_session.sh e2e train   # only the parts named
 #   bash benchmarks/gpu_session.sh compile     # a second call: torch.compile, inference and
 #                                              # training (compiling takes minutes)
@@ -65,12 +65,12 @@ step() {
 # decoding for the three families, the device letterbox, rotated ops, mask finishing); the CPU
 # tests of the same files run in CI
 part_tests() {
-    step 90 python -m pytest -q -rs -p no:cacheprovider tests/test_nms_fast.py \
+    step 150 python -m pytest -q -rs -p no:cacheprovider tests/test_nms_fast.py \
         tests/test_speed_options.py tests/test_rotated_ops.py tests/test_mask_finishing.py -k cuda
 }
 part_post() { step 75 python benchmarks/bench_postprocess.py --device cuda --runs 5 --old-runs 1 --batches 1 8 32; }
 part_e2e() {
-    step 90 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
+    step 120 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
         --models rtmdet-tiny rtmdet-s rtmdet-m rtmdet-x --modes exact fast
 }
 part_masks() { step 30 python benchmarks/bench_masks.py --device cuda --runs 5; }
