@@ -56,25 +56,25 @@ def spread_head(model: torch.nn.Module, x: torch.Tensor | None = None, logit=(-4
                 dist=(2.5, 0.6), log_dist=(0.9, 0.25)) -> torch.nn.Module:
     """Rescale a randomly initialised model's last classification and regression convs (weights
     and bias only: the same arithmetic per image) so that on `x` (a normalised batch; default two
-    letterboxed `bench_images`) the logits
-    have mean/std `logit` and the distances `dist` (in strides; `log_dist` before the exp of
-    heads with `exp_on_reg`). Random init gives every score the same value and, without the exp,
-    boxes of zero width that the `min_bbox_size` filter drops before NMS (so nothing reaches
-    it); spread like this, nearly every score lies in (0.001, 0.3) and boxes are about 5
-    strides wide: the worst case of the reference settings (~670000 candidates per 640x640
-    image), as the fixture's tiny weights give it. For benchmarks."""
+    letterboxed `bench_images`) the logits have mean/std `logit` and the distances `dist` (in
+    strides; `log_dist` before the exp of heads with `exp_on_reg`). Random init gives every
+    score the same value and, without the exp, boxes of zero width that the `min_bbox_size`
+    filter drops before NMS (so nothing reaches it); spread like this, nearly every score lies
+    in (0.001, 0.3) and boxes are about 5 strides wide: the worst case of the reference settings
+    (~670000 candidates per 640x640 image), as the fixture's tiny weights give it. For
+    benchmarks."""
     head = model.bbox_head
     if x is None:
         x = model.preprocess(bench_images(2, seed=1))[0]
     feats: dict[torch.nn.Module, torch.Tensor] = {}  # each conv's input
     hooks = [m.register_forward_hook(lambda m, i, o: feats.__setitem__(m, i[0].double()))
              for m in list(head.rtm_cls) + list(head.rtm_reg)]
+    was_training = model.training
     try:
-        was_training = model.training
         model.eval()
         model(x)
-        model.train(was_training)
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     targets = [(m, logit) for m in head.rtm_cls]
