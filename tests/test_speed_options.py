@@ -66,6 +66,45 @@ def test_device_letterbox_mixed_shapes_keep_their_order():
     assert not torch.equal(ours[0], ours[2])  # different images, not a repeated one
 
 
+def test_device_letterbox_host_half_stacks_on_the_host():
+    """`stack_by_shape` (the reading-ahead worker's part) groups same-shape images into one array
+    each, a single contiguous image as a view (no copy), a flipped one (negative strides, which
+    torch.from_numpy refuses) as a copy; the device half gives what the whole function gives."""
+    from rtmdet.data.letterbox import letterbox_stacked_torch, stack_by_shape
+    rng = np.random.default_rng(2)
+    a, b = (rng.integers(0, 256, (300, 400, 3), dtype=np.uint8) for _ in range(2))
+    c = rng.integers(0, 256, (200, 100, 3), dtype=np.uint8)
+    flipped = c[:, ::-1]
+    stacked, metas = stack_by_shape([a, c, b, flipped], (320, 320))
+    assert [idx for idx, _ in stacked] == [[0, 2], [1, 3]]
+    assert [arr.shape for _, arr in stacked] == [(2, 300, 400, 3), (2, 200, 100, 3)]
+    single, _ = stack_by_shape([c], (320, 320))
+    assert np.shares_memory(single[0][1], c)
+    alone, _ = stack_by_shape([flipped], (320, 320))
+    assert alone[0][1].flags.c_contiguous and np.array_equal(alone[0][1][0], flipped)
+    whole, whole_metas = letterbox_batch_torch([a, c, b, flipped], (320, 320), "cpu")
+    assert metas == whole_metas
+    assert torch.equal(letterbox_stacked_torch(stacked, 4, (320, 320), "cpu"), whole)
+    ref, _ = letterbox_batch([a, c, b, np.ascontiguousarray(flipped)], (320, 320))
+    assert int((whole.int() - torch.from_numpy(ref).int()).abs().max()) <= 1
+    one, _ = letterbox_batch_torch([flipped], (320, 320), "cpu")
+    assert torch.equal(one[0], whole[3])
+
+
+def test_device_preprocess_splits_host_and_device_work(small):
+    """With the letterbox on the device the host part returns stacked host arrays (no tensor on
+    the device yet) and the two halves give what `preprocess` gives."""
+    backend = TorchBackend(small, SpeedOptions(preprocess="device"))
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(0, 256, (120, 90, 3), dtype=np.uint8) for _ in range(3)]
+    host = backend.preprocess_host(imgs, (128, 128))
+    (stacked, metas), count, size = host
+    assert count == 3 and size == (128, 128) and all(isinstance(arr, np.ndarray) for _, arr in stacked)
+    x, metas2 = backend.preprocess_device(host)
+    y, metas3 = backend.preprocess(imgs, (128, 128))
+    assert metas == metas2 == metas3 and torch.equal(x, y) and x.shape == (3, 3, 128, 128)
+
+
 def test_prepared_copy_is_cached_until_the_weights_change(small):
     opt = SpeedOptions(fuse=True)
     before = {k: v.clone() for k, v in small.state_dict().items()}

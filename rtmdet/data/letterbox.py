@@ -61,6 +61,42 @@ def letterbox_batch(images: list[np.ndarray], size: tuple[int, int]):
     return out, metas
 
 
+def stack_by_shape(images: list[np.ndarray], size: tuple[int, int]):
+    """The host half of `letterbox_batch_torch`: the images grouped by shape, each group one
+    (n,H,W,3) uint8 array (a view for a group of one), and an `ImageMeta` each. Runs where the
+    next batch is read ahead, off the thread that drives the GPU."""
+    metas, groups = [], {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape[:2]), []).append(i)
+        nh, nw = fit_size(*img.shape[:2], size)
+        metas.append(ImageMeta(tuple(img.shape[:2]), (nw / img.shape[1], nh / img.shape[0]), tuple(size)))
+    stacked = []
+    for idx in groups.values():
+        one = images[idx[0]]
+        view = len(idx) == 1 and one.flags.c_contiguous  # torch.from_numpy takes no negative strides
+        stacked.append((idx, one[None] if view else np.stack([images[i] for i in idx])))
+    return stacked, metas
+
+
+def letterbox_stacked_torch(stacked, count: int, size: tuple[int, int], device, pad_val: int = 114):
+    """The device half of `letterbox_batch_torch`: `stack_by_shape`'s groups -> the (count,3,H,W)
+    uint8 batch on `device`."""
+    import torch
+    import torch.nn.functional as F
+
+    th, tw = size
+    out = torch.full((count, 3, th, tw), pad_val, dtype=torch.uint8, device=device)
+    for idx, host in stacked:
+        h, w = host.shape[1:3]
+        x = torch.from_numpy(host).to(device).permute(0, 3, 1, 2)  # pinning per call costs more than it saves
+        nh, nw = fit_size(h, w, size)
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", align_corners=False)
+            x = x.round_().clamp_(0, 255).to(torch.uint8)
+        out[idx, :, :nh, :nw] = x
+    return out
+
+
 def letterbox_batch_torch(images: list[np.ndarray], size: tuple[int, int], device,
                           pad_val: int = 114):
     """`letterbox_batch` on `device` (the GPU): each uint8 image is uploaded once, resized
@@ -69,24 +105,6 @@ def letterbox_batch_torch(images: list[np.ndarray], size: tuple[int, int], devic
 
     Not bit-exact with OpenCV, whose uint8 resize uses 11-bit fixed-point weights: a pixel may
     differ by one grey level (docs/speed.md measures what that does to detections). Images with
-    the same shape are resized in one call."""
-    import torch
-    import torch.nn.functional as F
-
-    th, tw = size
-    out = torch.full((len(images), 3, th, tw), pad_val, dtype=torch.uint8, device=device)
-    metas = []
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, img in enumerate(images):
-        groups.setdefault(tuple(img.shape[:2]), []).append(i)
-        nh, nw = fit_size(*img.shape[:2], size)
-        metas.append(ImageMeta(tuple(img.shape[:2]), (nw / img.shape[1], nh / img.shape[0]), tuple(size)))
-    for (h, w), idx in groups.items():
-        host = torch.from_numpy(np.stack([images[i] for i in idx]))  # (n,H,W,3)
-        x = host.to(device).permute(0, 3, 1, 2)  # (pinning per call costs more than it saves)
-        nh, nw = fit_size(h, w, size)
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", align_corners=False)
-            x = x.round_().clamp_(0, 255).to(torch.uint8)
-        out[idx, :, :nh, :nw] = x
-    return out, metas
+    the same shape are stacked on the host and resized in one call."""
+    stacked, metas = stack_by_shape(images, size)
+    return letterbox_stacked_torch(stacked, len(images), size, device, pad_val), metas

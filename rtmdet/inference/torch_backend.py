@@ -40,15 +40,17 @@ class TorchBackend(Backend):
         return self.preprocess_device(self.preprocess_host(images, size))
 
     def preprocess_host(self, images, size):
-        if self.options.preprocess == "device":  # letterboxed on the device, in preprocess_device
-            return images, size
+        if self.options.preprocess == "device":  # stacked here, letterboxed in preprocess_device
+            from ..data.letterbox import stack_by_shape
+            return stack_by_shape(images, size), len(images), size
         return letterbox_input(images, size)
 
     def preprocess_device(self, prepared):
         device = self.model.device
         if self.options.preprocess == "device":
-            from ..data.letterbox import letterbox_batch_torch
-            batch, metas = letterbox_batch_torch(*prepared, device)
+            from ..data.letterbox import letterbox_stacked_torch
+            (stacked, metas), count, size = prepared
+            batch = letterbox_stacked_torch(stacked, count, size, device)
         else:
             arr, metas = prepared
             batch = torch.from_numpy(arr).to(device)
