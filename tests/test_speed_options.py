@@ -89,6 +89,10 @@ def test_device_letterbox_host_half_stacks_on_the_host():
     assert int((whole.int() - torch.from_numpy(ref).int()).abs().max()) <= 1
     one, _ = letterbox_batch_torch([flipped], (320, 320), "cpu")
     assert torch.equal(one[0], whole[3])
+    frozen = c.copy()
+    frozen.flags.writeable = False  # e.g. np.asarray of a PIL image: torch.from_numpy would warn
+    held, _ = stack_by_shape([frozen], (320, 320))
+    assert not np.shares_memory(held[0][1], frozen) and held[0][1].flags.writeable
 
 
 def test_device_preprocess_splits_host_and_device_work(small):

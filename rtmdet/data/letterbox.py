@@ -73,7 +73,8 @@ def stack_by_shape(images: list[np.ndarray], size: tuple[int, int]):
     stacked = []
     for idx in groups.values():
         one = images[idx[0]]
-        view = len(idx) == 1 and one.flags.c_contiguous  # torch.from_numpy takes no negative strides
+        # torch.from_numpy takes no negative strides and warns on read-only arrays
+        view = len(idx) == 1 and one.flags.c_contiguous and one.flags.writeable
         stacked.append((idx, one[None] if view else np.stack([images[i] for i in idx])))
     return stacked, metas
 
