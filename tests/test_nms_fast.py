@@ -353,6 +353,7 @@ def test_batched_score_preparation_equals_per_image(heads, monkeypatch, over):
         assert_same_detections(b, (a.boxes, a.scores, a.labels, a.prior_inds, a.boxes_input))
 
 
+@pytest.mark.parametrize("list_mode", ["masked"], indirect=True)  # counted the GPU's way only
 @pytest.mark.parametrize("iou,blocks,most", [(0.65, 1, 9), (0.3, 3, 20)])
 def test_fixture_host_syncs(heads, list_mode, monkeypatch, iou, blocks, most):
     """What a GPU would wait for (counted on the CPU, with the GPU's fixed-size lists): each
@@ -360,8 +361,6 @@ def test_fixture_host_syncs(heads, list_mode, monkeypatch, iou, blocks, most):
     wait), one check per two fixed-point steps. At the reference settings one block of the
     search: 9 syncs for the batch; at IoU 0.3 three blocks: 20 (counted the same way, the
     search before it kept fixed sizes on GPUs took 19 and 67)."""
-    if list_mode == "compact":
-        pytest.skip("counts the GPU's way")
     from rtmdet.deploy.bench import OpCounter
     from rtmdet.ops.boxes import level_sizes
     from rtmdet.ops.postprocess import postprocess_decoded_batch
