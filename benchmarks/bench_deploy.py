@@ -4,7 +4,7 @@
 
 Prints pre-processing / inference / post-processing latency (median and p90) and throughput
 per backend, with the speed ratio vs the torch backend measured in the same run. The random head
-is spread (`rtmdet.deploy.bench.spread_head`): nearly every (prior, class) pair passes
+is spread (`rtmdet.deploy.bench.spread_head`): most (prior, class) pairs pass
 score_thr=0.001 with a real box, so the reference post-processing runs NMS over tens of
 thousands of boxes, far slower than with trained weights (plain random init, used before
 2026-11-27, gives boxes of zero width that the min_bbox_size filter drops: NMS got nothing);

@@ -4,11 +4,12 @@ option changes on the reference fixtures.
     python benchmarks/bench_e2e.py [--device cuda] [--models rtmdet-tiny rtmdet-s ...]
                                    [--batch 32] [--runs 20] [--modes exact fast] [--drift]
 
-Part 1, per size (random weights with the last head convs rescaled by
-`rtmdet.deploy.bench.spread_head`: nearly every score in (0.001, 0.3) and boxes about 5 strides
-wide, so at the reference settings - score_thr 0.001, nms_pre 30000 - the worst case reaches NMS,
-as with the fixture's tiny weights; plain random init gives every box zero width, which the
-`min_bbox_size` filter drops, so nothing would reach NMS) and mode:
+Part 1, per size (random weights with BatchNorm statistics calibrated and the last head convs
+rescaled by `rtmdet.deploy.bench.spread_head`: most scores in (0.001, 0.3) and boxes about 5
+strides wide, in fp32 and fp16 alike, so at the reference settings - score_thr 0.001, nms_pre
+30000 - the worst case reaches NMS, as with the fixture's tiny weights; plain random init gives
+every box zero width, which the `min_bbox_size` filter drops, so nothing would reach NMS) and
+mode:
 * exact: the default path (fp32, BatchNorm kept, OpenCV letterbox on the CPU);
 * fast: BatchNorm fused, and on CUDA fp16 + channels-last + CUDA graph (network and decoding)
   + letterbox on the GPU (`rtmdet.inference.speed.SpeedOptions`); on the CPU BN fusion only;

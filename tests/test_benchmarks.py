@@ -64,13 +64,15 @@ def test_op_counter_counts_what_makes_a_gpu_wait():
 
 def test_spread_head_sends_the_worst_case_to_nms():
     """Plain random init: one score for every (prior, class) and boxes of zero width, which the
-    min_bbox_size filter drops (no candidate reaches NMS). Spread: nearly every score in
-    (0.001, 0.3), every box a few strides wide, 300 detections; the rest of the network is
-    untouched."""
+    min_bbox_size filter drops (no candidate reaches NMS). Spread: most scores in (0.001, 0.3),
+    real boxes, 300 detections, in float32 and in float16 (where
+    random init's features, 1e-9..1e-13, would flush to zero); only the BatchNorm statistics and
+    the last head convs change."""
     import torch
     import rtmdet
     from rtmdet.deploy.bench import bench_images, spread_head
     from rtmdet.inference import TorchBackend
+    from rtmdet.inference.speed import SpeedOptions
     torch.manual_seed(0)
     model = rtmdet.create("rtmdet-tiny").eval()
     backend = TorchBackend(model)
@@ -83,12 +85,19 @@ def test_spread_head_sends_the_worst_case_to_nms():
         calib, _ = backend.preprocess(bench_images(2, seed=1), (320, 320))
     spread_head(model, calib)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed and all(k.startswith(("bbox_head.rtm_cls.", "bbox_head.rtm_reg.")) for k in changed)
-    with torch.inference_mode():
-        outs = backend.infer(x)
-        dets = backend.postprocess(outs, metas, model.test_cfg)[0]
-    s, b = outs["scores"], outs["boxes"]
-    assert ((s > 0.001) & (s < 0.3)).float().mean() > 0.999
-    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
-    assert (w > 8).all() and (h > 8).all()
-    assert len(dets.scores) == 300
+    heads = {k for k in changed if k.startswith(("bbox_head.rtm_cls.", "bbox_head.rtm_reg."))}
+    assert heads and all(k.endswith((".running_mean", ".running_var", ".num_batches_tracked"))
+                         for k in changed - heads)
+    assert any(k.endswith(".running_var") for k in changed)
+    for options in (SpeedOptions(), SpeedOptions(fuse=True, half=True)):
+        half = TorchBackend(model, options)
+        with torch.inference_mode():
+            outs = half.infer(x)
+            dets = half.postprocess(outs, metas, model.test_cfg)[0]
+        s, b = outs["scores"], outs["boxes"]
+        # a random network answers each image differently: the calibration images' quantiles
+        # hold only roughly on another one (still ~150000 candidates for nms_pre's 30000)
+        assert ((s > 0.001) & (s < 0.3)).float().mean() > 0.9, options
+        w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+        assert ((w > 1) & (h > 1)).float().mean() > 0.95, options  # not dropped by min_bbox_size
+        assert len(dets.scores) == 300, options
