@@ -265,3 +265,90 @@ def test_cuda_graph_backend_keeps_the_exact_detections():
                 assert match_detections(g.boxes, g.scores, g.labels, w.boxes, w.scores, w.labels) == 0
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
+
+
+class _Recorder:
+    """A backend that logs the order of network runs and post-processing."""
+
+    def __init__(self, backend, log):
+        self.backend, self.log, self.n = backend, log, 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    overlap_device = "side"  # any non-None value turns the overlap on
+
+    def infer_async(self, x):
+        self.log.append(("infer", len(x)))
+        return self.backend.infer(x)
+
+    def postprocess(self, outs, metas, cfg):
+        self.log.append(("post", len(metas)))
+        return self.backend.postprocess(outs, metas, cfg)
+
+
+class _FakeSide:
+    """`SideStream` without CUDA: the same calls, run in place."""
+
+    def __init__(self, device):
+        self.marks = 0
+
+    def mark(self):
+        self.marks += 1
+        return self.marks
+
+    def run(self, backend, outs, metas, mark, cfg):
+        return backend.postprocess(outs, metas, cfg)
+
+
+def test_overlap_queues_the_next_network_before_post_processing(small, monkeypatch):
+    """With a side stream, batch i+1's network is queued before batch i is post-processed
+    (infer 2, infer 2, post 2, infer 1, post 2, post 1 for 5 images in batches of 2), every
+    batch once, and the detections are those of one batch at a time, in input order."""
+    from rtmdet.deploy.bench import bench_images
+    from rtmdet.inference import loop
+    images = bench_images(5, shape=(96, 128))
+    plain = loop.run_inference(TorchBackend(small), images, batch_size=2, prefetch=False, imgsz=128)
+    monkeypatch.setattr(loop, "SideStream", _FakeSide)
+    log: list = []
+    got = loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, prefetch=True,
+                             imgsz=128)
+    assert log == [("infer", 2), ("infer", 2), ("post", 2), ("infer", 1), ("post", 2), ("post", 1)]
+    assert len(got) == len(plain) == 5
+    for a, b in zip(got, plain):
+        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels)
+    log.clear()  # without reading ahead, or with one batch: no overlap
+    loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, prefetch=False, imgsz=128)
+    loop.run_inference(_Recorder(TorchBackend(small), log), images[:2], batch_size=2, prefetch=True, imgsz=128)
+    assert ("infer", 2) not in log
+
+
+def test_cpu_backends_do_not_overlap(small):
+    assert TorchBackend(small).overlap_device is None
+
+
+@cuda
+@pytest.mark.parametrize("name", ["rtmdet-tiny", "rtmdet-ins-tiny"])
+@pytest.mark.parametrize("fast", [False, True])
+def test_cuda_side_stream_post_keeps_every_detection(name, fast):
+    """On CUDA `run_inference` post-processes on a side stream beside the next batch's network:
+    the detections (and masks) equal those of one batch at a time, bit for bit, over batches of
+    two shapes (the last batch is smaller), with the worst case of candidates (spread head)."""
+    from unittest import mock
+    from rtmdet.deploy.bench import bench_images, spread_head
+    from rtmdet.inference import loop
+    torch.manual_seed(0)
+    model = spread_head(rtmdet.create(name).cuda().eval())
+    options = SpeedOptions(fuse=True, half=True, cuda_graph=True, preprocess="device") if fast else None
+    backend = TorchBackend(model, options)
+    images = bench_images(7, shape=(240, 320))
+    with mock.patch.object(loop.SideStream, "run", autospec=True, side_effect=loop.SideStream.run) as run:
+        got = loop.run_inference(backend, images, batch_size=3)
+    assert run.call_count == 3
+    with torch.inference_mode():
+        ref = [d for i in range(0, 7, 3) for d in loop.run_batch(backend, images[i:i + 3], model.test_cfg)]
+    assert len(got) == len(ref) == 7
+    for a, b in zip(got, ref):
+        assert len(a) > 0
+        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels)
+        assert (a.masks is None) == (b.masks is None) and (a.masks is None or torch.equal(a.masks, b.masks))

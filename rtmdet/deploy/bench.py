@@ -109,7 +109,7 @@ def spread_head(model: torch.nn.Module, x: torch.Tensor | None = None, logit=(-4
         for h in hooks:
             h.remove()
     targets = [(m, logit) for m in head.rtm_cls]
-    targets += [(m, log_dist if head.exp_on_reg else dist) for m in head.rtm_reg]
+    targets += [(m, log_dist if getattr(head, "exp_on_reg", False) else dist) for m in head.rtm_reg]
     for conv, (centre, half_width) in targets:
         # the weights' part of the output, from the input (in float64: the bias may be far larger)
         z = torch.nn.functional.conv2d(feats[conv], conv.weight.double())

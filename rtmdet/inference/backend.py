@@ -27,6 +27,9 @@ class Backend:
     fixed_batch: int | None = None
     has_nms: bool = False  # the graph already ran the NMS
     accelerated: bool = False  # the network runs on a GPU: the host is free to read ahead
+    # a CUDA device where `run_inference` may post-process one batch on a side stream while the
+    # next batch's network runs (`infer_async` queues without waiting); None: one batch at a time
+    overlap_device = None
 
     def input_size(self, imgsz=None) -> tuple[int, int]:
         from .loop import input_size
@@ -52,6 +55,11 @@ class Backend:
 
     def infer(self, x) -> dict:
         raise NotImplementedError
+
+    def infer_async(self, x) -> dict:
+        """`infer` that may return before the device has finished (the outputs are read on the
+        device's stream order)."""
+        return self.infer(x)
 
     def check_cfg(self, cfg: TestConfig) -> None:
         """Refuse settings a graph with NMS inside cannot honour."""

@@ -64,8 +64,10 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     `tile`: predict each image in `tile` x `tile` windows overlapping by `overlap` px, merged with
     the family's NMS (`rtmdet.inference.tiling`; the knobs apply per patch and to the merge).
     `prefetch`: read and letterbox the next batch on a worker thread while this one runs
-    (`rtmdet.inference.prefetch`; same results). Default: when the network runs on a GPU; on a
-    CPU the worker would take cores from the network (benchmarks/bench_pipeline.py).
+    (`rtmdet.inference.prefetch`; same results), and with a CUDA PyTorch model post-process
+    each batch on a side stream while the next batch's network runs (`SideStream`). Default:
+    when the network runs on a GPU; on a CPU the worker would take cores from the network
+    (benchmarks/bench_pipeline.py).
     `classes`: detect only these classes (indices or names; `rtmdet.inference.classes`).
     `tta`: the reference's test-time augmentation (3 scales x flip, merged; detection models;
     `rtmdet.inference.tta`)."""
@@ -94,22 +96,81 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
             return arrays, None
         return arrays, backend.preprocess_host(arrays, backend.input_size(cfg.imgsz))
 
-    results: list[Detections] = []
     if prefetch is None:
         prefetch = backend.accelerated
     ready = ordered_map(prepare, chunks, ahead=1 if prefetch and len(chunks) > 1 else 0)
-    for chunk, (arrays, pre) in zip(chunks, ready):
-        if tta:
-            dets = run_tta(backend, arrays, cfg, batch_size)
-        elif tile is None:
-            x, metas = backend.preprocess_device(pre)
-            dets = backend.postprocess(backend.infer(x), metas, cfg)
-        else:
-            dets = run_tiled(backend, arrays, cfg, tile, overlap, batch_size)
+    side = None
+    device = getattr(backend, "overlap_device", None)
+    if prefetch and tile is None and not tta and len(chunks) > 1 and device is not None:
+        side = SideStream(device)
+    results: list[Detections] = []
+
+    def emit(chunk, dets):
         for d, src in zip(dets, chunk):
             d.source = str(src) if isinstance(src, (str, bytes)) or hasattr(src, "__fspath__") else None
         results.extend(dets)
+
+    pending = None  # with `side`: the batch whose network is queued, post-processing to come
+    for chunk, (arrays, pre) in zip(chunks, ready):
+        if tta:
+            emit(chunk, run_tta(backend, arrays, cfg, batch_size))
+        elif tile is not None:
+            emit(chunk, run_tiled(backend, arrays, cfg, tile, overlap, batch_size))
+        elif side is None:
+            x, metas = backend.preprocess_device(pre)
+            emit(chunk, backend.postprocess(backend.infer(x), metas, cfg))
+        else:  # queue this batch's network, then post-process the previous batch beside it
+            x, metas = backend.preprocess_device(pre)
+            queued = (chunk, backend.infer_async(x), metas, side.mark())
+            if pending is not None:
+                emit(pending[0], side.run(backend, *pending[1:], cfg))
+            pending = queued
+    if pending is not None:
+        emit(pending[0], side.run(backend, *pending[1:], cfg))
     return results[0] if single else results
+
+
+def each_tensor(fn, obj) -> None:
+    """`fn(t)` for every tensor in a head output, decoded dict or `Detections`."""
+    import torch
+    if isinstance(obj, torch.Tensor):
+        fn(obj)
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            each_tensor(fn, getattr(obj, f.name))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            each_tensor(fn, v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            each_tensor(fn, v)
+
+
+class SideStream:
+    """Post-processing on a second CUDA stream. `run_inference` queues batch i+1's network on the
+    main stream first, then post-processes batch i here: its kernels run beside that network and
+    its host reads wait for this stream only, so the GPU is not idle while the host drives the
+    NMS. Ordering: this stream waits for the event recorded after batch i's network (`mark`),
+    the main stream for everything queued here; `record_stream` keeps each tensor's memory from
+    being reused while the other stream may still read it."""
+
+    def __init__(self, device):
+        import torch
+        self.main = torch.cuda.current_stream(device)
+        self.side = torch.cuda.Stream(device)
+
+    def mark(self):
+        return self.main.record_event()
+
+    def run(self, backend, outs, metas, mark, cfg) -> list[Detections]:
+        import torch
+        with torch.cuda.stream(self.side):
+            self.side.wait_event(mark)
+            each_tensor(lambda t: t.record_stream(self.side), outs)
+            dets = backend.postprocess(outs, metas, cfg)
+        self.main.wait_stream(self.side)
+        each_tensor(lambda t: t.record_stream(self.main), dets)
+        return dets
 
 
 def letterbox_input(images: list[np.ndarray], size: tuple[int, int], fixed_batch: int | None = None):

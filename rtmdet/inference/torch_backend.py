@@ -56,10 +56,19 @@ class TorchBackend(Backend):
             batch = torch.from_numpy(arr).to(device)
         return self.model.normalize(batch), metas
 
+    @property
+    def overlap_device(self):
+        device = self.model.device
+        return device if device.type == "cuda" else None
+
     @torch.inference_mode()
     def infer(self, x) -> dict:
         out = self._infer(x)
         if x.is_cuda:
             torch.cuda.synchronize()
         return out
+
+    @torch.inference_mode()
+    def infer_async(self, x) -> dict:
+        return self._infer(x)
 
