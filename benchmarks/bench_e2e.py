@@ -19,8 +19,8 @@ the network forward alone in the same mode ("whole/fwd"). Batch `--batch`: image
 path against the forward alone ("whole/fwd" as a share of the forward's rate); "streamed": images/s
 of `run_inference` over 4 such batches, which on a GPU letterboxes the next batch on a worker
 thread while the current one runs (what `predict` / `stream` do with a list, a folder or a
-video), as a share of the forward's rate. Last column: the decoding alone at batch 1 (part of
-"infer").
+video), as a share of the forward's rate. Then the decoding alone at batch 1 (part of "infer"),
+and the stages at batch `--batch` (where the whole path's time goes).
 
 Part 2 (`--drift`, needs ../shared/fixtures): the fixture tiny weights on the three fixture
 images at the reference settings, each option against the reference detections: detections
@@ -104,7 +104,7 @@ def bench_speed(args, device: torch.device) -> None:
           f"480x640 images, reference test settings; median of {args.runs} runs)")
     print(f"{'model':<12} {'mode':<6} {'pre ms':>7} {'infer':>7} {'post':>7} {'whole':>7} "
           f"{'fwd':>7} {'whole/fwd':>9} | b{args.batch} {'whole img/s':>11} {'fwd img/s':>10} {'share':>6}"
-          f" | {'streamed':>8} {'share':>6} | {'decode ms':>9}")
+          f" | {'streamed':>8} {'share':>6} | {'decode ms':>9} | b{args.batch} pre/infer/post ms")
     one, many = bench_images(1), bench_images(args.batch)
     flow = many * STREAM_BATCHES
     for name in args.models:
@@ -121,7 +121,8 @@ def bench_speed(args, device: torch.device) -> None:
                   f"{s1['post'] * 1e3:>7.2f} {s1['whole'] * 1e3:>7.2f} {s1['forward'] * 1e3:>7.2f} "
                   f"{s1['whole'] / s1['forward']:>8.2f}x | {'':>3} {whole_rate:>11.1f} {fwd_rate:>10.1f} "
                   f"{whole_rate / fwd_rate:>6.0%} | {stream_rate:>8.1f} {stream_rate / fwd_rate:>6.0%} | "
-                  f"{s1['decode'] * 1e3:>9.2f}", flush=True)
+                  f"{s1['decode'] * 1e3:>9.2f} | {sb['pre'] * 1e3:.1f}/{sb['infer'] * 1e3:.1f}/"
+                  f"{sb['post'] * 1e3:.1f}", flush=True)
             del backend
         del model
         if device.type == "cuda":

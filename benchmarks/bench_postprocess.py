@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--device", default="cpu", help="cpu or cuda (TF32 off: the fp32 network)")
     ap.add_argument("--no-paths", action="store_true", help="skip the op and sync counts")
+    ap.add_argument("--profile", action="store_true",
+                    help="also the torch.profiler table of the batched path, reference settings")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,6 +128,8 @@ def main() -> None:
                       f"{new_med / (fwd_med + new_med):>13.1%}  {note}")
     if not args.no_paths:
         compare_paths(model, imgs, args.batches, args.runs)
+    if args.profile:
+        profile_paths(model, imgs, args.batches)
 
 
 def compare_paths(model, imgs, batches, runs: int) -> None:
@@ -145,6 +149,36 @@ def compare_paths(model, imgs, batches, runs: int) -> None:
                 with mock.patch.object(nms, "compact_lists", lambda t: False), OpCounter() as c:
                     run()
                 print(f"{bsz:>5} {thr:>9} {iou:>5} {med:>9.2f} {c.kernels:>5} {c.syncs:>5}")
+
+
+def profile_paths(model, imgs, batches, rows: int = 15) -> None:
+    """Where the batched path's time goes at the reference settings: wall time against the
+    device's busy time, and the operators that take most of either."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = next(model.parameters()).is_cuda
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for bsz in batches:
+        chunk = [imgs[i % len(imgs)] for i in range(bsz)]
+        with torch.inference_mode():
+            x, metas = model.preprocess(chunk)
+            out = model.decode(model(x), tuple(x.shape[-2:]))
+            sizes = level_sizes(*metas[0].img_shape, model.cfg.strides)
+            factors = [m.scale_factor for m in metas]
+            run = lambda: pp.postprocess_decoded_batch(out["boxes"], out["scores"], sizes, factors,
+                                                       model.test_cfg)
+            timed(run, 2)
+            sync()
+            t = time.perf_counter()
+            with profile(activities=activities) as prof:
+                run()
+                sync()
+            wall = (time.perf_counter() - t) * 1e3
+        events = prof.key_averages()
+        key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        busy = sum(getattr(e, key) for e in events) / 1e3
+        print(f"\n## profile, batch {bsz}, reference settings: {wall:.2f} ms wall (profiled), "
+              f"{busy:.2f} ms {'GPU busy' if cuda else 'CPU self time'}")
+        print(events.table(sort_by=key, row_limit=rows, max_name_column_width=40))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ part_tests() {
         tests/test_speed_options.py tests/test_rotated_ops.py tests/test_mask_finishing.py -k cuda
 }
 part_post() { step 75 python benchmarks/bench_postprocess.py --device cuda --runs 5 --old-runs 1 --batches 1 8 32; }
+# where the post-processing's time goes on the GPU (operators by device time, wall vs busy)
+part_profile() {
+    step 60 python benchmarks/bench_postprocess.py --device cuda --runs 3 --old-runs 1 --batches 1 32 \
+        --no-paths --profile
+}
 part_e2e() {
     step 120 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
         --models rtmdet-tiny rtmdet-s rtmdet-m rtmdet-x --modes exact fast
