@@ -19,7 +19,9 @@ the network forward alone in the same mode ("whole/fwd"). Batch `--batch`: image
 path against the forward alone ("whole/fwd" as a share of the forward's rate); "streamed": images/s
 of `run_inference` over 4 such batches, which on a GPU letterboxes the next batch on a worker
 thread while the current one runs (what `predict` / `stream` do with a list, a folder or a
-video), as a share of the forward's rate. Then the decoding alone at batch 1 (part of "infer"),
+video), as a share of the forward's rate, and "+side" the same with `side_stream=True` (CUDA:
+each batch post-processed on a second stream while the next one's network runs). Then the
+decoding alone at batch 1 (part of "infer"),
 and the stages at batch `--batch` (where the whole path's time goes).
 
 Part 2 (`--drift`, needs ../shared/fixtures): the fixture tiny weights on the three fixture
@@ -104,7 +106,7 @@ def bench_speed(args, device: torch.device) -> None:
           f"480x640 images, reference test settings; median of {args.runs} runs)")
     print(f"{'model':<12} {'mode':<6} {'pre ms':>7} {'infer':>7} {'post':>7} {'whole':>7} "
           f"{'fwd':>7} {'whole/fwd':>9} | b{args.batch} {'whole img/s':>11} {'fwd img/s':>10} {'share':>6}"
-          f" | {'streamed':>8} {'share':>6} | {'decode ms':>9} | b{args.batch} pre/infer/post ms")
+          f" | {'streamed':>8} {'share':>6} {'+side':>6} | {'decode ms':>9} | b{args.batch} pre/infer/post ms")
     one, many = bench_images(1), bench_images(args.batch)
     flow = many * STREAM_BATCHES
     for name in args.models:
@@ -115,12 +117,17 @@ def bench_speed(args, device: torch.device) -> None:
             s1 = stages(backend, one, cfg, device, args.runs)
             sb = stages(backend, many, cfg, device, max(3, args.runs // 4))
             whole_rate, fwd_rate = args.batch / sb["whole"], args.batch / sb["forward"]
-            stream_rate = len(flow) / timed(lambda b=backend: run_inference(b, flow, batch_size=args.batch),
-                                            device, max(1, args.runs // 8), warmup=1 if device.type == "cuda" else 0)
+            streamed = lambda b=backend, side=False: run_inference(b, flow, batch_size=args.batch,
+                                                                   side_stream=side)
+            reps, warm = max(1, args.runs // 8), 1 if device.type == "cuda" else 0
+            stream_rate = len(flow) / timed(streamed, device, reps, warmup=warm)
+            side = f"{len(flow) / timed(lambda: streamed(side=True), device, reps, warmup=warm) / fwd_rate:>6.0%}" \
+                if device.type == "cuda" else f"{'-':>6}"
             print(f"{name:<12} {mode:<6} {s1['pre'] * 1e3:>7.2f} {s1['infer'] * 1e3:>7.2f} "
                   f"{s1['post'] * 1e3:>7.2f} {s1['whole'] * 1e3:>7.2f} {s1['forward'] * 1e3:>7.2f} "
                   f"{s1['whole'] / s1['forward']:>8.2f}x | {'':>3} {whole_rate:>11.1f} {fwd_rate:>10.1f} "
-                  f"{whole_rate / fwd_rate:>6.0%} | {stream_rate:>8.1f} {stream_rate / fwd_rate:>6.0%} | "
+                  f"{whole_rate / fwd_rate:>6.0%} | {stream_rate:>8.1f} {stream_rate / fwd_rate:>6.0%} "
+                  f"{side} | "
                   f"{s1['decode'] * 1e3:>9.2f} | {sb['pre'] * 1e3:.1f}/{sb['infer'] * 1e3:.1f}/"
                   f"{sb['post'] * 1e3:.1f}", flush=True)
             del backend

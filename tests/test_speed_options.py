@@ -312,14 +312,17 @@ def test_overlap_queues_the_next_network_before_post_processing(small, monkeypat
     monkeypatch.setattr(loop, "SideStream", _FakeSide)
     log: list = []
     got = loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, prefetch=True,
-                             imgsz=128)
+                             side_stream=True, imgsz=128)
     assert log == [("infer", 2), ("infer", 2), ("post", 2), ("infer", 1), ("post", 2), ("post", 1)]
     assert len(got) == len(plain) == 5
     for a, b in zip(got, plain):
         assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels)
-    log.clear()  # without reading ahead, or with one batch: no overlap
-    loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, prefetch=False, imgsz=128)
-    loop.run_inference(_Recorder(TorchBackend(small), log), images[:2], batch_size=2, prefetch=True, imgsz=128)
+    log.clear()  # not asked for, without reading ahead, or with one batch: no overlap
+    loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, prefetch=True, imgsz=128)
+    loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, prefetch=False,
+                       side_stream=True, imgsz=128)
+    loop.run_inference(_Recorder(TorchBackend(small), log), images[:2], batch_size=2, prefetch=True,
+                       side_stream=True, imgsz=128)
     assert ("infer", 2) not in log
 
 
@@ -331,7 +334,7 @@ def test_cpu_backends_do_not_overlap(small):
 @pytest.mark.parametrize("name", ["rtmdet-tiny", "rtmdet-ins-tiny"])
 @pytest.mark.parametrize("fast", [False, True])
 def test_cuda_side_stream_post_keeps_every_detection(name, fast):
-    """On CUDA `run_inference` post-processes on a side stream beside the next batch's network:
+    """On CUDA with `side_stream=True`, `run_inference` post-processes beside the next batch's network:
     the detections (and masks) equal those of one batch at a time, bit for bit, over batches of
     two shapes (the last batch is smaller), with the worst case of candidates (spread head)."""
     from unittest import mock
@@ -343,7 +346,7 @@ def test_cuda_side_stream_post_keeps_every_detection(name, fast):
     backend = TorchBackend(model, options)
     images = bench_images(7, shape=(240, 320))
     with mock.patch.object(loop.SideStream, "run", autospec=True, side_effect=loop.SideStream.run) as run:
-        got = loop.run_inference(backend, images, batch_size=3)
+        got = loop.run_inference(backend, images, batch_size=3, side_stream=True)
     assert run.call_count == 3
     with torch.inference_mode():
         ref = [d for i in range(0, 7, 3) for d in loop.run_batch(backend, images[i:i + 3], model.test_cfg)]

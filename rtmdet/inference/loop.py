@@ -56,7 +56,7 @@ def run_batch(backend, images: list[np.ndarray], cfg: TestConfig) -> list[Detect
 
 def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
                   overlap: int = 200, prefetch: bool | None = None, classes=None, tta: bool = False,
-                  **knobs) -> list[Detections] | Detections:
+                  side_stream: bool = False, **knobs) -> list[Detections] | Detections:
     """Detect in a path, array, PIL image, or a list of them, batch by batch.
 
     Returns one `Detections` per image (a single one for a single input). Unset knobs
@@ -64,10 +64,11 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     `tile`: predict each image in `tile` x `tile` windows overlapping by `overlap` px, merged with
     the family's NMS (`rtmdet.inference.tiling`; the knobs apply per patch and to the merge).
     `prefetch`: read and letterbox the next batch on a worker thread while this one runs
-    (`rtmdet.inference.prefetch`; same results), and with a CUDA PyTorch model post-process
-    each batch on a side stream while the next batch's network runs (`SideStream`). Default:
-    when the network runs on a GPU; on a CPU the worker would take cores from the network
-    (benchmarks/bench_pipeline.py).
+    (`rtmdet.inference.prefetch`; same results). Default: when the network runs on a GPU; on a
+    CPU the worker would take cores from the network (benchmarks/bench_pipeline.py).
+    `side_stream`: with reading ahead and a CUDA PyTorch model, post-process each batch on a
+    second CUDA stream while the next batch's network runs (`SideStream`; same results). Off by
+    default until its CUDA test and benchmark have run on a GPU (benchmarks/gpu_session.sh).
     `classes`: detect only these classes (indices or names; `rtmdet.inference.classes`).
     `tta`: the reference's test-time augmentation (3 scales x flip, merged; detection models;
     `rtmdet.inference.tta`)."""
@@ -101,7 +102,7 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     ready = ordered_map(prepare, chunks, ahead=1 if prefetch and len(chunks) > 1 else 0)
     side = None
     device = getattr(backend, "overlap_device", None)
-    if prefetch and tile is None and not tta and len(chunks) > 1 and device is not None:
+    if side_stream and prefetch and tile is None and not tta and len(chunks) > 1 and device is not None:
         side = SideStream(device)
     results: list[Detections] = []
 
@@ -166,10 +167,10 @@ class SideStream:
         import torch
         with torch.cuda.stream(self.side):
             self.side.wait_event(mark)
-            each_tensor(lambda t: t.record_stream(self.side), outs)
+            each_tensor(lambda t: t.record_stream(self.side) if t.is_cuda else None, outs)
             dets = backend.postprocess(outs, metas, cfg)
         self.main.wait_stream(self.side)
-        each_tensor(lambda t: t.record_stream(self.main), dets)
+        each_tensor(lambda t: t.record_stream(self.main) if t.is_cuda else None, dets)
         return dets
 
 
