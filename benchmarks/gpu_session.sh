@@ -5,8 +5,9 @@
 #                                              # faster-coco-eval and shapely wheels for the
 #                                              # device's Python 3.12 -> .whl/
 #   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"]):
-#                                              # every part below, ~7-8 minutes on an H100
-#   bash benchmarks/gpu_session.sh e2e train   # only the parts named
+#                                              # every part below, ~8-9 minutes on an H100
+#   bash benchmarks/gpu_session.sh e2e train   # only the parts named; what is open first:
+#   bash benchmarks/gpu_session.sh tests e2e profile   # ~3 minutes
 #   bash benchmarks/gpu_session.sh compile     # a second call: torch.compile, inference and
 #                                              # training (compiling takes minutes)
 #
@@ -75,7 +76,7 @@ part_profile() {
         --no-paths --profile
 }
 part_e2e() {
-    step 120 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
+    step 150 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
         --models rtmdet-tiny rtmdet-s rtmdet-m rtmdet-x --modes exact fast
 }
 part_masks() { step 30 python benchmarks/bench_masks.py --device cuda --runs 5; }
@@ -100,7 +101,7 @@ part_compile() {
         --batch 32 --iters 5 --modes fp16 --compile --skip-loader --skip-assigner
 }
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(tests post e2e masks pipeline train demo)
+[ ${#parts[@]} -eq 0 ] && parts=(tests e2e profile post masks pipeline train demo)
 for part in "${parts[@]}"; do
     declare -F "part_$part" >/dev/null || { echo "unknown part $part"; exit 2; }
     "part_$part"
