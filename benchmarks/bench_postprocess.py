@@ -132,16 +132,20 @@ def main() -> None:
         profile_paths(model, imgs, args.batches)
 
 
+def decoded_batch(model, imgs, bsz: int):
+    """The decoded outputs of `bsz` images (the fixture images cycled), the level sizes and the
+    scale factors: what `postprocess_decoded_batch` takes."""
+    x, metas = model.preprocess([imgs[i % len(imgs)] for i in range(bsz)])
+    out = model.decode(model(x), tuple(x.shape[-2:]))
+    return out, level_sizes(*metas[0].img_shape, model.cfg.strides), [m.scale_factor for m in metas]
+
+
 def compare_paths(model, imgs, batches, runs: int) -> None:
     """The block-wise search on a decoded batch: time, kernel launches, host syncs."""
     print(f"\n{'batch':>5} {'score_thr':>9} {'iou':>5} {'ms':>9} {'ops':>5} {'syncs':>5}  (counted the GPU's way)")
     for bsz in batches:
-        chunk = [imgs[i % len(imgs)] for i in range(bsz)]
         with torch.inference_mode():
-            x, metas = model.preprocess(chunk)
-            out = model.decode(model(x), tuple(x.shape[-2:]))
-            sizes = level_sizes(*metas[0].img_shape, model.cfg.strides)
-            factors = [m.scale_factor for m in metas]
+            out, sizes, factors = decoded_batch(model, imgs, bsz)
             for thr, iou in ((0.001, model.test_cfg.nms_iou), (0.001, 0.3), (0.3, model.test_cfg.nms_iou)):
                 cfg = dataclasses.replace(model.test_cfg, score_thr=thr, nms_iou=iou)
                 run = lambda: pp.postprocess_decoded_batch(out["boxes"], out["scores"], sizes, factors, cfg)
@@ -158,12 +162,8 @@ def profile_paths(model, imgs, batches, rows: int = 15) -> None:
     cuda = next(model.parameters()).is_cuda
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     for bsz in batches:
-        chunk = [imgs[i % len(imgs)] for i in range(bsz)]
         with torch.inference_mode():
-            x, metas = model.preprocess(chunk)
-            out = model.decode(model(x), tuple(x.shape[-2:]))
-            sizes = level_sizes(*metas[0].img_shape, model.cfg.strides)
-            factors = [m.scale_factor for m in metas]
+            out, sizes, factors = decoded_batch(model, imgs, bsz)
             run = lambda: pp.postprocess_decoded_batch(out["boxes"], out["scores"], sizes, factors,
                                                        model.test_cfg)
             timed(run, 2)
