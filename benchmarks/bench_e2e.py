@@ -7,7 +7,8 @@ option changes on the reference fixtures.
 Part 1, per size (random weights with BatchNorm statistics calibrated and the last head convs
 rescaled by `rtmdet.deploy.bench.spread_head`: most scores in (0.001, 0.3) and boxes about 5
 strides wide, in fp32 and fp16 alike, so at the reference settings - score_thr 0.001, nms_pre
-30000 - the worst case reaches NMS, as with the fixture's tiny weights; plain random init gives
+30000 - nms_pre candidates reach NMS, as with the fixture's tiny weights (whose NMS costs more:
+its scores spread wider, benchmarks/bench_postprocess.py); plain random init gives
 every box zero width, which the `min_bbox_size` filter drops, so nothing would reach NMS) and
 mode:
 * exact: the default path (fp32, BatchNorm kept, OpenCV letterbox on the CPU);

@@ -90,9 +90,9 @@ def spread_head(model: torch.nn.Module, x: torch.Tensor | None = None, logit=(-4
     every score the same value and, without the exp, boxes of zero width that the `min_bbox_size`
     filter drops before NMS (so nothing reaches it); spread like this, most scores lie in
     (0.001, 0.3) (99.9% on `x`, 90-99.9% on other images: a random network answers each image
-    differently) and boxes are about 5 strides wide, in float32, float16 and bfloat16: the worst
-    case of the reference settings (~600000 candidates per 640x640 image for nms_pre's 30000), as
-    the fixture's tiny weights give it."""
+    differently) and boxes are about 5 strides wide, in float32, float16 and bfloat16: the
+    reference settings' full load (~600000 candidates per 640x640 image for nms_pre's 30000), as
+    the fixture's tiny weights give it (whose wider-spread scores make the NMS itself costlier)."""
     head = model.bbox_head
     if x is None:
         x = model.preprocess(bench_images(2, seed=1))[0]
