@@ -271,7 +271,7 @@ class _Recorder:
     """A backend that logs the order of network runs and post-processing."""
 
     def __init__(self, backend, log):
-        self.backend, self.log, self.n = backend, log, 0
+        self.backend, self.log = backend, log
 
     def __getattr__(self, name):
         return getattr(self.backend, name)

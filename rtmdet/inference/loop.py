@@ -117,11 +117,12 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
             emit(chunk, run_tta(backend, arrays, cfg, batch_size))
         elif tile is not None:
             emit(chunk, run_tiled(backend, arrays, cfg, tile, overlap, batch_size))
-        elif side is None:
+        else:
             x, metas = backend.preprocess_device(pre)
-            emit(chunk, backend.postprocess(backend.infer(x), metas, cfg))
-        else:  # queue this batch's network, then post-process the previous batch beside it
-            x, metas = backend.preprocess_device(pre)
+            if side is None:
+                emit(chunk, backend.postprocess(backend.infer(x), metas, cfg))
+                continue
+            # queue this batch's network, then post-process the previous batch beside it
             queued = (chunk, backend.infer_async(x), metas, side.mark())
             if pending is not None:
                 emit(pending[0], side.run(backend, *pending[1:], cfg))
@@ -129,22 +130,6 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     if pending is not None:
         emit(pending[0], side.run(backend, *pending[1:], cfg))
     return results[0] if single else results
-
-
-def each_tensor(fn, obj) -> None:
-    """`fn(t)` for every tensor in a head output, decoded dict or `Detections`."""
-    import torch
-    if isinstance(obj, torch.Tensor):
-        fn(obj)
-    elif dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            each_tensor(fn, getattr(obj, f.name))
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            each_tensor(fn, v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            each_tensor(fn, v)
 
 
 class SideStream:
@@ -165,6 +150,7 @@ class SideStream:
 
     def run(self, backend, outs, metas, mark, cfg) -> list[Detections]:
         import torch
+        from .speed import each_tensor
         with torch.cuda.stream(self.side):
             self.side.wait_event(mark)
             each_tensor(lambda t: t.record_stream(self.side) if t.is_cuda else None, outs)

@@ -81,6 +81,22 @@ def map_tensors(fn, out):
     return type(out)(map_tensors(fn, o) for o in out)
 
 
+def each_tensor(fn, obj) -> None:
+    """`fn(t)` for every tensor in a head output, decoded dict or `Detections`, rebuilding
+    nothing (unlike `map_tensors`) and passing over other leaves (class names, shapes)."""
+    if isinstance(obj, torch.Tensor):
+        fn(obj)
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            each_tensor(fn, getattr(obj, f.name))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            each_tensor(fn, v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            each_tensor(fn, v)
+
+
 class Network:
     """The prepared network as a function: normalized float32 batch -> float32 head outputs."""
 

@@ -71,4 +71,3 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def infer_async(self, x) -> dict:
         return self._infer(x)
-
