@@ -76,7 +76,7 @@ part_profile() {
         --no-paths --profile
 }
 part_e2e() {
-    step 150 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
+    step 180 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
         --models rtmdet-tiny rtmdet-s rtmdet-m rtmdet-x --modes exact fast
 }
 part_masks() { step 30 python benchmarks/bench_masks.py --device cuda --runs 5; }

@@ -102,8 +102,8 @@ def test_device_preprocess_splits_host_and_device_work(small):
     rng = np.random.default_rng(3)
     imgs = [rng.integers(0, 256, (120, 90, 3), dtype=np.uint8) for _ in range(3)]
     host = backend.preprocess_host(imgs, (128, 128))
-    (stacked, metas), count, size = host
-    assert count == 3 and size == (128, 128) and all(isinstance(arr, np.ndarray) for _, arr in stacked)
+    (stacked, metas), count, size, buf = host
+    assert buf is None and count == 3 and size == (128, 128) and all(isinstance(arr, np.ndarray) for _, arr in stacked)
     x, metas2 = backend.preprocess_device(host)
     y, metas3 = backend.preprocess(imgs, (128, 128))
     assert metas == metas2 == metas3 and torch.equal(x, y) and x.shape == (3, 3, 128, 128)

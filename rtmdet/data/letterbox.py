@@ -41,12 +41,15 @@ def letterbox(img: np.ndarray, size: tuple[int, int] = (640, 640), pad_val: int 
     return img, (nw / w, nh / h), (nh, nw)
 
 
-def letterbox_batch(images: list[np.ndarray], size: tuple[int, int]):
+def letterbox_batch(images: list[np.ndarray], size: tuple[int, int], out: np.ndarray | None = None):
     """Letterbox every BGR image to `size`: a (B,3,H,W) uint8 array and an `ImageMeta` each.
 
     Each letterboxed image is split into the batch's channel planes in place (OpenCV's SIMD
-    de-interleave): stacking the HWC images and transposing the stack costs 5x as much."""
-    out, metas = None, []
+    de-interleave): stacking the HWC images and transposing the stack costs 5x as much. `out`:
+    a (B,3,H,W) uint8 array to write into (a pinned buffer, `rtmdet.inference.pinned`)."""
+    metas = []
+    if out is not None and out.shape != (len(images), 3, *size):
+        raise ValueError(f"out has shape {out.shape}, not {(len(images), 3, *size)}")
     for i, img in enumerate(images):
         p, scale, _ = letterbox(img, size)
         if out is None:
@@ -61,15 +64,24 @@ def letterbox_batch(images: list[np.ndarray], size: tuple[int, int]):
     return out, metas
 
 
-def stack_by_shape(images: list[np.ndarray], size: tuple[int, int]):
+def stack_by_shape(images: list[np.ndarray], size: tuple[int, int], out: np.ndarray | None = None):
     """The host half of `letterbox_batch_torch`: the images grouped by shape, each group one
     (n,H,W,3) uint8 array (a view for a group of one), and an `ImageMeta` each. Runs where the
-    next batch is read ahead, off the thread that drives the GPU."""
+    next batch is read ahead, off the thread that drives the GPU. `out`: a flat uint8 array of
+    at least the images' total size to stack every group into (a pinned buffer)."""
     metas, groups = [], {}
     for i, img in enumerate(images):
         groups.setdefault(tuple(img.shape[:2]), []).append(i)
         nh, nw = fit_size(*img.shape[:2], size)
         metas.append(ImageMeta(tuple(img.shape[:2]), (nw / img.shape[1], nh / img.shape[0]), tuple(size)))
+    if out is not None:
+        stacked, start = [], 0
+        for idx in groups.values():
+            shape = (len(idx), *images[idx[0]].shape)
+            n = int(np.prod(shape))
+            stacked.append((idx, np.stack([images[i] for i in idx], out=out[start:start + n].reshape(shape))))
+            start += n
+        return stacked, metas
     stacked = []
     for idx in groups.values():
         one = images[idx[0]]
@@ -89,7 +101,8 @@ def letterbox_stacked_torch(stacked, count: int, size: tuple[int, int], device, 
     out = torch.full((count, 3, th, tw), pad_val, dtype=torch.uint8, device=device)
     for idx, host in stacked:
         h, w = host.shape[1:3]
-        x = torch.from_numpy(host).to(device).permute(0, 3, 1, 2)  # pinning per call costs more than it saves
+        # asynchronous when `host` lies in a pinned buffer (`stack_by_shape(out=...)`)
+        x = torch.from_numpy(host).to(device, non_blocking=True).permute(0, 3, 1, 2)
         nh, nw = fit_size(h, w, size)
         if (nh, nw) != (h, w):
             x = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", align_corners=False)

@@ -3,8 +3,9 @@ on a worker thread while the current one runs, and `rtmdet predict` draws and wr
 another (OpenCV, file I/O and torch release the GIL).
 
 The threads never touch the GPU: the worker runs `Backend.preprocess_host` (decoding and the
-numpy letterbox, or with the letterbox on the GPU the stacking of same-shape images), the writer
-gets host copies of the detections. A CUDA call from another thread
+numpy letterbox, or with the letterbox on the GPU the stacking of same-shape images, into pinned
+buffers the driving thread allocated: `rtmdet.inference.pinned`), the writer gets host copies of
+the detections. A CUDA call from another thread
 while the main one captures a CUDA graph (`cuda_graph=True`, first batch of each shape) would
 break the capture."""
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .backend import Backend
-from .loop import letterbox_input
+from ..data.letterbox import letterbox_batch
 from .speed import SpeedOptions, prepare
 
 
@@ -39,21 +39,42 @@ class TorchBackend(Backend):
     def preprocess(self, images, size):
         return self.preprocess_device(self.preprocess_host(images, size))
 
+    def _pinned_pool(self):
+        """Pinned buffers the host half writes the batch into (CUDA models; `inference.pinned`)."""
+        if self.model.device.type != "cuda":
+            return None
+        if getattr(self, "_pool", None) is None:
+            from .pinned import PinnedPool
+            self._pool = PinnedPool(self.model.device)
+        return self._pool
+
     def preprocess_host(self, images, size):
+        """The host half (any thread, no CUDA call): letterbox (or, with the letterbox on the
+        device, stack) the batch into a pinned buffer where the pool has one free."""
+        pool = self._pinned_pool()
         if self.options.preprocess == "device":  # stacked here, letterboxed in preprocess_device
             from ..data.letterbox import stack_by_shape
-            return stack_by_shape(images, size), len(images), size
-        return letterbox_input(images, size)
+            buf = pool.take(sum(img.nbytes for img in images)) if pool else None
+            return stack_by_shape(images, size, None if buf is None else buf.numpy()), len(images), size, buf
+        from .pinned import batch_view
+        buf = pool.take(len(images) * 3 * size[0] * size[1]) if pool else None
+        arr, metas = letterbox_batch(images, size, out=batch_view(buf, (len(images), 3, *size)))
+        return arr, metas, buf
 
     def preprocess_device(self, prepared):
+        """The device half (the driving thread): upload (asynchronous from a pinned buffer),
+        letterbox there if asked, normalize."""
         device = self.model.device
         if self.options.preprocess == "device":
             from ..data.letterbox import letterbox_stacked_torch
-            (stacked, metas), count, size = prepared
+            (stacked, metas), count, size, buf = prepared
             batch = letterbox_stacked_torch(stacked, count, size, device)
         else:
-            arr, metas = prepared
-            batch = torch.from_numpy(arr).to(device)
+            arr, metas, buf = prepared
+            batch = torch.from_numpy(arr).to(device, non_blocking=True)
+        pool = self._pinned_pool()
+        if pool is not None:
+            pool.uploaded(buf)
         return self.model.normalize(batch), metas
 
     @property
