@@ -88,6 +88,22 @@ def list_mode(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(autouse=True)
+def poisoned_kept_slots(monkeypatch):
+    """The search leaves its kept-box buffers unfilled (only written slots are read); every test
+    here fills them with label-0 boxes that would suppress everything of label 0 (a huge box of
+    area 0: IoU inf), so a read of an unwritten slot changes the kept sets."""
+    real = nms_mod._kept_buffers
+
+    def poisoned(bsz, slots, boxes):
+        idx, box, area, lab = real(bsz, slots, boxes)
+        for t in (idx, area, lab):
+            t.fill_(0)
+        box.copy_(box.new_tensor([-1e6, -1e6, 1e6, 1e6]).expand_as(box))
+        return idx, box, area, lab
+    monkeypatch.setattr(nms_mod, "_kept_buffers", poisoned)
+
+
 # ---- inputs ---------------------------------------------------------------------------------
 def random_boxes(n, num_classes, seed, span=640.0, size=80.0, ties=0, min_size=1.0):
     g = torch.Generator().manual_seed(seed)
@@ -367,8 +383,8 @@ def test_fixture_host_syncs(heads, list_mode, monkeypatch, iou, blocks, most):
     model, cls, reg, priors, metas = heads
     cfg = dataclasses.replace(model.test_cfg, nms_iou=iou)
     runs = []
-    real_pairs = nms_mod._later_same_key_pairs
-    monkeypatch.setattr(nms_mod, "_later_same_key_pairs", lambda k: runs.append(1) or real_pairs(k))
+    real_fixed = nms_mod._fixed_point
+    monkeypatch.setattr(nms_mod, "_fixed_point", lambda *a: runs.append(1) or real_fixed(*a))
     with torch.inference_mode():
         out = model.decode((cls, reg), metas[0].img_shape)
         sizes = level_sizes(*metas[0].img_shape, model.cfg.strides)

@@ -53,9 +53,13 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
 # which is unique (j < i) and reached in at most the longest suppression chain's length.
 # Host syncs (CUDA): per block the progress, the two pair counts and one check per two
 # fixed-point steps; a few per call; none per box. Lists keep their size under masks there
-# (`compact_lists`): a boolean index is a nonzero, and the host waits for it.
+# (`compact_lists`): a boolean index is a nonzero, and the host waits for it. Where a block is
+# small (`_DENSE_PAIRS`), the GPU forms every pair of it as a dense (images, s, s) mask instead
+# of listing the same-key pairs: the same IoU arithmetic on more pairs, but no sort, search or
+# pair count (its host sync) - on a GPU the launches and waits cost more than the arithmetic.
 
 _MIN_BLOCK, _MAX_BLOCK = 64, 2048
+_DENSE_PAIRS = 1 << 22  # at most this many (entry, entry) pairs per block in the dense form
 
 
 @functools.lru_cache(maxsize=64)
@@ -244,18 +248,15 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
     thr = threshold_below(float(iou_threshold), cand.boxes.dtype)
     cand.prepare(thr)
     # kept boxes per image, in visiting order; one spare slot absorbs writes beyond `cap`
-    k_idx = torch.zeros((bsz, cap + 1), dtype=torch.long, device=device)
-    k_box = cand.boxes.new_zeros((bsz, cap + 1, 4))
-    k_area = cand.boxes.new_zeros((bsz, cap + 1))
-    k_lab = torch.zeros((bsz, cap + 1), dtype=torch.long, device=device)
+    k_idx, k_box, k_area, k_lab = _kept_buffers(bsz, cap + 1, cand.boxes)
     k_cnt = torch.zeros((bsz,), dtype=torch.long, device=device)
     slots = torch.arange(cap + 1, device=device)
 
     t = min(n, max(4 * cap, 1024))
     order, certain = _score_order(cand, t)
     pos, overflow = 0, []
+    kept_now = [0] * bsz
     while True:
-        kept_now = k_cnt.tolist()  # host sync, one per block: early stop and block size
         todo = [b for b in range(bsz) if kept_now[b] < cap and pos < counts[b]]
         overflow += [b for b in todo if pos >= limits[b]]
         todo = [b for b in todo if pos < limits[b]]
@@ -277,43 +278,12 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
         idx = order[r, pos:pos + size]
         alive = (pos + torch.arange(size, device=device))[None, :] < count[r, None]
         bb, ba, bl = cand.gather(idx, r)
-        # the block as a flat list (row-major: visiting order within an image) plus one spare
-        # entry `m`, never kept: pairs that are not edges point at it (no boolean indexing, whose
-        # nonzero is a host sync). Entries past an image's candidates get keys of their own.
-        m = alive.numel()
-        i_box, i_area = bb.view(-1, 4), ba.view(-1)
-        own = -2 - torch.arange(m, device=device)  # keys that match nothing
-        i_key = torch.where(alive.view(-1), cand.group_key(bl, r).view(-1), own)
-        live = torch.cat([alive.view(-1), alive.new_zeros(1)])
         kmax = max(kept_now[b] for b in todo)
-        if kmax:  # entries suppressed by a box kept in an earlier block are never kept
-            k_key = cand.group_key(k_lab[r, :kmax], r).masked_fill_(slots[None, :kmax] >= cnt[:, None], -1)
-            ia, ib = _same_key_pairs(i_key, k_key.view(-1))
-            hit = iou_over(i_box[ia], i_area[ia], k_box[r, :kmax].reshape(-1, 4)[ib],
-                            k_area[r, :kmax].reshape(-1)[ib], thr)
-            live[torch.where(hit, ia, m)] = False
-            i_key = torch.where(live[:m], i_key, own)  # and pair with nothing in the block
-        # inside the block: edges j -> i, j visited first and suppressing i if j is kept
-        ia, ib = _later_same_key_pairs(i_key)
-        hit = iou_over(i_box[ia], i_area[ia], i_box[ib], i_area[ib], thr)
-        if compact_lists(hit):  # only the edges, for the iterations below
-            src, dst = ia[hit], ib[hit]
-        else:  # every pair, those that are not edges from `m`
-            src, dst = torch.where(hit, ia, m), ib
-
-        def step(keep):  # keep[i] = live[i] and no kept j suppresses i; keep[m] stays False
-            new = live.clone()
-            new[torch.where(keep[src], dst, m)] = False
-            return new
-
-        keep = live
-        while True:  # greedy result = the unique fixed point, reached in <= chain length steps
-            keep = step(keep)
-            after = step(keep)
-            if torch.equal(keep, after):  # host sync, one per two iterations (usually one per block)
-                break
-            keep = after
-        kmask = keep[:m].view(alive.shape)
+        if not compact_lists(bb) and len(todo) * size * max(size, kmax) <= _DENSE_PAIRS:
+            kmask = _resolve_dense(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax, thr)
+        else:
+            kmask = _resolve_pairs(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax, thr,
+                                   slots)
         slot = torch.where(kmask, cnt[:, None] + kmask.cumsum(1) - 1, cap).clamp_(max=cap)
         rows = torch.arange(len(todo), device=device)[:, None]
         for buf, val in ((k_idx, idx), (k_box, bb), (k_area, ba), (k_lab, bl)):
@@ -325,7 +295,84 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
                 buf[r] = sub
         k_cnt[r] = (cnt + kmask.sum(1)).clamp_(max=cap)
         pos += size
+        kept_now = k_cnt.tolist()  # host sync, one per block: early stop and block size
     return [k_idx[b, :c] for b, c in enumerate(kept_now)], overflow  # read when the loop ended
+
+
+def _kept_buffers(bsz: int, slots: int, boxes: torch.Tensor):
+    """(index, box, area, label) buffers of the kept boxes. Left unfilled: only the first
+    k_cnt[b] slots of an image are ever read, the rest is masked (a test fills them with boxes
+    that would suppress everything, to prove it)."""
+    long = dict(dtype=torch.long, device=boxes.device)
+    return (torch.empty((bsz, slots), **long), boxes.new_empty((bsz, slots, 4)),
+            boxes.new_empty((bsz, slots)), torch.empty((bsz, slots), **long))
+
+
+def _fixed_point(live: torch.Tensor, step) -> torch.Tensor:
+    """The greedy keep mask: keep[i] = live[i] and no kept j < i suppresses i, iterated from
+    `live` to its unique fixed point (reached in at most the longest suppression chain's
+    length of steps)."""
+    keep = live
+    while True:
+        keep = step(keep)
+        after = step(keep)
+        if torch.equal(keep, after):  # host sync, one per two iterations (usually one per block)
+            return keep
+        keep = after
+
+
+def _resolve_dense(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax: int, thr: float):
+    """One block's keep mask (b, s) from dense pair masks: (b, s, kmax) against the boxes kept
+    so far, (b, s, s) inside the block. Keys: same image and label (`group_key`); entries past
+    an image's candidates are never live."""
+    key = cand.group_key(bl, r)
+    live = alive
+    if kmax:  # entries suppressed by a box kept in an earlier block are never kept
+        k_key = cand.group_key(k_lab[r, :kmax], r)
+        k_live = torch.arange(kmax, device=bb.device)[None, :] < cnt[:, None]
+        hit = iou_over(bb[:, :, None], ba[:, :, None], k_box[r, :kmax][:, None], k_area[r, :kmax][:, None], thr)
+        hit &= (key[:, :, None] == k_key[:, None, :]) & k_live[:, None, :]
+        live = alive & ~hit.any(2)
+    size = bb.shape[1]
+    earlier = torch.ones((size, size), dtype=torch.bool, device=bb.device).triu_(1)  # [j, i]: j < i
+    sup = iou_over(bb[:, :, None], ba[:, :, None], bb[:, None], ba[:, None], thr)
+    sup &= (key[:, :, None] == key[:, None, :]) & earlier  # sup[b, j, i]: j suppresses i if kept
+    return _fixed_point(live, lambda keep: live & ~(sup & keep[:, :, None]).any(1))
+
+
+def _resolve_pairs(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax: int, thr: float, slots):
+    """One block's keep mask (b, s) from the lists of same-key pairs (`_same_key_pairs`,
+    `_later_same_key_pairs`): what a CPU does, and a GPU with large blocks."""
+    device = bb.device
+    # the block as a flat list (row-major: visiting order within an image) plus one spare
+    # entry `m`, never kept: pairs that are not edges point at it (no boolean indexing, whose
+    # nonzero is a host sync). Entries past an image's candidates get keys of their own.
+    m = alive.numel()
+    i_box, i_area = bb.view(-1, 4), ba.view(-1)
+    own = -2 - torch.arange(m, device=device)  # keys that match nothing
+    i_key = torch.where(alive.view(-1), cand.group_key(bl, r).view(-1), own)
+    live = torch.cat([alive.view(-1), alive.new_zeros(1)])
+    if kmax:  # entries suppressed by a box kept in an earlier block are never kept
+        k_key = cand.group_key(k_lab[r, :kmax], r).masked_fill_(slots[None, :kmax] >= cnt[:, None], -1)
+        ia, ib = _same_key_pairs(i_key, k_key.view(-1))
+        hit = iou_over(i_box[ia], i_area[ia], k_box[r, :kmax].reshape(-1, 4)[ib],
+                        k_area[r, :kmax].reshape(-1)[ib], thr)
+        live[torch.where(hit, ia, m)] = False
+        i_key = torch.where(live[:m], i_key, own)  # and pair with nothing in the block
+    # inside the block: edges j -> i, j visited first and suppressing i if j is kept
+    ia, ib = _later_same_key_pairs(i_key)
+    hit = iou_over(i_box[ia], i_area[ia], i_box[ib], i_area[ib], thr)
+    if compact_lists(hit):  # only the edges, for the iterations below
+        src, dst = ia[hit], ib[hit]
+    else:  # every pair, those that are not edges from `m`
+        src, dst = torch.where(hit, ia, m), ib
+
+    def step(keep):  # keep[i] = live[i] and no kept j suppresses i; keep[m] stays False
+        new = live.clone()
+        new[torch.where(keep[src], dst, m)] = False
+        return new
+
+    return _fixed_point(live, step)[:m].view(alive.shape)
 
 
 def batched_nms_topk_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,

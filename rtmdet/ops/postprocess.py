@@ -15,6 +15,7 @@ which leaves that order to the sort implementation (std::sort / x86-simd-sort / 
 exactly equal scores involved the results are identical."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -115,15 +116,17 @@ def _cut(scores: torch.Tensor, sizes: Sequence[int], ok: torch.Tensor | None,
 _COMPACT = 32768  # at most this many candidates per image: NMS on a gathered list, not the grid
 
 
-def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, pos_limit=None, count=None):
+def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, pos_limit=None, count=None,
+              host=None):
     """NMS over the (prior, class) grid, entry p*C + c = prior p's box with label c; returns
-    (kept grid entries per image, images to redo - see `greedy_blocks`)."""
+    (kept grid entries per image, images to redo - see `greedy_blocks`). `host`: what
+    `Candidates.host` would read, when the caller knows it."""
     bsz, _, num_classes = scores.shape
     cand = cand.view(bsz, -1)
     count = count_true(cand, 1) if count is None else count
     grid = Candidates(boxes, lambda i: i % num_classes, scores.view(bsz, -1), cand, SPLIT_THR,
                       prior_of=lambda i: i // num_classes, offset_mode=offset_mode,
-                      pos_limit=pos_limit, num_labels=num_classes, count=count)
+                      pos_limit=pos_limit, num_labels=num_classes, count=count, host=host)
     most = max(grid.host()[0])  # the one host read of the counts, reused by greedy_blocks
     if most > _COMPACT:
         return greedy_blocks(grid, iou_threshold, max_keep)
@@ -161,50 +164,50 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
         n = torch.stack([count_true(v, (1, 2)) for v in valid.split(list(sizes), 1)], 1)  # (B, levels)
     else:
         valid, n = valid_counts
-    total = n.sum(1)
-    most = int(total.max())  # host sync
+    # the decisions below are taken on the host from these counts (one read, not one per step)
+    n_host = n.tolist()  # host sync
+    totals = [sum(row) for row in n_host]
+    most = max(totals)
     if most == 0 or max_keep == 0:
         empty = torch.zeros((0,), dtype=torch.long, device=scores.device)
         box = scores.new_zeros((0, 4))
         return [RawDetections(box, scores.new_zeros((0,)), empty, empty, box) for _ in range(bsz)]
     if callable(boxes_in):
         boxes_in = boxes_in()
-    factor = torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
-                          dtype=boxes_in.dtype, device=boxes_in.device)
-    boxes = boxes_in * factor[:, None, :]
-    ok = over = None
-    k = cfg.nms_pre
-    checks = []  # read to the host together
+    boxes = boxes_in * _inverse_scales(tuple(map(tuple, scale_factors)), boxes_in.dtype, boxes_in.device)[:, None, :]
+    ok = None
     if cfg.min_bbox_size >= 0:
         w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
         ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
-        checks.append(ok.all())
-    if 0 < k < most:
-        over = n > k
-        checks.append(over.any())
-    flags = torch.stack(checks).tolist() if checks else []  # host sync
-    if ok is not None and flags.pop(0):  # every box is large enough
-        ok = None
+        if bool(ok.all()):  # host sync: every box is large enough
+            ok = None
     cand = valid if ok is None else valid & ok[..., None]
-    count = total if ok is None else None
-    offset_mode = pos_limit = None
-    if over is not None:
-        if flags[0]:  # some level has more than nms_pre candidates
-            bad = torch.zeros_like(n) if ok is None else torch.stack(
-                [count_true(v & ~o[..., None], (1, 2)) for v, o in zip(valid.split(list(sizes), 1),
-                                                                ok.split(list(sizes), 1))], 1)
-            lazy = (n.clamp(max=k) - bad).sum(1) >= SPLIT_THR  # split mode whatever the cut
-            exact = over.any(1) & ~lazy
-            rows = exact.nonzero().view(-1)  # host sync
-            if len(rows):
-                cand = cand.clone()
-                cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
-                count = None
-            if count is None:
-                count = count_true(cand, (1, 2))
-            offset_mode = (count < SPLIT_THR) & ~lazy
-            pos_limit = torch.where(lazy & over.any(1), k - bad.amax(1), cand.numel())
-    keeps, overflow = _nms_grid(boxes, scores, cand, cfg.nms_iou, max_keep, offset_mode, pos_limit, count)
+    count = n.sum(1)
+    counts = totals if ok is None else None
+    k = cfg.nms_pre
+    over = [0 < k < most and max(row) > k for row in n_host]  # a level with more than nms_pre
+    lazy, limits = [False] * bsz, [None] * bsz
+    if any(over):
+        bad = [[0] * len(sizes)] * bsz if ok is None else torch.stack(
+            [count_true(v & ~o[..., None], (1, 2)) for v, o in zip(valid.split(list(sizes), 1),
+                                                            ok.split(list(sizes), 1))], 1).tolist()
+        # split mode whatever the cut: the NMS runs on all candidates, visiting at most
+        # nms_pre minus the level's too-small boxes (`greedy_blocks` reports who needs more)
+        lazy = [sum(min(c, k) for c in row) - sum(b) >= SPLIT_THR for row, b in zip(n_host, bad)]
+        limits = [k - max(b) if z and o else None for b, z, o in zip(bad, lazy, over)]
+        exact = [i for i in range(bsz) if over[i] and not lazy[i]]
+        if exact:
+            rows = _index(exact, bsz, scores.device)
+            cand = cand.clone()
+            cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
+            counts = None
+    if counts is None:
+        count = count_true(cand, (1, 2))
+        counts = count.tolist()  # host sync
+    offset = [c < SPLIT_THR and not z for c, z in zip(counts, lazy)]
+    host = (counts, [c if lim is None else min(c, lim) for c, lim in zip(counts, limits)], any(offset))
+    offset_mode = _flags(offset, scores.device)
+    keeps, overflow = _nms_grid(boxes, scores, cand, cfg.nms_iou, max_keep, offset_mode, None, count, host)
     if overflow:  # visited more than the deferred cut allows: redo these with the exact cut
         rows = torch.tensor(overflow, device=scores.device)
         exact = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
@@ -214,6 +217,29 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     if cfg.max_per_img < 0:
         keeps = [keep[: cfg.max_per_img] for keep in keeps]
     return _gather_kept(keeps, boxes, scores, boxes_in)
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_scales(scale_factors: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(B, 4) [1/sw, 1/sh, 1/sw, 1/sh] per image on `device`, made once per set of scale factors
+    (a video or a folder of one size reuses it): an upload is a wait for the device."""
+    with torch.inference_mode(False):  # a plain tensor: usable inside and outside inference mode
+        return torch.tensor([[1 / sw, 1 / sh, 1 / sw, 1 / sh] for sw, sh in scale_factors],
+                            dtype=dtype, device=device)
+
+
+def _index(rows: list[int], bsz: int, device) -> torch.Tensor | slice:
+    """Rows of a batch as an index: a slice where they are contiguous (no upload)."""
+    if rows == list(range(rows[0], rows[-1] + 1)):
+        return slice(rows[0], rows[-1] + 1)
+    return torch.tensor(rows, device=device)
+
+
+def _flags(values: list[bool], device) -> torch.Tensor:
+    """Per-image booleans on `device`, uploaded only when they differ."""
+    if len(set(values)) == 1:
+        return torch.full((len(values),), values[0], dtype=torch.bool, device=device)
+    return torch.tensor(values, dtype=torch.bool, device=device)
 
 
 def _gather_kept(keeps: list[torch.Tensor], boxes, scores, boxes_in) -> list[RawDetections]:
