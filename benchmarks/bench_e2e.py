@@ -2,7 +2,7 @@
 option changes on the reference fixtures.
 
     python benchmarks/bench_e2e.py [--device cuda] [--models rtmdet-tiny rtmdet-s ...]
-                                   [--batch 32] [--runs 20] [--modes exact fast] [--drift]
+                                   [--batch 32] [--runs 20] [--modes exact fast] [--drift] [--no-pinned]
 
 Part 1, per size (random weights with BatchNorm statistics calibrated and the last head convs
 rescaled by `rtmdet.deploy.bench.spread_head`: most scores in (0.001, 0.3) and boxes about 5
@@ -104,7 +104,8 @@ def stages(backend, images, cfg, device, runs: int) -> dict[str, float]:
 
 def bench_speed(args, device: torch.device) -> None:
     print(f"\n## whole path vs forward ({describe(device)}; random weights, head spread, 640x640 input, "
-          f"480x640 images, reference test settings; median of {args.runs} runs)")
+          f"480x640 images, reference test settings; median of {args.runs} runs"
+          f"{'; uploads from plain arrays (--no-pinned)' if args.no_pinned else ''})")
     print(f"{'model':<12} {'mode':<6} {'pre ms':>7} {'infer':>7} {'post':>7} {'whole':>7} "
           f"{'fwd':>7} {'whole/fwd':>9} | b{args.batch} {'whole img/s':>11} {'fwd img/s':>10} {'share':>6}"
           f" | {'streamed':>8} {'share':>6} {'+side':>6} | {'decode ms':>9} | b{args.batch} pre/infer/post ms")
@@ -219,7 +220,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--drift", action="store_true", help="also measure each option's drift on the fixtures")
     ap.add_argument("--no-speed", action="store_true", help="only the drift table")
+    ap.add_argument("--no-pinned", action="store_true",
+                    help="upload from plain arrays, not pinned buffers (what they save)")
     args = ap.parse_args()
+    if args.no_pinned:
+        TorchBackend._pinned_pool = lambda self: None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

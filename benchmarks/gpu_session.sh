@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"]):
 #                                              # every part below, ~8-9 minutes on an H100
 #   bash benchmarks/gpu_session.sh e2e train   # only the parts named; what is open first:
-#   bash benchmarks/gpu_session.sh tests e2e profile   # ~3 minutes
+#   bash benchmarks/gpu_session.sh tests e2e profile   # ~3 minutes (nopin: e2e without pinned buffers)
 #   bash benchmarks/gpu_session.sh compile     # a second call: torch.compile, inference and
 #                                              # training (compiling takes minutes)
 #
@@ -67,7 +67,8 @@ step() {
 # tests of the same files run in CI
 part_tests() {
     step 150 python -m pytest -q -rs -p no:cacheprovider tests/test_nms_fast.py \
-        tests/test_speed_options.py tests/test_rotated_ops.py tests/test_mask_finishing.py -k cuda
+        tests/test_speed_options.py tests/test_rotated_ops.py tests/test_mask_finishing.py \
+        tests/test_pinned.py -k cuda
 }
 part_post() { step 75 python benchmarks/bench_postprocess.py --device cuda --runs 5 --old-runs 1 --batches 1 8 32; }
 # where the post-processing's time goes on the GPU (operators by device time, wall vs busy)
@@ -78,6 +79,11 @@ part_profile() {
 part_e2e() {
     step 180 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
         --models rtmdet-tiny rtmdet-s rtmdet-m rtmdet-x --modes exact fast
+}
+# what the pinned staging buffers save: the same table with uploads from plain arrays
+part_nopin() {
+    step 60 python benchmarks/bench_e2e.py --device cuda --batch 32 --runs 20 \
+        --models rtmdet-tiny rtmdet-s --modes exact fast --no-pinned
 }
 part_masks() { step 30 python benchmarks/bench_masks.py --device cuda --runs 5; }
 part_pipeline() {
