@@ -41,9 +41,9 @@ def test_bench_e2e_runs():
 
 
 def test_op_counter_counts_what_makes_a_gpu_wait():
-    """Boolean-mask indexing and repeat_interleave without output_size size their output by the
-    data (a nonzero / a sum read by the host); `x[mask] = scalar` is a masked_fill; integer
-    indexing is not a wait."""
+    """Boolean-mask indexing, nonzero (also as a tuple) and repeat_interleave without output_size
+    size their output by the data (a nonzero / a sum read by the host); `x[mask] = scalar` is a
+    masked_fill; integer indexing and nonzero_static (sized by the caller) are not a wait."""
     import torch
     from rtmdet.deploy.bench import OpCounter
     x = torch.arange(10.0)
@@ -55,6 +55,7 @@ def test_op_counter_counts_what_makes_a_gpu_wait():
         (lambda: torch.repeat_interleave(idx), 1), (lambda: torch.repeat_interleave(idx, output_size=3), 0),
         (lambda: x[:2].repeat_interleave(idx), 1), (lambda: x[:2].repeat_interleave(idx, output_size=3), 0),
         (lambda: x.repeat_interleave(2), 0), (lambda: x.nonzero(), 1), (lambda: int(x.sum()), 1),
+        (lambda: x.nonzero(as_tuple=True), 1), (lambda: torch.nonzero_static(x, size=9), 0),
     ]
     for i, (fn, syncs) in enumerate(cases):
         with OpCounter() as c:

@@ -250,7 +250,8 @@ class OpCounter:
 
     _FREE = {"empty", "empty_strided", "empty_like", "lift_fresh", "_local_scalar_dense", "detach",
              "set_", "resize_", "scalar_tensor", "is_nonzero"}
-    _SIZED_BY_DATA = {"nonzero", "masked_select", "unique", "_unique2", "unique_consecutive", "equal"}
+    _SIZED_BY_DATA = {"nonzero", "nonzero_numpy", "masked_select", "unique", "_unique2", "unique_consecutive",
+                      "equal"}
     _READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 
     def __init__(self):

@@ -101,6 +101,14 @@ def compact_lists(t: torch.Tensor) -> bool:
     return t.device.type == "cpu"
 
 
+def nonzero_known(mask: torch.Tensor, total: int):
+    """mask.nonzero(as_tuple=True) when the host already knows how many entries are set: on a
+    GPU sized by `total` (`nonzero_static`), so the host does not wait to learn the size."""
+    if compact_lists(mask):
+        return mask.nonzero(as_tuple=True)
+    return torch.nonzero_static(mask, size=total).unbind(1)
+
+
 def _same_key_pairs(ka: torch.Tensor, kb: torch.Tensor):
     """All (i, j) with ka[i] == kb[j], without forming the len(ka) x len(kb) matrix."""
     kb_sorted, ob = kb.sort()
@@ -147,7 +155,7 @@ def _score_order(cand: "Candidates", t: int):
         idx = idx.sort(dim=1)[0]
         order = idx.gather(1, masked.gather(1, idx).sort(dim=1, descending=True, stable=True)[1])
         return order, torch.minimum(count_true(vals > vals[:, -1:], 1), cand.count).tolist()
-    rows, cols = mask.nonzero(as_tuple=True)  # row-major, ascending index within a row
+    rows, cols = nonzero_known(mask, sum(counts))  # row-major, ascending index within a row
     at = torch.arange(len(rows), device=rows.device) - (cnt.cumsum(0) - cnt)[rows]
     vals = scores.new_full((bsz, max(counts)), float("-inf"))
     idx = torch.zeros(vals.shape, dtype=torch.long, device=vals.device)

@@ -23,7 +23,7 @@ import torch
 
 from ..config import TestConfig
 from .boxes import distance2bbox
-from .nms import SPLIT_THR, Candidates, count_true, greedy_blocks, batched_nms
+from .nms import SPLIT_THR, Candidates, batched_nms, count_true, greedy_blocks, nonzero_known
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _nms_grid(boxes, scores, cand, iou_threshold, max_keep, offset_mode=None, po
     if most > _COMPACT:
         return greedy_blocks(grid, iou_threshold, max_keep)
     # few candidates: gather them (ascending grid index, the tie order) into a padded list
-    rows, cols = cand.nonzero(as_tuple=True)
+    rows, cols = nonzero_known(cand, sum(grid.host()[0]))
     at = torch.arange(len(rows), device=rows.device) - (count.cumsum(0) - count)[rows]
     entry = torch.zeros((bsz, most), dtype=torch.long, device=rows.device)
     entry[rows, at] = cols
