@@ -199,3 +199,18 @@ def test_cuda_preprocess_from_pinned_buffers_is_unchanged(device_pre):
         assert torch.equal(x, ref)
     assert not pinned[0] and sum(pinned) >= 5, pinned
     assert 1 <= backend._pinned_pool().allocated <= 4
+
+
+def test_a_failed_batch_puts_its_buffer_back(monkeypatch):
+    """An image that cannot be letterboxed fails its batch with the usual error; the buffer it
+    had taken is free again for the next batch."""
+    model = rtmdet.create("rtmdet-tiny", num_classes=3).eval()
+    backend = TorchBackend(model)
+    pool, _, made = fake_pool(max_buffers=1)
+    monkeypatch.setattr(backend, "_pinned_pool", lambda: pool)
+    good = [np.full((40, 50, 3), 9, np.uint8)]
+    backend.preprocess_device(backend.preprocess_host(good, (64, 64)))  # the miss allocates
+    with pytest.raises(Exception):
+        backend.preprocess_host([np.zeros((40, 50, 5), np.uint8)], (64, 64))  # 5 channels
+    host = backend.preprocess_host(good, (64, 64))
+    assert host[-1] is not None and made == [3 * 64 * 64]

@@ -50,6 +50,13 @@ class PinnedPool:
             self._wanted = max(self._wanted, nbytes)
             return None
 
+    def put_back(self, buf: torch.Tensor | None) -> None:
+        """`buf` was taken but nothing was copied out of it (the batch failed): free again.
+        Any thread."""
+        if buf is not None:
+            with self._lock:
+                self._free.append(buf)
+
     def uploaded(self, buf: torch.Tensor | None) -> None:
         """The copies out of `buf` are queued on the current stream: it is free once they ran.
         Driving thread."""

@@ -52,14 +52,20 @@ class TorchBackend(Backend):
         """The host half (any thread, no CUDA call): letterbox (or, with the letterbox on the
         device, stack) the batch into a pinned buffer where the pool has one free."""
         pool = self._pinned_pool()
-        if self.options.preprocess == "device":  # stacked here, letterboxed in preprocess_device
-            from ..data.letterbox import stack_by_shape
-            buf = pool.take(sum(img.nbytes for img in images)) if pool else None
-            return stack_by_shape(images, size, None if buf is None else buf.numpy()), len(images), size, buf
-        from .pinned import batch_view
-        buf = pool.take(len(images) * 3 * size[0] * size[1]) if pool else None
-        arr, metas = letterbox_batch(images, size, out=batch_view(buf, (len(images), 3, *size)))
-        return arr, metas, buf
+        device_pre = self.options.preprocess == "device"  # stacked here, letterboxed on the device
+        nbytes = sum(img.nbytes for img in images) if device_pre else len(images) * 3 * size[0] * size[1]
+        buf = pool.take(nbytes) if pool else None
+        try:
+            if device_pre:
+                from ..data.letterbox import stack_by_shape
+                return stack_by_shape(images, size, None if buf is None else buf.numpy()), len(images), size, buf
+            from .pinned import batch_view
+            arr, metas = letterbox_batch(images, size, out=batch_view(buf, (len(images), 3, *size)))
+            return arr, metas, buf
+        except BaseException:
+            if pool:
+                pool.put_back(buf)  # a bad image fails this batch, not the pool
+            raise
 
     def preprocess_device(self, prepared):
         """The device half (the driving thread): upload (asynchronous from a pinned buffer),
