@@ -197,7 +197,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
         limits = [k - max(b) if z and o else None for b, z, o in zip(bad, lazy, over)]
         exact = [i for i in range(bsz) if over[i] and not lazy[i]]
         if exact:
-            rows = _index(exact, bsz, scores.device)
+            rows = _index(exact, scores.device)
             cand = cand.clone()
             cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
             counts = None
@@ -228,7 +228,7 @@ def _inverse_scales(scale_factors: tuple, dtype: torch.dtype, device: torch.devi
                             dtype=dtype, device=device)
 
 
-def _index(rows: list[int], bsz: int, device) -> torch.Tensor | slice:
+def _index(rows: list[int], device) -> torch.Tensor | slice:
     """Rows of a batch as an index: a slice where they are contiguous (no upload)."""
     if rows == list(range(rows[0], rows[-1] + 1)):
         return slice(rows[0], rows[-1] + 1)
