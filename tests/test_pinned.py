@@ -72,6 +72,21 @@ def test_smallest_fitting_buffer_and_replacement_when_full():
     assert pool.take(250).numel() == 300
 
 
+def test_smallest_fit_found_anywhere_in_the_free_list():
+    """Free buffers of different sizes in any order: the smallest that fits is handed out
+    (picked by position, never by comparing tensors)."""
+    pool, events, made = fake_pool()
+    for n in (100, 300):
+        pool.take(n)
+        pool.refill()
+    small = pool.take(100)
+    pool.uploaded(small)
+    events[-1].done = True
+    pool.refill()  # free list now: the 300 buffer, then the 100 one
+    assert pool.take(50).data_ptr() == small.data_ptr()
+    assert pool.take(50).numel() == 300
+
+
 def test_full_pool_with_every_buffer_busy_falls_back():
     pool, events, made = fake_pool(max_buffers=1)
     pool.take(10)

@@ -42,11 +42,9 @@ class PinnedPool:
     def take(self, nbytes: int) -> torch.Tensor | None:
         """A free buffer of >= nbytes (the smallest that fits), or None. Any thread."""
         with self._lock:
-            fits = [b for b in self._free if b.numel() >= nbytes]
-            if fits:
-                buf = min(fits, key=lambda b: b.numel())
-                self._free.remove(buf)
-                return buf
+            i = _smallest(self._free, lambda n: n >= nbytes)
+            if i is not None:
+                return self._free.pop(i)
             self._wanted = max(self._wanted, nbytes)
             return None
 
@@ -81,15 +79,22 @@ class PinnedPool:
             return
         if self.allocated >= self.max_buffers:
             with self._lock:
-                small = [b for b in self._free if b.numel() < wanted]
-                if not small:
+                i = _smallest(self._free, lambda n: n < wanted)
+                if i is None:
                     return  # every buffer is in use: the next batch writes a plain array
-                self._free.remove(min(small, key=lambda b: b.numel()))
+                del self._free[i]
                 self.allocated -= 1
         buf = self._alloc(wanted)
         with self._lock:
             self._free.append(buf)
             self.allocated += 1
+
+
+def _smallest(bufs: list[torch.Tensor], ok) -> int | None:
+    """Position of the smallest buffer whose size satisfies `ok` (by position: `list.remove`
+    would compare tensors element by element)."""
+    sizes = [(b.numel(), i) for i, b in enumerate(bufs) if ok(b.numel())]
+    return min(sizes)[1] if sizes else None
 
 
 def batch_view(buf: torch.Tensor | None, shape: tuple[int, ...]) -> np.ndarray | None:
