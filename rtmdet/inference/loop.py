@@ -68,7 +68,7 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     CPU the worker would take cores from the network (benchmarks/bench_pipeline.py).
     `side_stream`: with reading ahead and a CUDA PyTorch model, post-process each batch on a
     second CUDA stream while the next batch's network runs (`SideStream`; same results). Off by
-    default until its CUDA test and benchmark have run on a GPU (benchmarks/gpu_session.sh).
+    default: on an H100 it paid for some sizes and cost for others (docs/speed.md).
     `classes`: detect only these classes (indices or names; `rtmdet.inference.classes`).
     `tta`: the reference's test-time augmentation (3 scales x flip, merged; detection models;
     `rtmdet.inference.tta`)."""

@@ -287,11 +287,9 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
         alive = (pos + torch.arange(size, device=device))[None, :] < count[r, None]
         bb, ba, bl = cand.gather(idx, r)
         kmax = max(kept_now[b] for b in todo)
-        if not compact_lists(bb) and len(todo) * size * max(size, kmax) <= _DENSE_PAIRS:
-            kmask = _resolve_dense(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax, thr)
-        else:
-            kmask = _resolve_pairs(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax, thr,
-                                   slots)
+        dense = not compact_lists(bb) and len(todo) * size * max(size, kmax) <= _DENSE_PAIRS
+        resolve = _resolve_dense if dense else _resolve_pairs
+        kmask = resolve(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax, thr, slots)
         slot = torch.where(kmask, cnt[:, None] + kmask.cumsum(1) - 1, cap).clamp_(max=cap)
         rows = torch.arange(len(todo), device=device)[:, None]
         for buf, val in ((k_idx, idx), (k_box, bb), (k_area, ba), (k_lab, bl)):
@@ -329,7 +327,7 @@ def _fixed_point(live: torch.Tensor, step) -> torch.Tensor:
         keep = after
 
 
-def _resolve_dense(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax: int, thr: float):
+def _resolve_dense(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax: int, thr: float, slots):
     """One block's keep mask (b, s) from dense pair masks: (b, s, kmax) against the boxes kept
     so far, (b, s, s) inside the block. Keys: same image and label (`group_key`); entries past
     an image's candidates are never live."""
@@ -337,7 +335,7 @@ def _resolve_dense(cand, bb, ba, bl, alive, r, k_box, k_area, k_lab, cnt, kmax: 
     live = alive
     if kmax:  # entries suppressed by a box kept in an earlier block are never kept
         k_key = cand.group_key(k_lab[r, :kmax], r)
-        k_live = torch.arange(kmax, device=bb.device)[None, :] < cnt[:, None]
+        k_live = slots[None, :kmax] < cnt[:, None]
         hit = iou_over(bb[:, :, None], ba[:, :, None], k_box[r, :kmax][:, None], k_area[r, :kmax][:, None], thr)
         hit &= (key[:, :, None] == k_key[:, None, :]) & k_live[:, None, :]
         live = alive & ~hit.any(2)
