@@ -225,8 +225,9 @@ def test_a_failed_batch_puts_its_buffer_back(monkeypatch):
     monkeypatch.setattr(backend, "_pinned_pool", lambda: pool)
     good = [np.full((40, 50, 3), 9, np.uint8)]
     backend.preprocess_device(backend.preprocess_host(good, (64, 64)))  # the miss allocates
-    with pytest.raises(Exception):
-        backend.preprocess_host([np.zeros((40, 50, 5), np.uint8)], (64, 64))  # 5 channels
+    for bad in (np.zeros((40, 50, 5), np.uint8), np.zeros((50, 40, 5), np.uint8)):  # 5 channels
+        with pytest.raises(ValueError, match="HxWx3"):
+            backend.preprocess_host([bad], (64, 64))
     host = backend.preprocess_host(good, (64, 64))
     assert host[-1] is not None and made == [3 * 64 * 64]
 

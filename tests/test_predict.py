@@ -133,17 +133,23 @@ def test_letterbox_arithmetic(h, w):
 @pytest.mark.parametrize("size", [(640, 640), (320, 480)])
 def test_letterbox_batch_is_the_stacked_letterboxes(size):
     """The batch is written plane by plane in place: the same array as stacking the letterboxed
-    HWC images and transposing, for mixed shapes and for a non-contiguous (channel-flipped)
-    view."""
+    HWC images and transposing, for mixed shapes (whole-row images written straight into the
+    planes, the others through the padded copy; downscaled, upscaled, unscaled) and for a
+    non-contiguous (channel-flipped) view; into a fresh array or over the garbage of a reused
+    one (every byte, padding included, is written)."""
     from rtmdet.data.letterbox import letterbox_batch
     rng = np.random.default_rng(1)
     imgs = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-            for h, w in [(480, 640), (1080, 1920), (375, 500), (640, 640), (100, 2000), (3000, 200)]]
+            for h, w in [(480, 640), (1080, 1920), (375, 500), (640, 640), (100, 2000), (3000, 200),
+                         (20, 64), (64, 20), (1, 1000), (320, 480)]]
     imgs.append(imgs[0][:, :, ::-1])
-    got, metas = letterbox_batch(imgs, size)
     want = np.stack([letterbox(i, size)[0] for i in imgs]).transpose(0, 3, 1, 2)
+    got, metas = letterbox_batch(imgs, size)
     assert got.flags.c_contiguous and got.dtype == np.uint8 and np.array_equal(got, want)
     assert [m.scale_factor for m in metas] == [letterbox(i, size)[1] for i in imgs]
+    reused = rng.integers(0, 255, want.shape, dtype=np.uint8)
+    again, again_metas = letterbox_batch(imgs, size, out=reused)
+    assert again is reused and np.array_equal(again, want) and again_metas == metas
 
 
 def test_normalization_constants_are_bgr_order():

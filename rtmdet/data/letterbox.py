@@ -41,27 +41,45 @@ def letterbox(img: np.ndarray, size: tuple[int, int] = (640, 640), pad_val: int 
     return img, (nw / w, nh / h), (nh, nw)
 
 
-def letterbox_batch(images: list[np.ndarray], size: tuple[int, int], out: np.ndarray | None = None):
+def letterbox_batch(images: list[np.ndarray], size: tuple[int, int], out: np.ndarray | None = None,
+                    pad_val: int = 114):
     """Letterbox every BGR image to `size`: a (B,3,H,W) uint8 array and an `ImageMeta` each.
 
-    Each letterboxed image is split into the batch's channel planes in place (OpenCV's SIMD
-    de-interleave): stacking the HWC images and transposing the stack costs 5x as much. `out`:
-    a (B,3,H,W) uint8 array to write into (a pinned buffer, `rtmdet.inference.pinned`)."""
+    Each resized image is split into the batch's channel planes in place (OpenCV's SIMD
+    de-interleave): stacking the HWC images and transposing the stack costs 5x as much. Where
+    the image fills whole rows (landscape, the usual photo or video frame) it goes straight into
+    the planes' top rows and only the rows below are filled, with no padded copy in between.
+    `out`: a (B,3,H,W) uint8 array to write into (a pinned buffer, `rtmdet.inference.pinned`)."""
     metas = []
     if out is not None and out.shape != (len(images), 3, *size):
         raise ValueError(f"out has shape {out.shape}, not {(len(images), 3, *size)}")
+    th, tw = size
     for i, img in enumerate(images):
-        p, scale, _ = letterbox(img, size)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"image {i}: expected an HxWx3 BGR array, got shape {img.shape}")
+        h, w = img.shape[:2]
+        nh, nw = fit_size(h, w, size)
         if out is None:
-            out = np.empty((len(images), p.shape[2], *p.shape[:2]), dtype=p.dtype)
-        planes = cv2.split(p, list(out[i]))
-        for dst, src in zip(out[i], planes):  # where OpenCV could not write in place
-            if src.ctypes.data != dst.ctypes.data:
-                np.copyto(dst, src)
-        metas.append(ImageMeta(tuple(img.shape[:2]), scale, tuple(size)))
+            out = np.empty((len(images), 3, th, tw), dtype=img.dtype)
+        if nw == tw:  # whole rows: the top nh rows of each plane are contiguous
+            if (nh, nw) != (h, w):
+                img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            _split_into(img, [plane[:nh] for plane in out[i]])
+            out[i, :, nh:] = pad_val
+        else:  # a strided destination is slower to split into than the padded copy
+            _split_into(letterbox(img, size, pad_val)[0], list(out[i]))
+        metas.append(ImageMeta((h, w), (nw / w, nh / h), tuple(size)))
     if out is None:
         out = np.empty((0, 3, *size), dtype=np.uint8)
     return out, metas
+
+
+def _split_into(img: np.ndarray, planes: list[np.ndarray]) -> None:
+    """De-interleave an (h,w,3) image into three (h,w) arrays (OpenCV writes in place where it
+    can; otherwise its result is copied over)."""
+    for dst, src in zip(planes, cv2.split(img, planes)):
+        if src.ctypes.data != dst.ctypes.data:
+            np.copyto(dst, src)
 
 
 def stack_by_shape(images: list[np.ndarray], size: tuple[int, int], out: np.ndarray | None = None):
