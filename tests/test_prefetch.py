@@ -149,12 +149,12 @@ def test_on_accelerator():
 
 def test_device_work_stays_on_the_calling_thread(backend, tmp_path, monkeypatch):
     """Reading ahead runs only the host part of pre-processing on the worker; moving to the
-    device (and a CUDA graph's capture, in `infer`) happens on the caller's thread."""
+    device (and a CUDA graph's capture, in `infer_async`) happens on the caller's thread."""
     seen = {"host": set(), "device": set(), "infer": set()}
-    for part in ("preprocess_host", "preprocess_device", "infer"):
+    for part in ("preprocess_host", "preprocess_device", "infer_async"):
         real = getattr(backend, part)
 
-        def spy(*a, real=real, key=part.replace("preprocess_", "")):
+        def spy(*a, real=real, key=part.replace("preprocess_", "").replace("_async", "")):
             seen[key].add(threading.current_thread().name)
             return real(*a)
         monkeypatch.setattr(backend, part, spy)

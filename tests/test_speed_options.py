@@ -268,7 +268,9 @@ def test_cuda_graph_backend_keeps_the_exact_detections():
 
 
 class _Recorder:
-    """A backend that logs the order of network runs and post-processing."""
+    """A backend that logs the order of network runs (queued without waiting: the loop never
+    waits for the network itself, its post-processing reads in stream order) and
+    post-processing; `infer`, which waits, fails."""
 
     def __init__(self, backend, log):
         self.backend, self.log = backend, log
@@ -281,6 +283,9 @@ class _Recorder:
     def infer_async(self, x):
         self.log.append(("infer", len(x)))
         return self.backend.infer(x)
+
+    def infer(self, x):
+        raise AssertionError("the loop waited for the network")
 
     def postprocess(self, outs, metas, cfg):
         self.log.append(("post", len(metas)))
@@ -317,13 +322,16 @@ def test_overlap_queues_the_next_network_before_post_processing(small, monkeypat
     assert len(got) == len(plain) == 5
     for a, b in zip(got, plain):
         assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels)
-    log.clear()  # not asked for, without reading ahead, or with one batch: no overlap
-    loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, prefetch=True, imgsz=128)
-    loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, prefetch=False,
-                       side_stream=True, imgsz=128)
+    # not asked for, without reading ahead, or with one batch: no overlap - each batch is
+    # post-processed right after its own network, before the next one is queued
+    for kw in (dict(prefetch=True), dict(prefetch=False, side_stream=True)):
+        log.clear()
+        loop.run_inference(_Recorder(TorchBackend(small), log), images, batch_size=2, imgsz=128, **kw)
+        assert log == [("infer", 2), ("post", 2), ("infer", 2), ("post", 2), ("infer", 1), ("post", 1)]
+    log.clear()
     loop.run_inference(_Recorder(TorchBackend(small), log), images[:2], batch_size=2, prefetch=True,
                        side_stream=True, imgsz=128)
-    assert ("infer", 2) not in log
+    assert log == [("infer", 2), ("post", 2)]
 
 
 def test_cpu_backends_do_not_overlap(small):

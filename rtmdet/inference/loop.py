@@ -51,7 +51,9 @@ def input_size(imgsz) -> tuple[int, int]:
 def run_batch(backend, images: list[np.ndarray], cfg: TestConfig) -> list[Detections]:
     """Decoded BGR images -> their detections through `backend` (one batch)."""
     x, metas = backend.preprocess(images, backend.input_size(cfg.imgsz))
-    return backend.postprocess(backend.infer(x), metas, cfg)
+    # no wait for the network: the post-processing's first kernels queue behind it on the same
+    # stream, and its first read of a result waits
+    return backend.postprocess(backend.infer_async(x), metas, cfg)
 
 
 def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
@@ -120,7 +122,7 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
         else:
             x, metas = backend.preprocess_device(pre)
             if side is None:
-                emit(chunk, backend.postprocess(backend.infer(x), metas, cfg))
+                emit(chunk, backend.postprocess(backend.infer_async(x), metas, cfg))
                 continue
             # queue this batch's network, then post-process the previous batch beside it
             queued = (chunk, backend.infer_async(x), metas, side.mark())

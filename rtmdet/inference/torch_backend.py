@@ -90,6 +90,8 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def infer(self, x) -> dict:
+        """The outputs, computed: waits for the GPU (stage timings rely on it; the inference loop
+        uses `infer_async`, whose results are read in stream order)."""
         out = self._infer(x)
         if x.is_cuda:
             torch.cuda.synchronize()

@@ -107,7 +107,7 @@ def run_tta(backend, images: list[np.ndarray], cfg: TestConfig, batch_size: int 
         # the views already have the input size: the backend's own letterbox (host or device,
         # any graph) passes them through unchanged; the views' metas replace its identity ones
         x, _ = backend.preprocess([v for v, _ in chunk], pad)
-        per_view += backend.postprocess(backend.infer(x), [m for _, m in chunk], cfg)
+        per_view += backend.postprocess(backend.infer_async(x), [m for _, m in chunk], cfg)
     flips = list(TTA_FLIPS) * len(TTA_SCALES)  # each image's views, in `tta_views` order
     return [merge_views(per_view[i * VIEWS:(i + 1) * VIEWS], flips, img.shape[:2])
             for i, img in enumerate(images)]
