@@ -115,6 +115,8 @@ def letterbox_stacked_torch(stacked, count: int, size: tuple[int, int], device, 
     import torch
     import torch.nn.functional as F
 
+    from ..ops.upload import rows_index
+
     th, tw = size
     out = torch.full((count, 3, th, tw), pad_val, dtype=torch.uint8, device=device)
     for idx, host in stacked:
@@ -125,7 +127,7 @@ def letterbox_stacked_torch(stacked, count: int, size: tuple[int, int], device, 
         if (nh, nw) != (h, w):
             x = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", align_corners=False)
             x = x.round_().clamp_(0, 255).to(torch.uint8)
-        out[idx, :, :nh, :nw] = x
+        out[rows_index(idx, device), :, :nh, :nw] = x
     return out
 
 

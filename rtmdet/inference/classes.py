@@ -11,6 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..ops.upload import upload
+
 
 def class_indices(classes, class_names: Sequence[str]) -> list[int]:
     """Class indices or names (one, or a list of them) -> sorted unique indices; a ValueError
@@ -57,10 +59,10 @@ class OnlyClasses:
             return [d.select(_member(d.labels, self.keep)) for d in dets]
         scores = outs["scores"]
         on = torch.zeros(scores.shape[-1], dtype=scores.dtype, device=scores.device)
-        on[self.keep] = 1
+        on[upload(self.keep, device=scores.device)] = 1
         return self.backend.postprocess({**outs, "scores": scores * on}, metas, cfg)
 
 
 def _member(labels, keep: Sequence[int]):
     labels = torch.as_tensor(labels)
-    return torch.isin(labels, torch.tensor(keep, dtype=labels.dtype, device=labels.device))
+    return torch.isin(labels, upload(keep, labels.dtype, labels.device))

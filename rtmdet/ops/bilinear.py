@@ -41,9 +41,9 @@ def axis_table(in_size: int, out_size: int, scale_factor: float | None = None,
     """Source indices / weights of F.interpolate(mode="bilinear", align_corners=False) along one
     axis: with `scale_factor` given the kernel maps by 1/scale_factor, else by in/out (float32)."""
     if scale_factor is not None:
-        ratio = torch.tensor(1.0 / scale_factor, dtype=torch.float32, device=device)
+        ratio = torch.full((), 1.0 / scale_factor, dtype=torch.float32, device=device)  # a fill, no upload
     else:
-        ratio = torch.tensor(in_size, dtype=torch.float32, device=device) / out_size
+        ratio = torch.full((), in_size, dtype=torch.float32, device=device) / out_size
     dst = torch.arange(out_size, dtype=torch.float32, device=device) + 0.5
     src = fma(ratio.expand_as(dst), dst, torch.full_like(dst, -0.5)).clamp(min=0)
     i0 = src.floor().long().clamp(max=in_size - 1)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .bilinear import AxisTable, axis_table, index_spans, lerp2
+from .upload import upload
 
 # the reference's mask_loss_stride: the loss reads gt masks at [2::4, 2::4] (the centres of
 # 4-pixel cells), so training ships only those pixels
@@ -119,7 +120,7 @@ def logits_to_masks(logits: torch.Tensor, ori_shape: tuple[int, int],
     _resize_whole(out, logits, whole, scale_factor, stride, mask_thr)
     windowed.sort(key=lambda i: -area[i])
     for idx in _window_batches(windowed, heights, widths):
-        sel = torch.tensor(idx, device=logits.device)
+        sel = upload(idx, device=logits.device)
         _finish_windows(out, logits, sel, ys[sel], ye[sel], xs[sel], xe[sel], rows1, cols1,
                         rows, cols, mask_thr)
     return out

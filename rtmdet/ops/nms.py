@@ -6,6 +6,8 @@ import functools
 import torch
 import torchvision
 
+from .upload import upload
+
 # Below this many boxes the reference offsets boxes per class and runs one NMS; above, a loop.
 SPLIT_THR = 10000
 
@@ -209,7 +211,7 @@ class Candidates:
                 self.valid.view(self.valid.shape[0], boxes.shape[1], -1).any(-1)
             mx = boxes.masked_fill(~used[..., None], float("-inf")).amax(dim=(1, 2))
             mn = boxes.masked_fill(~used[..., None], float("inf")).amin(dim=(1, 2))
-            self.scale = torch.where(self.offset_mode, mx + torch.tensor(1).to(boxes),
+            self.scale = torch.where(self.offset_mode, mx + 1,  # batched_nms's max + 1, no upload
                                      torch.zeros_like(mx))
             # Boxes of different labels can only suppress each other through the offsets if
             # their offset x-ranges overlap. They cannot when every coordinate lies in [0, max],
@@ -281,7 +283,7 @@ def greedy_blocks(cand: Candidates, iou_threshold: float, max_keep: int | None):
         need = cap - min(kept_now[b] for b in todo)
         size = min(_MAX_BLOCK, max(_MIN_BLOCK, int(need / rate * 1.25) + 16))
         size = min(size, end - pos, max(counts[b] for b in todo) - pos)
-        r = torch.tensor(todo, device=device) if len(todo) < bsz else slice(None)
+        r = upload(todo, device=device) if len(todo) < bsz else slice(None)
         cnt = k_cnt[r]
         idx = order[r, pos:pos + size]
         alive = (pos + torch.arange(size, device=device))[None, :] < count[r, None]

@@ -24,6 +24,7 @@ import torch
 from ..config import TestConfig
 from .boxes import distance2bbox
 from .nms import SPLIT_THR, Candidates, batched_nms, count_true, greedy_blocks, nonzero_known
+from .upload import rows_index, upload
 
 
 @dataclass
@@ -197,7 +198,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
         limits = [k - max(b) if z and o else None for b, z, o in zip(bad, lazy, over)]
         exact = [i for i in range(bsz) if over[i] and not lazy[i]]
         if exact:
-            rows = _index(exact, scores.device)
+            rows = rows_index(exact, scores.device)
             cand = cand.clone()
             cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
             counts = None
@@ -209,7 +210,7 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
     offset_mode = _flags(offset, scores.device)
     keeps, overflow = _nms_grid(boxes, scores, cand, cfg.nms_iou, max_keep, offset_mode, None, count, host)
     if overflow:  # visited more than the deferred cut allows: redo these with the exact cut
-        rows = torch.tensor(overflow, device=scores.device)
+        rows = upload(overflow, device=scores.device)
         exact = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
         redo, _ = _nms_grid(boxes[rows], scores[rows], exact, cfg.nms_iou, max_keep)
         for b, keep in zip(overflow, redo):
@@ -228,18 +229,11 @@ def _inverse_scales(scale_factors: tuple, dtype: torch.dtype, device: torch.devi
                             dtype=dtype, device=device)
 
 
-def _index(rows: list[int], device) -> torch.Tensor | slice:
-    """Rows of a batch as an index: a slice where they are contiguous (no upload)."""
-    if rows == list(range(rows[0], rows[-1] + 1)):
-        return slice(rows[0], rows[-1] + 1)
-    return torch.tensor(rows, device=device)
-
-
 def _flags(values: list[bool], device) -> torch.Tensor:
     """Per-image booleans on `device`, uploaded only when they differ."""
     if len(set(values)) == 1:
         return torch.full((len(values),), values[0], dtype=torch.bool, device=device)
-    return torch.tensor(values, dtype=torch.bool, device=device)
+    return upload(values, torch.bool, device)
 
 
 def _gather_kept(keeps: list[torch.Tensor], boxes, scores, boxes_in) -> list[RawDetections]:
@@ -248,8 +242,8 @@ def _gather_kept(keeps: list[torch.Tensor], boxes, scores, boxes_in) -> list[Raw
     bsz, _, num_classes = scores.shape
     sizes = [len(k) for k in keeps]
     keep = torch.cat(keeps) if bsz > 1 else keeps[0]
-    img = torch.repeat_interleave(torch.arange(bsz), torch.tensor(sizes), output_size=len(keep)) \
-        .to(keep.device) if bsz > 1 else 0
+    img = upload(torch.repeat_interleave(torch.arange(bsz), torch.tensor(sizes), output_size=len(keep)),
+                 device=keep.device) if bsz > 1 else 0
     prior = keep // num_classes
     fields = (boxes[img, prior], scores.view(bsz, -1)[img, keep], keep % num_classes, prior,
               boxes_in[img, prior])
