@@ -86,3 +86,17 @@ def test_cuda_upload_does_not_wait_for_queued_kernels():
     torch.cuda._sleep(1_000_000_000)
     torch.tensor([1, 2], device="cuda")
     assert stream.query()
+
+
+@cuda
+def test_cuda_training_targets_do_not_wait_for_the_forward():
+    """The loader's pinned targets reach the device while earlier work (the forward) still
+    runs, so the host queues the loss meanwhile."""
+    from rtmdet.families.base import targets_on
+    stream = torch.cuda.current_stream()
+    boxes = [torch.rand(5, 4).pin_memory(), torch.rand(0, 4).pin_memory()]
+    torch.cuda.synchronize()
+    torch.cuda._sleep(1_000_000_000)
+    got = targets_on(boxes, torch.device("cuda"))
+    assert not stream.query()
+    assert all(torch.equal(g.cpu(), b) for g, b in zip(got, boxes))

@@ -17,6 +17,13 @@ if TYPE_CHECKING:  # type hints only: keeps `import rtmdet` light
     from ..detections import Detections
 
 
+def targets_on(tensors: Sequence[torch.Tensor], device) -> list[torch.Tensor]:
+    """Per-image training targets on `device`. Asynchronous copies: from the loader's pinned
+    memory (`pin_memory=True` on CUDA) a blocking copy would first wait for the forward queued
+    before it, and the host could not queue the loss meanwhile."""
+    return [t.to(device, non_blocking=True) for t in tensors]
+
+
 class TaskFamily:
     """One task family. Subclasses set the class attributes and implement the methods.
 

@@ -11,7 +11,7 @@ from ..ops.boxes import all_priors, distance2bbox, feature_sizes, level_sizes
 from ..ops.graph_nms import graph_multiclass_nms
 from ..ops.nms import batched_nms
 from ..ops.postprocess import RawDetections, postprocess_decoded_batch
-from .base import TaskFamily
+from .base import TaskFamily, targets_on
 
 
 class DetectFamily(TaskFamily):
@@ -103,8 +103,7 @@ class DetectFamily(TaskFamily):
     # ------------------------------------------------------------------ training
     def loss(self, head_out, batch, img_shape, cfg, device):
         from ..train.losses import rtmdet_loss
-        boxes = [b.to(device) for b in batch["boxes"]]
-        labels = [lb.to(device) for lb in batch["labels"]]
+        boxes, labels = targets_on(batch["boxes"], device), targets_on(batch["labels"], device)
         ld = rtmdet_loss(head_out, boxes, labels, img_shape, strides=cfg.strides)
         return {"loss_cls": sum(ld["loss_cls"]), "loss_bbox": sum(ld["loss_bbox"])}
 

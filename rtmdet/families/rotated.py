@@ -17,7 +17,7 @@ from ..detections import Detections
 from ..ops.boxes import all_priors, feature_sizes, grid_priors, level_sizes
 from ..ops.postprocess import select_topk
 from ..ops.rotated import batched_nms_rotated, distance2obb, obb2poly, rescale_rotated
-from .base import TaskFamily
+from .base import TaskFamily, targets_on
 
 
 def rotated_hull(rboxes: torch.Tensor) -> torch.Tensor:
@@ -124,8 +124,8 @@ class RotatedFamily(TaskFamily):
         if "rboxes" not in batch:
             raise ValueError("a rotated-box model needs training data with rotated boxes "
                              "(a DOTA or YOLO-OBB dataset)")
-        ld = rotated_rtmdet_loss(head_out, [b.to(device) for b in batch["rboxes"]],
-                                 [lb.to(device) for lb in batch["labels"]], img_shape,
+        ld = rotated_rtmdet_loss(head_out, targets_on(batch["rboxes"], device),
+                                 targets_on(batch["labels"], device), img_shape,
                                  strides=cfg.strides, angle_version=cfg.angle_version)
         return {"loss_cls": sum(ld["loss_cls"]), "loss_bbox": sum(ld["loss_bbox"])}
 

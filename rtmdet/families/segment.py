@@ -12,6 +12,7 @@ from ..ops.boxes import all_priors, feature_sizes, level_shapes
 from ..ops.graph_nms import graph_multiclass_nms
 from ..ops.instance_masks import (MASK_LOSS_STRIDE, batched_dynamic_mask_logits,
                                   dynamic_mask_logits, dynamic_param_sizes, logits_to_masks)
+from .base import targets_on
 from .detect import DetectFamily
 
 log = logging.getLogger("rtmdet")
@@ -127,9 +128,9 @@ class SegmentFamily(DetectFamily):
         from ..train.losses_ins import rtmdet_ins_loss
         if "masks" not in batch:
             raise ValueError("an instance-segmentation model needs training data with masks")
-        ld = rtmdet_ins_loss(head_out, [b.to(device) for b in batch["boxes"]],
-                             [lb.to(device) for lb in batch["labels"]],
-                             [m.to(device) for m in batch["masks"]], img_shape,
+        ld = rtmdet_ins_loss(head_out, targets_on(batch["boxes"], device),
+                             targets_on(batch["labels"], device),
+                             targets_on(batch["masks"], device), img_shape,
                              strides=cfg.strides, num_prototypes=cfg.num_prototypes,
                              dyconv_channels=cfg.dyconv_channels, num_dyconvs=cfg.num_dyconvs)
         return {"loss_cls": sum(ld["loss_cls"]), "loss_bbox": sum(ld["loss_bbox"]),

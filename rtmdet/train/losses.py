@@ -32,9 +32,10 @@ def quality_focal_loss(logits: torch.Tensor, labels: torch.Tensor, scores: torch
     quality. For every (prior, class): BCE(x, t) * |t - sigmoid(x)|^beta with t the soft one-hot."""
     C = logits.shape[-1]
     pos = (labels >= 0) & (labels < C)
-    target = torch.zeros_like(logits)
-    if bool(pos.any()):
-        target[pos, labels[pos]] = scores[pos].to(logits.dtype)
+    # the soft one-hot written row by row (a background row writes 0 into class 0): no boolean
+    # indexing, whose nonzero would make the host wait for the device
+    value = torch.where(pos, scores.to(logits.dtype), 0.0)
+    target = torch.zeros_like(logits).scatter_(1, torch.where(pos, labels, 0)[:, None], value[:, None])
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") \
         * (target - logits.sigmoid()).abs().pow(beta)
     return loss.sum(-1)
@@ -140,9 +141,10 @@ def assigned_losses(cls_scores: Sequence[torch.Tensor], decoded: Sequence[torch.
         lab = labels[:, sl].reshape(-1)
         met = metrics[:, sl].reshape(-1)
         losses_cls.append(loss_cls(flat_cls[lv].reshape(-1, C), lab, met, avg_factor=1.0))
-        p = pos[:, sl].reshape(-1)
         pred = decoded[lv].reshape(-1, dim)
-        if bool(p.any()):
+        # the positives once as indices: one wait for their count, not one per boolean index
+        p = pos[:, sl].reshape(-1).nonzero().squeeze(1)
+        if len(p):
             target = bbox_targets[:, sl].reshape(-1, dim)[p]
             if encode_targets is not None:
                 target = encode_targets(target)
