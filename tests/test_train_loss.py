@@ -87,6 +87,29 @@ def test_batched_assigner_equals_per_image(seed):
     assert (batched.max_overlaps[1] == 0).all()
 
 
+def test_a_prior_wanted_by_two_gts_goes_to_the_cheaper_one():
+    """Gt A (the whole 64x64 image) listed before gt B (its centre quarter), 16 priors inside
+    both (so each gt alone has the same candidates as the two together); every prediction is
+    box B, so for any prior the IoU cost of B is 0 and of A -3 log(1/4), with the same centre
+    term. Each gt alone picks its own top-k priors; with both, a prior in both picks goes to B
+    (the first-listed A without the rule), the others to the gt that picked them."""
+    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    priors = torch.stack([20 + xs.flatten() * 8, 20 + ys.flatten() * 8,
+                          torch.full((16,), 8.0), torch.full((16,), 8.0)], 1)
+    a, b = torch.tensor([0.0, 0.0, 64.0, 64.0]), torch.tensor([16.0, 16.0, 48.0, 48.0])
+    scores = torch.zeros(1, 16, 3)
+    preds = b.expand(1, 16, 4).clone()
+    asg = DynamicSoftLabelAssigner()
+    alone = [asg.assign(scores, preds, priors, g.view(1, 1, 4), torch.zeros(1, 1, dtype=torch.long)).pos_mask[0]
+             for g in (a, b)]
+    both = asg.assign(scores, preds, priors, torch.stack([a, b])[None], torch.zeros(1, 2, dtype=torch.long))
+    got, shared = both.gt_inds[0], alone[0] & alone[1]
+    assert shared.any() and (alone[1] & ~shared).any() and not (alone[0] | alone[1]).all()
+    assert (got[shared] == 2).all()
+    assert (got[alone[0] & ~shared] == 1).all() and (got[alone[1] & ~shared] == 2).all()
+    assert (got[~(alone[0] | alone[1])] == 0).all()
+
+
 def test_no_gt_batch_gives_finite_zero_bbox_loss():
     model = rtmdet.create("rtmdet-tiny", num_classes=3).train()
     out = model(torch.randn(2, 3, 64, 64))

@@ -195,12 +195,11 @@ class DynamicSoftLabelAssigner:
         matching.scatter_(1, pos_idx, take)
         matching &= pair_ok
 
-        # a prior matched to several gts keeps the gt of minimum cost over the whole row
+        # a prior matched to several gts keeps the gt of minimum cost over the whole row (the
+        # row minima taken for every row, used where needed: no read of whether any row needs it)
         multi = matching.sum(-1) > 1  # (B,N)
-        if bool(multi.any()):
-            argmin = cost.argmin(-1)  # (B,N)
-            one = F.one_hot(argmin, M).bool()
-            matching = torch.where(multi[..., None], one, matching)
+        one = F.one_hot(cost.argmin(-1), M).bool()
+        matching = torch.where(multi[..., None], one, matching)
         fg = matching.any(-1) & valid
         matched_gt = matching.to(torch.uint8).argmax(-1)  # (B,N)
         matched_iou = (matching.to(ious.dtype) * ious).sum(-1)
