@@ -7,7 +7,9 @@
 #   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"]):
 #                                              # every part below, ~8-9 minutes on an H100
 #   bash benchmarks/gpu_session.sh e2e train   # only the parts named; what is open first:
-#   bash benchmarks/gpu_session.sh tests e2e profile   # ~3 minutes (nopin: e2e without pinned buffers)
+#   bash benchmarks/gpu_session.sh tests e2e nopin profile train   # ~7 minutes (nopin: e2e
+#                                              # without pinned buffers; train: the step after
+#                                              # its loss lost 22 of 31 host reads)
 #   bash benchmarks/gpu_session.sh compile     # a second call: torch.compile, inference and
 #                                              # training (compiling takes minutes)
 #
@@ -68,7 +70,7 @@ step() {
 part_tests() {
     step 150 python -m pytest -q -rs -p no:cacheprovider tests/test_nms_fast.py \
         tests/test_speed_options.py tests/test_rotated_ops.py tests/test_mask_finishing.py \
-        tests/test_pinned.py -k cuda
+        tests/test_pinned.py tests/test_upload.py -k cuda
 }
 part_post() { step 75 python benchmarks/bench_postprocess.py --device cuda --runs 5 --old-runs 1 --batches 1 8 32; }
 # where the post-processing's time goes on the GPU (operators by device time, wall vs busy)
