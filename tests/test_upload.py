@@ -20,6 +20,9 @@ def test_upload_gives_the_values_with_the_dtype():
     cast = upload(torch.tensor([1, 2], dtype=torch.int32), device=torch.device("cpu"))
     assert cast.dtype == torch.long and cast.tolist() == [1, 2]
     assert upload([], device="cpu").shape == (0,)
+    assert upload([0.5, 2.0], None).dtype == torch.float32
+    kept = torch.tensor([1, 2], dtype=torch.int32)
+    assert upload(kept, None).dtype == torch.int32
 
 
 @pytest.mark.parametrize("rows,want", [([0, 1, 2], slice(0, 3)), ([4], slice(4, 5)),

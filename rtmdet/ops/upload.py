@@ -12,9 +12,13 @@ import torch
 
 
 def upload(values, dtype: torch.dtype | None = torch.long, device=None) -> torch.Tensor:
-    """`values` (a list, a scalar or a CPU tensor) as a tensor of `dtype` on `device`, queued on the
-    current stream without waiting for it (CUDA); elsewhere a plain tensor."""
-    host = values.to(dtype) if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
+    """`values` (a list, a scalar or a CPU tensor) as a tensor of `dtype` (None: as given or
+    inferred) on `device`, queued on the current stream without waiting for it (CUDA); elsewhere
+    a plain tensor."""
+    if isinstance(values, torch.Tensor):
+        host = values if dtype is None else values.to(dtype)
+    else:
+        host = torch.tensor(values, dtype=dtype)
     if device is None or torch.device(device).type == "cpu":
         return host
     if torch.device(device).type != "cuda":
