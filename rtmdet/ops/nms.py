@@ -87,12 +87,10 @@ def nms_area(b: torch.Tensor) -> torch.Tensor:
 def iou_over(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor,
               thr: float) -> torch.Tensor:
     """IoU > thr with torchvision's CPU arithmetic (symmetric in the two boxes). Shapes broadcast:
-    pairwise (..., n, 1, 4) with (..., 1, m, 4), or aligned (E, 4) with (E, 4)."""
-    xx1 = torch.maximum(b1[..., 0], b2[..., 0])
-    yy1 = torch.maximum(b1[..., 1], b2[..., 1])
-    xx2 = torch.minimum(b1[..., 2], b2[..., 2])
-    yy2 = torch.minimum(b1[..., 3], b2[..., 3])
-    inter = (xx2 - xx1).clamp_(min=0) * (yy2 - yy1).clamp_(min=0)
+    pairwise (..., n, 1, 4) with (..., 1, m, 4), or aligned (E, 4) with (E, 4). x and y go
+    through each step together (the same per-element arithmetic in 9 kernels instead of 13)."""
+    wh = (torch.minimum(b1[..., 2:], b2[..., 2:]) - torch.maximum(b1[..., :2], b2[..., :2])).clamp_(min=0)
+    inter = wh[..., 0] * wh[..., 1]
     return inter / ((a1 + a2) - inter) > thr
 
 
