@@ -126,6 +126,11 @@ def timed_assigner(device: torch.device, acc: dict):
         assigner_mod.DynamicSoftLabelAssigner.assign = orig
 
 
+def pinned_batch(data: dict) -> dict:
+    """Every tensor of a collated batch (and of its per-image lists) in page-locked memory."""
+    return {k: v.pin_memory() if torch.is_tensor(v) else [t.pin_memory() for t in v] for k, v in data.items()}
+
+
 def bench_step(name: str, size: int, batch: int, iters: int, warmup: int, num_classes: int,
                device: torch.device, mode: str, tuned: bool, compile_net: bool = False):
     """(images/s, {part: share of the step}) of one configuration; `tuned`: channels-last and
@@ -143,6 +148,8 @@ def bench_step(name: str, size: int, batch: int, iters: int, warmup: int, num_cl
     imgs = (torch.rand(batch, size, size, 3, generator=g) * 255).to(torch.uint8).permute(0, 3, 1, 2)
     boxes, labels = random_gts(g, batch, size, num_classes)
     data = {"imgs": imgs, "boxes": boxes, "labels": labels}
+    if device.type == "cuda":  # pinned, as the Trainer's loader gives it (pin_memory=True)
+        data = pinned_batch(data)
     marks: list[tuple[str, float]] = []
 
     def mark(part: str) -> None:
