@@ -183,7 +183,6 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
         if bool(ok.all()):  # host sync: every box is large enough
             ok = None
     cand = valid if ok is None else valid & ok[..., None]
-    count = n.sum(1)
     counts = totals if ok is None else None
     k = cfg.nms_pre
     over = [0 < k < most and max(row) > k for row in n_host]  # a level with more than nms_pre
@@ -202,9 +201,11 @@ def _postprocess_grid(scores: torch.Tensor, sizes: Sequence[int], boxes_in,
             cand = cand.clone()
             cand[rows] = _cut(scores[rows], sizes, None if ok is None else ok[rows], cfg)
             counts = None
-    if counts is None:
+    if counts is None:  # some boxes were dropped or cut: count what is left
         count = count_true(cand, (1, 2))
         counts = count.tolist()  # host sync
+    else:
+        count = n.sum(1)
     offset = [c < SPLIT_THR and not z for c, z in zip(counts, lazy)]
     host = (counts, [c if lim is None else min(c, lim) for c, lim in zip(counts, limits)], any(offset))
     offset_mode = _flags(offset, scores.device)

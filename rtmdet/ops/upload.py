@@ -19,11 +19,10 @@ def upload(values, dtype: torch.dtype | None = torch.long, device=None) -> torch
         host = values if dtype is None else values.to(dtype)
     else:
         host = torch.tensor(values, dtype=dtype)
-    if device is None or torch.device(device).type == "cpu":
+    kind = "cpu" if device is None else torch.device(device).type
+    if kind == "cpu":
         return host
-    if torch.device(device).type != "cuda":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)
+    return host.pin_memory().to(device, non_blocking=True) if kind == "cuda" else host.to(device)
 
 
 def rows_index(rows: list[int], device) -> torch.Tensor | slice:
