@@ -7,9 +7,11 @@
 #   bash benchmarks/gpu_session.sh             # on the GPU machine (carry [".gpu", ".whl"]):
 #                                              # every part below, ~8-9 minutes on an H100
 #   bash benchmarks/gpu_session.sh e2e train   # only the parts named; what is open first:
-#   bash benchmarks/gpu_session.sh tests e2e nopin profile train   # ~7 minutes (nopin: e2e
-#                                              # without pinned buffers; train: the step after
-#                                              # its loss lost 22 of 31 host reads)
+#   bash benchmarks/gpu_session.sh tests e2e nopin pipeline profile train   # ~8 minutes
+#                                              # (nopin: e2e without pinned buffers; pipeline:
+#                                              # a folder of JPEGs, decoded on the host threads
+#                                              # and on one; train: the step after its loss
+#                                              # lost 22 of 31 host reads)
 #   bash benchmarks/gpu_session.sh compile     # a second call: torch.compile, inference and
 #                                              # training (compiling takes minutes)
 #
@@ -89,7 +91,7 @@ part_nopin() {
 }
 part_masks() { step 30 python benchmarks/bench_masks.py --device cuda --runs 5; }
 part_pipeline() {
-    step 45 python benchmarks/bench_pipeline.py --device cuda --images 256 --batch 32 --half \
+    step 60 python benchmarks/bench_pipeline.py --device cuda --images 256 --batch 32 --half \
         --cuda-graph --device-preprocess
 }
 # the training step in fp32 and AMP (s, m), then tiny's AMP step against the loader on 14 workers

@@ -1,6 +1,7 @@
 """Run a model (any backend) over a dataset and score it (used by `rtmdet val` and training)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,9 @@ from tqdm import tqdm
 from ..atomic import ensure_dir
 from ..data.images import ImageReadError, read_image
 from ..data.records import DetectionDataset, check_decoded_size
+from ..host_pool import host_map
 from ..inference.loop import check_knobs
+from ..inference.prefetch import on_accelerator, ordered_map
 
 log = logging.getLogger("rtmdet")
 
@@ -56,24 +59,35 @@ def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progr
     family = model.family
     results = []
     recs = dataset.records
+    chunks = [recs[start:start + batch_size] for start in range(0, len(recs), batch_size)]
+
+    def attempt(rec):
+        path = dataset.image_path(rec)
+        try:
+            return path, read_image(path), None
+        except ImageReadError as e:
+            return path, None, e
+
+    def read(chunk):  # host work only: on a GPU the next batch is read while this one runs
+        return host_map(attempt, chunk)  # files decoded side by side
+
+    ahead = 1 if on_accelerator(model) and len(chunks) > 1 else 0
     bar = tqdm(total=len(recs), desc="val", unit="img", disable=not progress)
-    for start in range(0, len(recs), batch_size):
-        chunk = recs[start:start + batch_size]
-        imgs, ok = [], []
-        for r in chunk:
-            path = dataset.image_path(r)
-            try:
-                imgs.append(read_image(path))
-                check_decoded_size(r, imgs[-1].shape, path)
+    with bar, contextlib.closing(ordered_map(read, chunks, ahead=ahead)) as reads:
+        for chunk, read_back in zip(chunks, reads):
+            imgs, ok = [], []
+            for r, (path, img, err) in zip(chunk, read_back):
+                if err is not None:
+                    log.warning("skipped %s", err)
+                    results.append(family.empty_record(r.image_id))
+                    continue
+                check_decoded_size(r, img.shape, path)
+                imgs.append(img)
                 ok.append(r)
-            except ImageReadError as e:
-                log.warning("skipped %s", e)
-                results.append(family.empty_record(r.image_id))
-        if imgs:
-            for r, d in zip(ok, model.predict(imgs, batch_size=batch_size, **knobs)):
-                results.append(family.result_record(r.image_id, d))
-        bar.update(len(chunk))
-    bar.close()
+            if imgs:
+                for r, d in zip(ok, model.predict(imgs, batch_size=batch_size, **knobs)):
+                    results.append(family.result_record(r.image_id, d))
+            bar.update(len(chunk))
     return results
 
 

@@ -11,6 +11,7 @@ from ..config import TestConfig
 from ..data.images import is_single_image, read_image
 from ..data.letterbox import letterbox_batch
 from ..detections import Detections
+from ..host_pool import host_map
 from .prefetch import ordered_map
 
 
@@ -94,7 +95,8 @@ def run_inference(backend, images, batch_size: int = 8, tile: int | None = None,
     chunks = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
 
     def prepare(chunk):  # on the worker thread when reading ahead: host work only
-        arrays = [read_image(x) for x in chunk]
+        files = any(not isinstance(x, np.ndarray) for x in chunk)  # decoded side by side
+        arrays = host_map(read_image, chunk) if files else [read_image(x) for x in chunk]
         if tile is not None or tta:
             return arrays, None
         return arrays, backend.preprocess_host(arrays, backend.input_size(cfg.imgsz))
