@@ -181,6 +181,8 @@ def bench_drift(args, device: torch.device) -> None:
     cases = ["square", "portrait", "large"]
     refs = [torch.load(FIX / f"predict_{c}.pth", weights_only=True) for c in cases]
     options = [("exact (default)", SpeedOptions()), ("fuse", SpeedOptions(fuse=True)),
+               ("channels_last", SpeedOptions(channels_last=True)),
+               ("fuse+channels_last", SpeedOptions(fuse=True, channels_last=True)),
                ("preprocess=device", SpeedOptions(preprocess="device")),
                ("bf16", SpeedOptions(half="bf16")), ("fuse+bf16", SpeedOptions(fuse=True, half="bf16"))]
     if device.type == "cuda":

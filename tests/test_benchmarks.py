@@ -34,6 +34,18 @@ def test_bench_train_runs():
     assert "rtmdet-tiny  |   128 | fp32 (baseline)" in out and "loader stage 1" in out
 
 
+def test_bench_inference_runs():
+    out = _run("benchmarks/bench_inference.py", "--models", "rtmdet-tiny", "--imgsz", "128", "--runs", "1",
+               "--warmup", "0")
+    assert "fused+NHWC x" in out and "rtmdet-tiny      predict (end to end)" in out
+
+
+def test_bench_pipeline_runs():
+    out = _run("benchmarks/bench_pipeline.py", "--images", "4", "--batch", "2", "--runs", "1")
+    assert "host threads:" in out
+    assert "identical: True" in out and "decoding on one thread" in out
+
+
 def test_bench_e2e_runs():
     out = _run("benchmarks/bench_e2e.py", "--models", "rtmdet-tiny", "--batch", "2", "--runs", "1",
                "--modes", "exact")

@@ -147,6 +147,65 @@ def test_detector_fuses_its_own_model_by_default(model):
     assert given.backend.net.module is not model
 
 
+@pytest.mark.parametrize("kw, device, nhwc", [
+    (dict(), "cpu", False),                      # the exact path: the model itself
+    (dict(fuse=True), "cpu", True),              # the Detector's / CLI's default on the CPU
+    (dict(fuse=True, channels_last=False), "cpu", False),
+    (dict(channels_last=True), "cpu", True),
+    (dict(fuse=True, half="bf16"), "cpu", False),  # measured in float32 only
+    (dict(fuse=True), "cuda", False),            # fp32 on CUDA: not measured faster
+    (dict(half=True), "cuda", True),
+    (dict(half=True, channels_last=False), "cuda", False),
+])
+def test_channels_last_default(kw, device, nhwc):
+    assert SpeedOptions(**kw).use_channels_last(torch.device(device)) is nhwc
+
+
+def test_detector_on_the_cpu_runs_channels_last(model):
+    """Fused and NHWC (oneDNN's faster convolutions) by default, with the fixtures' detections
+    at the parity tolerance; `channels_last=False` keeps NCHW."""
+    det = Detector(need(DET_FIX / "weights.pth"))
+    assert det.backend.net.channels_last
+    conv = det.backend.model.backbone.stem[0].conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    for case in ("square", "portrait", "large"):
+        fix = load_fixture(DET_FIX / f"predict_{case}.pth")
+        d = det.predict(fix["image_bgr"].numpy())
+        assert match_detections(d.boxes, d.scores, d.labels, fix["bboxes"], fix["scores"], fix["labels"]) == 0
+    assert not Detector(DET_FIX / "weights.pth", channels_last=False).backend.net.channels_last
+
+
+def test_instance_masks_through_the_cpu_default_match_the_fixture():
+    from helpers import INS_FIX, mask_ious
+    det = Detector(need(INS_FIX / "weights.pth"))
+    assert det.backend.net.channels_last
+    for case in ("square", "portrait", "large"):
+        fix = load_fixture(INS_FIX / f"predict_{case}.pth")
+        tc = fix["test_cfg"]  # the fixture's settings (100 per image)
+        d = det.predict(fix["image_bgr"].numpy(), score_thr=tc["score_thr"], nms_pre=tc["nms_pre"],
+                        nms_iou=tc["nms"]["iou_threshold"], max_per_img=tc["max_per_img"],
+                        mask_thr=tc["mask_thr_binary"])
+        assert len(d) == len(fix["scores"])
+        assert match_detections(d.boxes, d.scores, d.labels, fix["bboxes"], fix["scores"], fix["labels"]) == 0
+        assert min(mask_ious(d, fix)) >= 0.99
+
+
+@pytest.mark.parametrize("name", ["rtmdet-tiny", "rtmdet-ins-tiny", "rtmdet-r-tiny"])
+def test_channels_last_network_equals_the_plain_one(name):
+    """Every family's head outputs through the NHWC network, against the model itself."""
+    m = input_sensitive(rtmdet.create(name, num_classes=3))
+    x = torch.rand(2, 3, 128, 160, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        ref, got = m(x), prepare_network(m, SpeedOptions(channels_last=True))(x)
+    flat = lambda o: [t for t in (o if isinstance(o, (list, tuple)) else [o]) for t in
+                      (t if isinstance(t, (list, tuple)) else [t])]
+    pairs = list(zip(flat(ref), flat(got)))
+    assert pairs and all(a.shape == b.shape for a, b in pairs)
+    # float32 rounding of a reordered sum (outputs up to ~200 here; BN fusion drifts as much)
+    scale = max(float(a.abs().max()) for a, _ in pairs)
+    assert max(float((a - b).abs().max()) for a, b in pairs) <= 1e-4 * scale
+
+
 def test_device_preprocess_detections_stay_close(model):
     fix = load_fixture(DET_FIX / "predict_portrait.pth")  # 700x500 -> resized
     exact = model.predict(fix["image_bgr"].numpy())

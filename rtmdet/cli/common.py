@@ -114,7 +114,8 @@ def add_speed_args(p) -> None:
     g.add_argument("--half", nargs="?", const="fp16", choices=("fp16", "bf16"), default=None,
                    help="fp16 (or bf16) weights and activations, channels-last on CUDA")
     g.add_argument("--no-fuse", action="store_true",
-                   help="keep BatchNorm separate (default: folded into the convs)")
+                   help="the exact path: BatchNorm kept separate and, on the CPU, NCHW (default: "
+                        "BN folded into the convs, and channels-last on the CPU)")
     g.add_argument("--compile", action="store_true", help="torch.compile the network")
     g.add_argument("--cuda-graph", action="store_true",
                    help="replay a captured CUDA graph per input shape (CUDA only)")

@@ -89,7 +89,8 @@ class RTMDet(nn.Module):
                 mask_thr: float | None = None, tile: int | None = None,
                 overlap: int = 200, fuse: bool = False, half: bool | str = False,
                 compile: bool = False, cuda_graph: bool = False,
-                preprocess: str = "cpu", classes=None, tta: bool = False) -> list[Detections] | Detections:
+                preprocess: str = "cpu", classes=None, tta: bool = False,
+                channels_last: bool | None = None) -> list[Detections] | Detections:
         """Detect objects in a path, a BGR uint8 array, a PIL image, or a list of them.
 
         Returns one `Detections` per image (a single one for a single input), boxes in original
@@ -102,14 +103,16 @@ class RTMDet(nn.Module):
         merged by NMS at 0.6 keeping 100; detection models; `rtmdet.inference.tta`).
 
         Speed (`rtmdet.inference.speed.SpeedOptions`; all off = the exact reference path):
-        `fuse` folds BatchNorm into the convs, `half` runs fp16 (True) or bf16 ("bf16") with
-        channels-last on CUDA, `compile` uses torch.compile, `cuda_graph` replays a captured
-        graph per input shape (CUDA), `preprocess="device"` letterboxes on the model's device.
+        `fuse` folds BatchNorm into the convs (on the CPU with channels-last: NHWC
+        convolutions), `half` runs fp16 (True) or bf16 ("bf16") with channels-last on CUDA,
+        `channels_last` sets NHWC explicitly, `compile` uses torch.compile, `cuda_graph`
+        replays a captured graph per input shape (CUDA), `preprocess="device"` letterboxes on
+        the model's device.
         They run on a prepared copy of the model, kept until its weights change."""
         from ..inference import TorchBackend, run_inference
         from ..inference.speed import SpeedOptions
-        options = SpeedOptions(fuse=fuse, half=half, compile=compile, cuda_graph=cuda_graph,
-                               preprocess=preprocess)
+        options = SpeedOptions(fuse=fuse, half=half, channels_last=channels_last, compile=compile,
+                               cuda_graph=cuda_graph, preprocess=preprocess)
         was_training = self.training
         self.eval()
         try:
