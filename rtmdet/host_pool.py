@@ -78,10 +78,10 @@ def host_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     the first item that failed, in order, is raised, as a plain loop would. Called from a pool
     thread, or with one thread, it is that plain loop."""
     items = list(items)
-    threads = min(host_threads(), len(items))
-    if threads <= 1 or getattr(_local, "in_pool", False):
+    threads = host_threads()
+    if min(threads, len(items)) <= 1 or getattr(_local, "in_pool", False):
         return [fn(x) for x in items]
-    pool = _get_pool(host_threads())
+    pool = _get_pool(threads)
     futures = [pool.submit(fn, x) for x in items]
     try:
         cf.wait(futures)

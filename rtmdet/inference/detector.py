@@ -52,8 +52,8 @@ class Detector:
 
     PyTorch only (`rtmdet.inference.speed.SpeedOptions`): `fuse` (BatchNorm folded into the
     convs, on by default), `half` (True/"fp16" or "bf16"), `channels_last` (default: with half on
-    CUDA, with fuse in float32 on the CPU), `compile` (torch.compile), `cuda_graph` (replay per input shape, CUDA),
-    `preprocess="device"` (letterbox on the GPU)."""
+    CUDA, with fuse in float32 on the CPU), `compile` (torch.compile), `cuda_graph` (replay per
+    input shape, CUDA), `preprocess="device"` (letterbox on the GPU)."""
 
     def __init__(self, path, device: str = "cpu", providers: list[str] | None = None,
                  threads: int | None = None, model=None, fuse: bool = True,
