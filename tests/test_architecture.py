@@ -21,6 +21,9 @@ FORBIDDEN = {
     "eval": {"train", "deploy", "cli"},
     "train": {"deploy", "cli"},
     "deploy": {"train", "cli"},
+    # the shared host threads: used by `data`, `inference` and `eval`, importing none of them
+    "host_pool": {"ops", "data", "config", "presets", "models", "families", "inference", "train", "eval",
+                  "deploy", "cli", "api"},
 }
 
 
