@@ -157,3 +157,15 @@ def test_normalization_constants_are_bgr_order():
     m = rtmdet.create("rtmdet-tiny")
     assert torch.allclose(m.normalize(x), torch.zeros(1, 3, 2, 2))
     assert STD_BGR[0] == 57.375
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_normalize_in_place_gives_the_formula_and_leaves_its_input(dtype):
+    m = rtmdet.create("rtmdet-tiny")
+    x = torch.randint(0, 256, (2, 3, 9, 7), dtype=torch.uint8).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)  # as the training step gives it
+    before = x.clone()
+    got = m.normalize(x)
+    assert torch.equal(got, (x.float() - m.mean) / m.std)  # bit for bit
+    assert torch.equal(x, before) and got.data_ptr() != x.data_ptr()
+    assert got.is_contiguous(memory_format=torch.channels_last)
