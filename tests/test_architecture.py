@@ -24,6 +24,8 @@ FORBIDDEN = {
     # the shared host threads: used by `data`, `inference` and `eval`, importing none of them
     "host_pool": {"ops", "data", "config", "presets", "models", "families", "inference", "train", "eval",
                   "deploy", "cli", "api"},
+    "host_memory": {"ops", "data", "config", "presets", "models", "families", "inference", "train",
+                    "eval", "deploy", "cli", "api"},
 }
 
 

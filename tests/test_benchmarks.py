@@ -46,6 +46,11 @@ def test_bench_pipeline_runs():
     assert "identical: True" in out and "decoding on one thread" in out
 
 
+def test_bench_host_memory_runs():
+    out = _run("benchmarks/bench_host_memory.py", "--batches", "1", "--rounds", "1", "--runs", "1")
+    assert "kept ms/img" in out and "rtmdet-tiny" in out
+
+
 def test_bench_e2e_runs():
     out = _run("benchmarks/bench_e2e.py", "--models", "rtmdet-tiny", "--batch", "2", "--runs", "1",
                "--modes", "exact")

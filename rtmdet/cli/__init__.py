@@ -9,6 +9,7 @@ import torch
 
 from .. import __version__
 from ..atomic import WriteError
+from ..host_memory import keep_freed_memory
 from ..signals import exit_code, sigterm_as_interrupt
 from . import bench, demo, env, export, models, predict, split, train, val
 from .common import UsageError
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s")
+    keep_freed_memory()  # this process's batches reuse mapped pages (`rtmdet.host_memory`)
     try:  # SIGTERM (kill, docker stop) keeps what Ctrl-C keeps: the work done so far
         with sigterm_as_interrupt():
             return int(args.func(args) or 0)
