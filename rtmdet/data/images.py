@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..host_pool import host_map
 from .files import VIDEO_EXTS
 
 
@@ -44,6 +45,17 @@ def read_image(src) -> np.ndarray:
         raise ImageReadError(f"{path}: " + ("an empty file (0 bytes)" if p.stat().st_size == 0 else
                                             "not a readable image (corrupt or unsupported format)"))
     return img
+
+
+def read_each(sources) -> list[tuple[np.ndarray | None, ImageReadError | None]]:
+    """(array, None) or (None, ImageReadError) for each source, in order; the files are decoded
+    side by side on the host threads (`rtmdet.host_pool`)."""
+    def attempt(src):
+        try:
+            return read_image(src), None
+        except ImageReadError as e:
+            return None, e
+    return host_map(attempt, sources)
 
 
 def is_single_image(x) -> bool:

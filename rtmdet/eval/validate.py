@@ -9,9 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..atomic import ensure_dir
-from ..data.images import ImageReadError, read_image
+from ..data.images import read_each
 from ..data.records import DetectionDataset, check_decoded_size
-from ..host_pool import host_map
 from ..inference.loop import check_knobs
 from ..inference.prefetch import on_accelerator, ordered_map
 
@@ -61,27 +60,20 @@ def predict_dataset(model, dataset: DetectionDataset, batch_size: int = 8, progr
     recs = dataset.records
     chunks = [recs[start:start + batch_size] for start in range(0, len(recs), batch_size)]
 
-    def attempt(rec):
-        path = dataset.image_path(rec)
-        try:
-            return path, read_image(path), None
-        except ImageReadError as e:
-            return path, None, e
-
     def read(chunk):  # host work only: on a GPU the next batch is read while this one runs
-        return host_map(attempt, chunk)  # files decoded side by side
+        return read_each([dataset.image_path(r) for r in chunk])
 
     ahead = 1 if on_accelerator(model) and len(chunks) > 1 else 0
     bar = tqdm(total=len(recs), desc="val", unit="img", disable=not progress)
     with bar, contextlib.closing(ordered_map(read, chunks, ahead=ahead)) as reads:
         for chunk, read_back in zip(chunks, reads):
             imgs, ok = [], []
-            for r, (path, img, err) in zip(chunk, read_back):
+            for r, (img, err) in zip(chunk, read_back):
                 if err is not None:
                     log.warning("skipped %s", err)
                     results.append(family.empty_record(r.image_id))
                     continue
-                check_decoded_size(r, img.shape, path)
+                check_decoded_size(r, img.shape, dataset.image_path(r))
                 imgs.append(img)
                 ok.append(r)
             if imgs:

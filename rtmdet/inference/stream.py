@@ -40,18 +40,10 @@ class Frame:
 def read_images(paths: Iterable) -> tuple[list, list[np.ndarray], list[tuple]]:
     """(readable paths, their BGR arrays, [(unreadable path, ImageReadError)]); the files are
     decoded side by side on the host threads (`rtmdet.host_pool`)."""
-    from ..data.images import ImageReadError, read_image
-    from ..host_pool import host_map
-
-    def attempt(f):
-        try:
-            return read_image(f), None
-        except ImageReadError as e:
-            return None, e
-
+    from ..data.images import read_each
     paths = list(paths)
     ok, arrays, bad = [], [], []
-    for f, (img, err) in zip(paths, host_map(attempt, paths)):
+    for f, (img, err) in zip(paths, read_each(paths)):
         if err is None:
             arrays.append(img)
             ok.append(f)
